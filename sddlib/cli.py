@@ -1,0 +1,157 @@
+"""The ``sddlib`` command.
+
+    sddlib run [CONFIG.yml] [--set key=value]... [--runs-dir DIR]   run or resume one experiment
+    sddlib ls [--runs-dir DIR]                                       list runs and their status
+    sddlib show RUN [--runs-dir DIR]                                 print a run's per-level table
+    sddlib keys                                                      every config key, its default, allowed values
+
+Bad input (an unknown key, a wrong type, a value out of range) stops the command before
+any work with one line naming the key and the allowed values, and the run store is not
+touched.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from .config import ConfigError, ExperimentConfig, help_table
+from .project import load_settings
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args)
+    except (ConfigError, KeyError, FileNotFoundError, ValueError) as error:
+        message = error.args[0] if error.args else str(error)
+        print(f"sddlib {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except RuntimeError as error:
+        print(f"sddlib {args.command}: error: {error}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sddlib", description="Sparse double descent "
+                                     "experiments: run, list and show stored runs.")
+    commands = parser.add_subparsers(dest="command")
+
+    run = commands.add_parser("run", help="run or resume one experiment",
+                              epilog="keys for --set: see `sddlib keys`")
+    run.add_argument("config", nargs="?", type=Path, help="YAML file of key: value pairs")
+    run.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                     help="override one config key (repeatable)")
+    _store_option(run)
+    run.add_argument("--data-dir", type=Path, help="dataset cache (default: from _config.yml)")
+    run.add_argument("--download", action="store_true",
+                     help="download torchvision datasets that are missing")
+    run.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
+                     help="save a mid-level checkpoint at the first epoch end after this "
+                          "many seconds (default 60)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(handler=_run)
+
+    listing = commands.add_parser("ls", help="list runs with their status")
+    _store_option(listing)
+    listing.set_defaults(handler=_ls)
+
+    show = commands.add_parser("show", help="print a run's per-level table")
+    show.add_argument("run", help="run folder name, a unique prefix of it, or its hash")
+    _store_option(show)
+    show.set_defaults(handler=_show)
+
+    keys = commands.add_parser("keys", help="every config key with its default and allowed "
+                               "values")
+    keys.set_defaults(handler=_keys)
+    return parser
+
+
+def _store_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runs-dir", type=Path,
+                        help="run store (default: runs_dir in the root _config.yml)")
+
+
+def _store(args):
+    from .store import RunStore
+
+    settings = load_settings()
+    return RunStore(args.runs_dir or settings.runs_dir), settings
+
+
+def config_from(path: Optional[Path], sets: list[str]) -> ExperimentConfig:
+    values = {}
+    if path is not None:
+        if not path.is_file():
+            raise FileNotFoundError(f"config: no file {path}")
+        values = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"config: {path} must hold key: value pairs")
+    return ExperimentConfig.from_dict(values).with_sets(sets)
+
+
+def _run(args) -> int:
+    config = config_from(args.config, args.sets)  # fails before anything is touched
+    from .experiment import run_experiment
+
+    store, settings = _store(args)
+    existing = store.find(config)
+    if existing is not None and existing.is_finished():
+        print(f"found finished run {existing.name}; reusing it", file=sys.stderr)
+    run = run_experiment(config, store, progress=not args.quiet,
+                         checkpoint_seconds=args.checkpoint_every,
+                         data_dir=args.data_dir or settings.data_dir, download=args.download)
+    print(_format_table(run.levels(), config.levels), file=sys.stderr)
+    print(run.path)
+    return 0
+
+
+def _ls(args) -> int:
+    store, _ = _store(args)
+    runs = store.runs()
+    if not runs:
+        print(f"no runs in {store.root}")
+        return 0
+    width = max(len(r.name) for r in runs)
+    print(f"{'run':<{width}}  {'status':<8}  levels")
+    for run in runs:
+        print(f"{run.name:<{width}}  {run.status():<8}  {run.levels_done()}/"
+              f"{run.config.levels + 1}")
+    return 0
+
+
+def _show(args) -> int:
+    store, _ = _store(args)
+    run = store.get(args.run)
+    print(run.path)
+    print(_format_table(run.levels(), run.config.levels))
+    return 0
+
+
+def _keys(args) -> int:
+    rows = help_table()
+    width = max(len(k) for k, _, _ in rows)
+    dwidth = max(len(d) for _, d, _ in rows)
+    for key, default, text in rows:
+        print(f"{key:<{width}}  {default:<{dwidth}}  {text}")
+    return 0
+
+
+def _format_table(table, levels: int) -> str:
+    if table.empty:
+        return "no finished level yet"
+    columns = ["level", "sparsity", "train_acc", "train_acc_clean", "train_acc_corrupted",
+               "test_acc", "test_loss", "learning_distance", "seconds"]
+    shown = table[[c for c in columns if c in table.columns]]
+    return shown.to_string(index=False, float_format=lambda v: f"{v:.4f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""The networks of the papers, by name.
+
+- ``mlp``: fully connected ReLU network; LeNet-300-100 is ``widths=[300, 100]`` (He et al.).
+- ``cnn1d``: a small 1-D CNN for MNIST-1D signals (three convolutions and a linear head).
+- ``resnet18`` / ``resnet101``: the CIFAR variant (3x3 stride-1 stem, no max-pool), base
+  width 64 by default (He et al. on CIFAR and Tiny ImageNet).
+- ``vgg16``: the CIFAR VGG-16 with BatchNorm and one linear head (open_lth's ``cifar_vgg``).
+- ``vgglike``: the depth/width family of Quetu & Tartaglione (DSD^2): blocks of two 3x3
+  convolutions, each conv -> ReLU -> BatchNorm, max-pool after each block, adaptive
+  average pool to 7x7 and a linear head.
+
+Every model names its classifier layer in ``output_name`` so pruning can keep it dense.
+Initialisation follows the paper's code: Kaiming-normal conv and linear weights,
+BatchNorm weight ~ U(0, 1) and bias 0.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def build_model(config, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """The model named in ``config.model``, initialised from the current torch RNG."""
+    name = config.model
+    if name == "mlp":
+        model = MLP(math.prod(input_shape), config.widths, num_classes)
+    elif name == "cnn1d":
+        model = CNN1D(input_shape[-1], config.width, num_classes)
+    elif name in ("resnet18", "resnet101"):
+        model = CifarResNet(name, input_shape[0], config.width, num_classes)
+    elif name == "vgg16":
+        model = CifarVGG16(input_shape[0], config.width, num_classes)
+    elif name == "vgglike":
+        model = VGGLike(input_shape[0], config.width, config.depth, num_classes)
+    else:
+        raise ValueError(f"model: unknown {name!r}")
+    initialise(model)
+    return model
+
+
+def initialise(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+            nn.init.kaiming_normal_(module.weight)
+        elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.uniform_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
+def default_prune_output(model_name: str) -> bool:
+    """He et al.: ResNets prune every conv and the fc layer; LeNet and VGG keep the output dense."""
+    return model_name in ("resnet18", "resnet101")
+
+
+class MLP(nn.Module):
+    output_name = "output"
+
+    def __init__(self, in_features: int, widths: list[int], num_classes: int):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        previous = in_features
+        for width in widths:
+            layers += [nn.Linear(previous, width), nn.ReLU()]
+            previous = width
+        self.hidden = nn.Sequential(*layers)
+        self.output = nn.Linear(previous, num_classes)
+
+    def forward(self, x):
+        return self.output(self.hidden(x))
+
+
+class CNN1D(nn.Module):
+    output_name = "output"
+
+    def __init__(self, length: int, width: int, num_classes: int):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv1d(1, width, 5, padding=2), nn.ReLU(),
+            nn.Conv1d(width, width, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv1d(width, width, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Flatten(),
+        )
+        reduced = math.ceil(math.ceil(length / 2) / 2)
+        self.output = nn.Linear(width * reduced, num_classes)
+
+    def forward(self, x):
+        return self.output(self.features(x.view(x.shape[0], 1, -1)))
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, planes_in: int, planes: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(planes_in, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = _shortcut(planes_in, planes, stride)
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, planes_in: int, planes: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(planes_in, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.shortcut = _shortcut(planes_in, planes * 4, stride)
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = torch.relu(self.bn2(self.conv2(out)))
+        return torch.relu(self.bn3(self.conv3(out)) + self.shortcut(x))
+
+
+def _shortcut(planes_in: int, planes_out: int, stride: int) -> nn.Module:
+    if stride == 1 and planes_in == planes_out:
+        return nn.Identity()
+    return nn.Sequential(nn.Conv2d(planes_in, planes_out, 1, stride, bias=False),
+                         nn.BatchNorm2d(planes_out))
+
+
+class CifarResNet(nn.Module):
+    output_name = "fc"
+    _plans = {"resnet18": (BasicBlock, (2, 2, 2, 2)), "resnet101": (Bottleneck, (3, 4, 23, 3))}
+
+    def __init__(self, name: str, in_channels: int, width: int, num_classes: int):
+        super().__init__()
+        block, counts = self._plans[name]
+        self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        stages, planes_in = [], width
+        for stage, count in enumerate(counts):
+            planes = width * 2 ** stage
+            for index in range(count):
+                stride = 2 if stage > 0 and index == 0 else 1
+                stages.append(block(planes_in, planes, stride))
+                planes_in = planes * block.expansion
+        self.layers = nn.Sequential(*stages)
+        self.fc = nn.Linear(planes_in, num_classes)
+
+    def forward(self, x):
+        out = self.layers(torch.relu(self.bn1(self.conv1(x))))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(out, 1), 1))
+
+
+class CifarVGG16(nn.Module):
+    output_name = "fc"
+    _plan = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
+
+    def __init__(self, in_channels: int, width: int, num_classes: int):
+        super().__init__()
+        layers, channels = [], in_channels
+        for item in self._plan:
+            if item == "M":
+                layers.append(nn.MaxPool2d(2))
+                continue
+            out = item * width // 64
+            layers += [nn.Conv2d(channels, out, 3, padding=1), nn.BatchNorm2d(out), nn.ReLU()]
+            channels = out
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, x):
+        out = nn.functional.adaptive_avg_pool2d(self.features(x), 1)
+        return self.fc(torch.flatten(out, 1))
+
+
+class VGGLike(nn.Module):
+    output_name = "fc"
+
+    def __init__(self, in_channels: int, width: int, depth: int, num_classes: int):
+        super().__init__()
+        layers, channels = [], in_channels
+        for block in range(depth):
+            out = width * 2 ** block
+            for conv_in in (channels, out):
+                layers += [nn.Conv2d(conv_in, out, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(out)]
+            layers.append(nn.MaxPool2d(2, ceil_mode=True))
+            channels = out
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(7)
+        self.fc = nn.Linear(channels * 49, num_classes)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.features(x)), 1))

@@ -1,0 +1,509 @@
+"""Train small, or train large and prune? Least-squares models where the answer is computable.
+
+The question (Chang, Li, Oymak, Thrampoulidis, "Provable Benefits of Overparameterization
+in Model Compression", AAAI 2021, arXiv 2012.08749): to end up with a model of ``s``
+weights, is it better to fit a small model on the ``s`` best features, or to fit a large
+model on ``p >> s`` features and prune it to ``s``? Their answer for least squares and
+random features: past the interpolation threshold ``p = n``, train-then-prune can win even
+against an oracle that knows where the best features are, and the pruned model's risk,
+seen as a function of ``p`` at fixed ``s``, shows its own double descent. This module
+simulates both models, and gives analytic curves for the isotropic linear case.
+
+Setup (linear model, :func:`simulate_linear`)
+---------------------------------------------
+* Features ``x ~ N(0, Sigma)`` in ``d`` dimensions, ``Sigma = diag(lambda_1..lambda_d)``:
+  ``spectrum="isotropic"`` (all ones) or ``"power"`` (``lambda_j = j**-alpha``, rescaled
+  so that ``mean(lambda) = 1``).
+* Ground truth ``beta``: ``beta_profile="power"`` (``beta_j ~ j**-beta_decay``),
+  ``"equal"`` or ``"sparse"`` (``n_nonzero`` equal entries, the rest zero), rescaled to the
+  signal energy ``r^2 = beta' Sigma beta``. Label ``y = x' beta + eps``,
+  ``eps ~ N(0, sigma^2)``. Features are sorted by strength ``lambda_j beta_j^2``, strongest
+  first, so "the first p features" are the p strongest and the oracle's "s best features"
+  are the first s.
+* The model sees the first ``p`` features of ``n`` training samples and is fitted by
+  min-norm least squares ``w = X_p^+ y`` (the OLS solution for ``p < n``, the min-norm
+  interpolator for ``p > n``). Every ``p`` of one trial reuses the same samples (the first
+  ``p`` columns of one ``n x d`` draw), so the curves over ``p`` are nested and smooth.
+* Methods (the ``method`` column): ``dense`` (the p-feature fit); ``magnitude`` (keep its
+  ``s`` largest ``|w_j|``, zero the rest); ``random`` (keep ``s`` coordinates drawn
+  uniformly); ``magnitude+refit`` and ``random+refit`` (min-norm least squares again on
+  the same ``n`` samples, restricted to the kept support); ``oracle`` (min-norm least
+  squares on the ``s`` truly best features, i.e. the small model trained directly; it does
+  not depend on ``p``). When ``p <= s`` nothing is pruned and all but ``oracle`` equal
+  ``dense``.
+
+Test risk is exact, not sampled. For a coefficient vector ``w`` on the first ``p``
+features (``w_j = 0`` for ``j > p``) and a fresh ``(x, y)``::
+
+    R(w) = E (y - x'w)^2 = (w - beta)' Sigma (w - beta) + sigma^2
+         = sum_j lambda_j (w_j - beta_j)^2 + sigma^2                          (1)
+
+because ``x`` is independent of ``eps`` and centred. So every risk in this module,
+simulated or analytic, is the full prediction risk *including* the irreducible
+``sigma^2`` (:func:`population_risk`; tests check it against a test-set estimate).
+
+Random-features model (:func:`simulate_random_features`)
+--------------------------------------------------------
+Input ``z ~ N(0, I_k)``, teacher ``f(z) = z' theta`` with ``|theta|^2 = r^2`` (or any
+callable), ``y = f(z) + eps``. Features ``phi(z) = ReLU(W z / sqrt(k))`` with ``W`` a fixed
+pool of ``pool_size`` Gaussian rows, of which the model uses the first ``p`` (nested in
+``p``). The second layer is fitted, pruned and refitted exactly as above. There are no
+"true best features" here, so the baseline is the ``small`` model: min-norm least squares
+on ``s`` random features (the first ``s`` of the pool). The risk is estimated on
+``n_test`` fresh inputs as ``mean((f(z) - phi(z)'a)^2) + sigma^2``: the label noise is
+added exactly rather than sampled, which removes its share of the Monte-Carlo error; the
+rest has relative error about ``sqrt(2 / n_test)`` per trial.
+
+Analytic curves (isotropic ``Sigma = I``)
+-----------------------------------------
+(2) Dense min-norm risk, Hastie, Montanari, Rosset, Tibshirani 2019 ("Surprises in
+high-dimensional ridgeless least squares interpolation", Thm 1), ``gamma = p/n``::
+
+    R - sigma^2 -> sigma^2 gamma / (1 - gamma)                      gamma < 1
+    R - sigma^2 -> r^2 (1 - 1/gamma) + sigma^2 / (gamma - 1)          gamma > 1
+
+  and the exact finite-``n`` expectation for Gaussian features, which this module uses
+  when ``n`` is given (:func:`minnorm_risk_isotropic`)::
+
+    E R - sigma^2 = sigma^2 p / (n - p - 1)                         p < n - 1
+    E R - sigma^2 = r^2 (1 - n/p) + sigma^2 n / (p - n - 1)           p > n + 1
+
+  from ``E (X'X)^{-1} = I/(n-p-1)`` (inverse-Wishart mean), ``E (XX')^{-1} = I/(p-n-1)``
+  and ``X^+ X`` being a uniformly random rank-``n`` projection with mean ``(n/p) I``.
+
+(3) Misspecification. The model sees ``p`` of ``d`` features. With ``Sigma = I`` the unseen
+features are independent of the seen ones, so ``x_{>p}' beta_{>p}`` is just extra label
+noise: the formulas of (2) hold with ``r_p^2 = sum_{j<=p} beta_j^2`` and
+``sigma_p^2 = sigma^2 + sum_{j>p} beta_j^2``, and ``R = sigma_p^2 + excess``.
+
+(4) Coordinates of the min-norm solution (the Gaussian-coordinate description; Chang et
+al. characterise the min-norm solution's coordinates for general ``Sigma`` with the
+convex Gaussian min-max theorem; what follows is the isotropic case, derived here directly
+rather than copied from their theorem). Write ``w = P beta + X^+ eps`` with
+``P = X^+ X``. For ``p > n`` ``P`` is a uniformly random rank-``n`` projection, so
+``E P = (n/p) I`` and each coordinate is::
+
+    w_j  ~  (n/p) beta_j + tau_j g_j,        g_j ~ N(0, 1)
+
+    tau_j^2 = beta_j^2 [n(n+2)/(p(p+2)) - n^2/p^2]
+              + (r_p^2 - beta_j^2) n(p-n) / (p(p-1)(p+2))
+              + sigma_p^2 n / (p (p-n-1))
+
+  (exact second moments: ``P_jj ~ Beta(n/2, (p-n)/2)`` and ``sum_k P_jk^2 = P_jj``; the
+  noise part is rotation invariant with trace ``sigma_p^2 n/(p-n-1)``). As
+  ``n, p -> inf`` this is ``tau^2 = [r^2 (1/gamma)(1 - 1/gamma) + sigma^2/(gamma-1)] / p``,
+  the shrinkage factor and spread that reproduce (2): summing
+  ``((1/gamma - 1) beta_j)^2 + tau^2`` over ``j`` gives ``r^2(1-1/gamma) + sigma^2/(gamma-1)``.
+  For ``p < n`` the fit is unbiased, ``w_j ~ beta_j + tau g_j`` with
+  ``tau^2 = sigma_p^2 / (n-p-1)`` (asymptotically ``sigma^2 gamma/(1-gamma)/p``). The
+  Gaussian shape, and treating coordinates as independent, are the approximations; the
+  means and variances are exact. The empirical ``beta`` is used as it is, sparse or not.
+
+(5) Magnitude pruning without refit, predicted from (4) (:func:`magnitude_pruned_risk_isotropic`).
+Keeping the ``s`` largest ``|w_j|`` is replaced by keeping ``|w_j| > t`` with the
+threshold ``t`` solving ``sum_{j<=p} P(|w_j| > t) = s``. With ``m_j = E w_j``,
+``c_j = m_j - beta_j``, ``a_+ = (t - m_j)/tau_j``, ``a_- = (-t - m_j)/tau_j``::
+
+    E[(w_j - beta_j)^2 ; |w_j| > t] = c^2 [Q(a_+) + Phi(a_-)] + 2 c tau [phi(a_+) - phi(a_-)]
+                                      + tau^2 [a_+ phi(a_+) + Q(a_+) + Phi(a_-) - a_- phi(a_-)]
+
+    R_magnitude = sigma_p^2 + sum_{j<=p} ( E[(w_j - beta_j)^2 ; kept] + P(j pruned) beta_j^2 )
+
+  (``phi``, ``Phi``, ``Q = 1 - Phi`` the standard normal pdf, cdf and tail). This is the
+  one approximate curve; its error against simulation is measured in ``tests/test_theory.py``.
+
+(6) Exact expectations for the other small models, from (2)-(3) (:func:`predict_linear_isotropic`):
+  ``random`` keeps a support independent of ``w``, so
+  ``R = sigma_p^2 + (s/p) (R_dense - sigma_p^2) + (1 - s/p) r_p^2``; ``random+refit`` is a
+  least-squares fit on ``s`` random seen features, whose risk given the support is (2)-(3)
+  with signal ``|beta_T|^2``, linear in it, so its mean uses ``E|beta_T|^2 = (s/p) r_p^2``;
+  ``oracle`` is (2)-(3) on the first ``s`` features. ``magnitude+refit`` has no curve
+  here: its support is chosen from the same samples it is refitted on, and I have not
+  derived that coupling.
+
+:func:`beats_oracle` lists the ``p/n`` where train-then-prune has a lower mean risk than
+the oracle small model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+from scipy import optimize, special
+
+METHODS = ("dense", "magnitude", "magnitude+refit", "random", "random+refit", "oracle")
+RF_METHODS = ("dense", "magnitude", "magnitude+refit", "random", "random+refit", "small")
+CRITERIA = ("magnitude", "random")
+SPECTRA = ("isotropic", "power")
+BETA_PROFILES = ("power", "equal", "sparse")
+
+
+# ---------------------------------------------------------------------------- linear model
+@dataclass(frozen=True)
+class LinearProblem:
+    """A linear-Gaussian regression task: ``x ~ N(0, diag(eigenvalues))``, ``y = x'beta + eps``.
+
+    Features are stored strongest first (by ``eigenvalues * beta**2``).
+    """
+
+    eigenvalues: np.ndarray
+    beta: np.ndarray
+    sigma2: float
+
+    @property
+    def d(self) -> int:
+        return len(self.beta)
+
+    @property
+    def signal_energy(self) -> float:
+        """``r^2 = beta' Sigma beta``."""
+        return float(np.sum(self.eigenvalues * self.beta ** 2))
+
+    def risk(self, coef: np.ndarray) -> np.ndarray:
+        """Exact test risk (1) of coefficients on the first ``coef.shape[-1]`` features."""
+        return population_risk(coef, self.eigenvalues, self.beta, self.sigma2)
+
+    def sample(self, n: int, trials: int, rng: np.random.Generator):
+        """``trials`` independent training sets: ``X`` (trials, n, d) and ``y`` (trials, n)."""
+        X = rng.standard_normal((trials, n, self.d)) * np.sqrt(self.eigenvalues)
+        y = X @ self.beta + np.sqrt(self.sigma2) * rng.standard_normal((trials, n))
+        return X, y
+
+
+def linear_problem(d: int, sigma2: float = 0.1, spectrum: str = "isotropic",
+                   alpha: float = 1.0, beta_profile: str = "power", beta_decay: float = 1.0,
+                   n_nonzero: Optional[int] = None, r2: float = 1.0) -> LinearProblem:
+    """Build the task of the module docstring; features come out sorted strongest first.
+
+    ``alpha``: decay of the ``"power"`` spectrum. ``beta_decay``: decay of the ``"power"``
+    beta profile. ``n_nonzero``: support size of the ``"sparse"`` profile.
+    """
+    if spectrum not in SPECTRA:
+        raise ValueError(f"spectrum: {spectrum!r} is not allowed; allowed: {', '.join(SPECTRA)}")
+    if beta_profile not in BETA_PROFILES:
+        raise ValueError(f"beta_profile: {beta_profile!r} is not allowed; allowed: "
+                         f"{', '.join(BETA_PROFILES)}")
+    index = np.arange(1, d + 1, dtype=float)
+    if spectrum == "isotropic":
+        eigenvalues = np.ones(d)
+    else:
+        eigenvalues = index ** -alpha
+        eigenvalues /= eigenvalues.mean()
+    if beta_profile == "power":
+        beta = index ** -beta_decay
+    elif beta_profile == "equal":
+        beta = np.ones(d)
+    else:
+        if n_nonzero is None or not 1 <= n_nonzero <= d:
+            raise ValueError("n_nonzero: the sparse profile needs 1 <= n_nonzero <= d")
+        beta = (index <= n_nonzero).astype(float)
+    beta = beta * np.sqrt(r2 / np.sum(eigenvalues * beta ** 2))
+    order = np.argsort(-(eigenvalues * beta ** 2), kind="stable")
+    return LinearProblem(eigenvalues[order], beta[order], float(sigma2))
+
+
+def population_risk(coef: np.ndarray, eigenvalues: np.ndarray, beta: np.ndarray,
+                    sigma2: float) -> np.ndarray:
+    """Exact ``E (y - x'w)^2`` of eq. (1); ``coef`` (..., p) covers the first p features."""
+    p = coef.shape[-1]
+    seen = np.sum(eigenvalues[:p] * (coef - beta[:p]) ** 2, axis=-1)
+    return seen + np.sum(eigenvalues[p:] * beta[p:] ** 2) + sigma2
+
+
+def simulate_linear(n: int = 100, d: int = 500, s: int = 20,
+                    p_values: Optional[Sequence[int]] = None, trials: int = 50,
+                    sigma2: float = 0.1, spectrum: str = "isotropic", alpha: float = 1.0,
+                    beta_profile: str = "power", beta_decay: float = 1.0,
+                    n_nonzero: Optional[int] = None, r2: float = 1.0, seed: int = 0,
+                    problem: Optional[LinearProblem] = None) -> pd.DataFrame:
+    """Test risk of dense, pruned, refitted and oracle least squares as the model grows.
+
+    Returns a tidy frame with columns ``p, p_over_n, method, risk_mean, risk_std, trials``
+    (``risk_std`` over trials, ddof 1), one row per ``p`` and method of :data:`METHODS`.
+    ``p_values`` defaults to :func:`default_p_values`. ``problem`` overrides the task
+    arguments. The same ``seed`` gives the same frame; the training data of a trial do
+    not depend on ``p_values``.
+    """
+    if problem is None:
+        problem = linear_problem(d, sigma2, spectrum, alpha, beta_profile, beta_decay,
+                                 n_nonzero, r2)
+    d = problem.d
+    p_values = default_p_values(n, d) if p_values is None else np.asarray(p_values, int)
+    if p_values.min() < 1 or p_values.max() > d:
+        raise ValueError(f"p_values: need 1 <= p <= d = {d}")
+    if not 1 <= s <= d:
+        raise ValueError(f"s: need 1 <= s <= d = {d}")
+    X, y = problem.sample(n, trials, np.random.default_rng((seed, 0)))
+    oracle = minnorm_least_squares(X[..., :s], y)  # the first s features are the best
+    oracle_risk = problem.risk(oracle)
+    rows = []
+    for p in p_values:
+        coefs = train_then_prune(X[..., :p], y, s, np.random.default_rng((seed, 1, int(p))))
+        risks = {name: problem.risk(coef) for name, coef in coefs.items()}
+        risks["oracle"] = oracle_risk
+        rows += _summary_rows(int(p), n, risks, METHODS)
+    return pd.DataFrame(rows)
+
+
+def default_p_values(n: int, d: int, count: int = 30) -> np.ndarray:
+    """About ``count`` model sizes, geometric from ``n/10`` to ``d``."""
+    return np.unique(np.round(np.geomspace(max(1, n // 10), d, count)).astype(int))
+
+
+def train_then_prune(features: np.ndarray, y: np.ndarray, s: int,
+                     rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Fit min-norm least squares on all ``features``, prune to ``s``, refit on the support.
+
+    ``features`` (trials, n, p), ``y`` (trials, n). Returns coefficients (trials, p) for
+    ``dense``, each criterion of :data:`CRITERIA`, and ``<criterion>+refit``; pruned
+    coefficients are exactly zero off the support.
+    """
+    dense = minnorm_least_squares(features, y)
+    coefs = {"dense": dense}
+    for criterion in CRITERIA:
+        mask = prune_mask(dense, s, criterion, rng)
+        coefs[criterion] = np.where(mask, dense, 0.0)
+        kept = min(s, dense.shape[-1])
+        support = np.nonzero(mask)[-1].reshape(*mask.shape[:-1], kept)
+        refit = minnorm_least_squares(np.take_along_axis(features, support[..., None, :], -1), y)
+        coefs[criterion + "+refit"] = np.zeros_like(dense)
+        np.put_along_axis(coefs[criterion + "+refit"], support, refit, -1)
+    return coefs
+
+
+def prune_mask(coef: np.ndarray, s: int, criterion: str, rng: np.random.Generator) -> np.ndarray:
+    """Boolean mask keeping exactly ``min(s, p)`` coordinates of each row of ``coef`` (..., p).
+
+    ``magnitude`` keeps the largest ``|coef|``; ``random`` a uniformly drawn subset.
+    """
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion: {criterion!r} is not allowed; allowed: {', '.join(CRITERIA)}")
+    p = coef.shape[-1]
+    if s >= p:
+        return np.ones(coef.shape, bool)
+    score = np.abs(coef) if criterion == "magnitude" else rng.random(coef.shape)
+    keep = np.argpartition(-score, s - 1, axis=-1)[..., :s]
+    mask = np.zeros(coef.shape, bool)
+    np.put_along_axis(mask, keep, True, -1)
+    return mask
+
+
+def minnorm_least_squares(features: np.ndarray, y: np.ndarray,
+                          rcond: Optional[float] = None) -> np.ndarray:
+    """Batched ``features^+ y``: OLS when p < n, the min-norm interpolator when p > n.
+
+    ``features`` (..., n, p), ``y`` (..., n). Singular values below ``rcond`` times the
+    largest (default: machine epsilon times ``max(n, p)``, as ``numpy.linalg.lstsq``) are
+    treated as zero.
+    """
+    n, p = features.shape[-2:]
+    U, S, Vt = np.linalg.svd(features, full_matrices=False)
+    rcond = np.finfo(float).eps * max(n, p) if rcond is None else rcond
+    inverse = np.where(S > rcond * S[..., :1], 1.0 / np.where(S > 0, S, 1.0), 0.0)
+    projected = np.einsum("...nk,...n->...k", U, y) * inverse
+    return np.einsum("...kp,...k->...p", Vt, projected)
+
+
+# --------------------------------------------------------------- random-features model
+def simulate_random_features(n: int = 100, k: int = 20, s: int = 20,
+                             p_values: Optional[Sequence[int]] = None, trials: int = 20,
+                             sigma2: float = 0.1, r2: float = 1.0,
+                             pool_size: Optional[int] = None, n_test: int = 2000,
+                             teacher: Union[str, Callable[[np.ndarray], np.ndarray]] = "linear",
+                             seed: int = 0) -> pd.DataFrame:
+    """Test risk of a ReLU random-features model, dense, pruned, refitted and ``small``.
+
+    ``k``: input dimension. ``pool_size``: rows of the feature pool ``W`` (default: the
+    largest ``p``, itself defaulting to ``5 n``). ``teacher``: ``"linear"`` (a random
+    ``theta`` with ``|theta|^2 = r2`` per trial) or a function mapping inputs
+    (..., k) to targets (...). Same columns as :func:`simulate_linear`, methods
+    :data:`RF_METHODS`; the risk is estimated on ``n_test`` fresh inputs per trial, shared
+    by every ``p`` of that trial.
+    """
+    if p_values is None:
+        p_values = default_p_values(n, pool_size or 5 * n)
+    p_values = np.asarray(p_values, int)
+    pool_size = pool_size or int(p_values.max())
+    if p_values.min() < 1 or p_values.max() > pool_size or not 1 <= s <= pool_size:
+        raise ValueError(f"p_values and s: need 1 <= p, s <= pool_size = {pool_size}")
+    if teacher == "linear":
+        target = None
+    elif callable(teacher):
+        target = teacher
+    else:
+        raise ValueError("teacher: allowed: 'linear' or a function of the inputs")
+    risks = {(int(p), m): [] for p in p_values for m in RF_METHODS}
+    chunk = max(1, int(2e8 // (8 * (n + n_test) * pool_size)))  # bound memory to ~200 MB
+    for start in range(0, trials, chunk):
+        count = min(chunk, trials - start)
+        rng = np.random.default_rng((seed, 0, start))
+        z, z_test = rng.standard_normal((count, n, k)), rng.standard_normal((count, n_test, k))
+        if target is None:
+            theta = rng.standard_normal((count, k))
+            theta *= np.sqrt(r2) / np.linalg.norm(theta, axis=-1, keepdims=True)
+            f, f_test = np.einsum("tnk,tk->tn", z, theta), np.einsum("tnk,tk->tn", z_test, theta)
+        else:
+            f, f_test = target(z), target(z_test)
+        y = f + np.sqrt(sigma2) * rng.standard_normal(f.shape)
+        W = rng.standard_normal((count, pool_size, k))
+        phi = np.maximum(z @ W.transpose(0, 2, 1) / np.sqrt(k), 0.0)
+        phi_test = np.maximum(z_test @ W.transpose(0, 2, 1) / np.sqrt(k), 0.0)
+
+        def test_risk(coef):
+            p = coef.shape[-1]
+            residual = f_test - np.einsum("tmp,tp->tm", phi_test[..., :p], coef)
+            return np.mean(residual ** 2, axis=-1) + sigma2
+
+        small = test_risk(minnorm_least_squares(phi[..., :s], y))
+        for p in p_values:
+            rng_prune = np.random.default_rng((seed, 1, int(p), start))
+            for name, coef in train_then_prune(phi[..., :p], y, s, rng_prune).items():
+                risks[(int(p), name)].append(test_risk(coef))
+            risks[(int(p), "small")].append(small)
+    rows = []
+    for p in p_values:
+        per_method = {m: np.concatenate(risks[(int(p), m)]) for m in RF_METHODS}
+        rows += _summary_rows(int(p), n, per_method, RF_METHODS)
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------- analytic
+def minnorm_risk_isotropic(gamma, r2: float, sigma2: float, n: Optional[int] = None,
+                           include_noise: bool = True) -> np.ndarray:
+    """Min-norm least-squares risk for ``Sigma = I``, eq. (2), at ``gamma = p/n``.
+
+    Without ``n``: the Hastie-Montanari-Rosset-Tibshirani limit. With ``n``: the exact
+    expectation for Gaussian features with ``p = gamma n`` (infinite for
+    ``|p - n| <= 1``). ``include_noise`` adds the irreducible ``sigma2``, making the value
+    comparable with :func:`population_risk` and the simulations (which include it).
+    """
+    gamma = np.asarray(gamma, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if n is None:
+            under = sigma2 * gamma / (1 - gamma)
+            over = r2 * (1 - 1 / gamma) + sigma2 / (gamma - 1)
+            excess = np.where(gamma < 1, under, np.where(gamma > 1, over, np.inf))
+        else:
+            p = gamma * n
+            under = sigma2 * p / (n - p - 1)
+            over = r2 * (1 - n / p) + sigma2 * n / (p - n - 1)
+            excess = np.where(p < n - 1, under, np.where(p > n + 1, over, np.inf))
+    return excess + sigma2 if include_noise else excess
+
+
+def minnorm_coordinates_isotropic(beta: np.ndarray, n: int, sigma2: float,
+                                  finite_size: bool = True):
+    """Mean and spread of each min-norm coordinate, eq. (4): ``w_j ~ mean_j + tau_j g_j``.
+
+    ``beta``: the coefficients of the ``p`` seen features; ``sigma2``: the noise the fit
+    sees (``sigma_p^2``, unseen signal included). ``finite_size`` uses the exact finite
+    ``(n, p)`` moments, else their ``n, p -> inf`` limit. Returns ``(mean, tau)``.
+    """
+    beta = np.asarray(beta, float)
+    p, r2 = len(beta), float(np.sum(beta ** 2))
+    if abs(p - n) <= 1:
+        raise ValueError("the min-norm coordinates have infinite variance for |p - n| <= 1")
+    if p < n:
+        tau2 = sigma2 / (n - p - 1) if finite_size else sigma2 / (n - p)
+        return beta.copy(), np.full(p, np.sqrt(tau2))
+    if finite_size:
+        tau2 = (beta ** 2 * (n * (n + 2) / (p * (p + 2)) - (n / p) ** 2)
+                + (r2 - beta ** 2) * n * (p - n) / (p * (p - 1) * (p + 2))
+                + sigma2 * n / (p * (p - n - 1)))
+    else:
+        gamma = p / n
+        tau2 = np.full(p, (r2 * (1 - 1 / gamma) / gamma + sigma2 / (gamma - 1)) / p)
+    return beta * n / p, np.sqrt(tau2)
+
+
+def magnitude_pruned_risk_isotropic(beta: np.ndarray, n: int, s: int, sigma2: float,
+                                    p: Optional[int] = None, finite_size: bool = True) -> float:
+    """Predicted risk of min-norm least squares on the first ``p`` features pruned to its
+    ``s`` largest coefficients, without refit (eq. (5), ``Sigma = I``).
+
+    ``beta``: all ``d`` true coefficients; ``sigma2``: the label noise; ``p``: features
+    seen (default all). Includes ``sigma2`` like the simulations.
+    """
+    beta = np.asarray(beta, float)
+    p = len(beta) if p is None else p
+    seen, unseen = beta[:p], float(np.sum(beta[p:] ** 2))
+    noise = sigma2 + unseen
+    if s >= p:
+        return float(minnorm_risk_isotropic(p / n, np.sum(seen ** 2), noise,
+                                            n if finite_size else None))
+    mean, tau = minnorm_coordinates_isotropic(seen, n, noise, finite_size)
+
+    def kept_count(t):
+        return np.sum(special.ndtr((mean - t) / tau) + special.ndtr((-t - mean) / tau)) - s
+
+    top = np.max(np.abs(mean) + 40 * tau)
+    t = optimize.brentq(kept_count, 0.0, top, xtol=1e-14 * top, rtol=1e-12)
+    upper, lower = (t - mean) / tau, (-t - mean) / tau
+    pdf_u, pdf_l = np.exp(-upper ** 2 / 2) / np.sqrt(2 * np.pi), np.exp(-lower ** 2 / 2) / np.sqrt(2 * np.pi)
+    tail_u, cdf_l = special.ndtr(-upper), special.ndtr(lower)
+    c = mean - seen
+    kept_error = (c ** 2 * (tail_u + cdf_l) + 2 * c * tau * (pdf_u - pdf_l)
+                  + tau ** 2 * (upper * pdf_u + tail_u + cdf_l - lower * pdf_l))
+    pruned_error = (1 - tail_u - cdf_l) * seen ** 2
+    return float(noise + np.sum(kept_error + pruned_error))
+
+
+def predict_linear_isotropic(n: int, s: int, p_values: Sequence[int], beta: np.ndarray,
+                             sigma2: float, finite_size: bool = True) -> pd.DataFrame:
+    """Analytic counterpart of :func:`simulate_linear` for ``Sigma = I`` (eqs. (2)-(6)).
+
+    Columns ``p, p_over_n, method, risk`` (predicted mean risk, ``sigma2`` included) for
+    ``dense``, ``magnitude`` (the Gaussian-coordinate approximation), ``random``,
+    ``random+refit`` and ``oracle`` (exact expectations when ``finite_size``). ``beta``:
+    all ``d`` coefficients, strongest first. Risks are infinite where ``|p - n| <= 1``.
+    """
+    beta = np.asarray(beta, float)
+    energy = np.cumsum(np.concatenate([[0.0], beta ** 2]))  # energy[m] = |beta_{<=m}|^2
+    total, size = energy[-1], (n if finite_size else None)
+
+    def least_squares(m, signal):
+        """Expected risk of least squares on m features carrying ``signal`` energy."""
+        noise = sigma2 + total - signal
+        return float(minnorm_risk_isotropic(m / n, signal, noise, size, include_noise=False)
+                     + noise)
+
+    oracle = least_squares(s, energy[s])
+    rows = []
+    for p in p_values:
+        p = int(p)
+        dense = least_squares(p, energy[p])
+        kept = min(s, p)
+        noise_p = sigma2 + total - energy[p]
+        risks = {
+            "dense": dense,
+            "magnitude": (magnitude_pruned_risk_isotropic(beta, n, s, sigma2, p, finite_size)
+                          if abs(p - n) > 1 else np.inf),
+            "random": noise_p + kept / p * (dense - noise_p) + (1 - kept / p) * energy[p],
+            "random+refit": least_squares(kept, kept / p * energy[p]),
+            "oracle": oracle,
+        }
+        rows += [{"p": p, "p_over_n": p / n, "method": m, "risk": r} for m, r in risks.items()]
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------- reading
+def beats_oracle(frame: pd.DataFrame,
+                 methods: Sequence[str] = ("magnitude+refit", "magnitude"),
+                 baseline: Optional[str] = None) -> dict[str, np.ndarray]:
+    """The ``p/n`` where each train-then-prune method has a lower mean risk than the
+    baseline small model (``oracle``, or ``small`` for random features, by default).
+
+    ``frame``: output of :func:`simulate_linear` or :func:`simulate_random_features`.
+    """
+    if baseline is None:
+        baseline = "oracle" if "oracle" in set(frame["method"]) else "small"
+    table = frame.pivot(index="p_over_n", columns="method", values="risk_mean")
+    return {m: table.index[table[m] < table[baseline]].to_numpy() for m in methods}
+
+
+def _summary_rows(p: int, n: int, risks: dict, methods: Sequence[str]) -> list[dict]:
+    return [{"p": p, "p_over_n": p / n, "method": m, "risk_mean": float(np.mean(risks[m])),
+             "risk_std": float(np.std(risks[m], ddof=1)) if len(risks[m]) > 1 else np.nan,
+             "trials": len(risks[m])} for m in methods]

@@ -1,0 +1,225 @@
+"""Training one level: the loop, the optimiser and schedule, augmentation and evaluation.
+
+The loop is short on purpose. Everything a level needs beyond "take a batch, step the
+optimiser, keep pruned weights at zero" plugs in as a callback (checkpoints, the rewind
+point, progress bars).
+
+Reproducibility and resumption rest on one rule: every source of randomness inside a
+level (the order of the training set, crop offsets and flips) is drawn from a generator
+seeded by ``(seed, level, epoch)``, never from a global stream. So a level resumed from
+the checkpoint of any finished epoch replays exactly the batches an uninterrupted run
+would have seen, and on the same machine ends with the same weights.
+
+The data stay on the training device as whole tensors (uint8 for image sets) and batches
+are taken by indexing, which avoids a ``DataLoader``'s per-sample Python work; the same
+per-step function is what a stacked ensemble will vmap over (several runs sharing a model
+shape and schedule).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional, Protocol
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from . import prune
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def derive_seed(*parts) -> int:
+    """A 63-bit seed from a tuple of ints and strings, stable across processes."""
+    text = "/".join(str(p) for p in parts)
+    value = 1469598103934665603
+    for byte in text.encode():
+        value = ((value ^ byte) * 1099511628211) % (1 << 63)
+    return value
+
+
+@dataclass
+class Inputs:
+    """Training and test tensors on the device, and how to turn them into model inputs."""
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    y_train_clean: torch.Tensor
+    corrupted: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    is_image: bool
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    @classmethod
+    def from_bundle(cls, bundle, device: torch.device) -> "Inputs":
+        if bundle.is_image:
+            shape = (1, -1, 1, 1)
+            mean = torch.tensor(bundle.mean, dtype=torch.float32).view(shape)
+            std = torch.tensor(bundle.std, dtype=torch.float32).view(shape)
+        else:
+            # 1-D signals are standardised with the training set's overall mean and scale.
+            mean = bundle.x_train.float().mean().reshape(1)
+            std = bundle.x_train.float().std().reshape(1)
+        return cls(bundle.x_train.to(device), bundle.y_train.to(device),
+                   bundle.y_train_clean.to(device), bundle.corrupted.to(device),
+                   bundle.x_test.to(device), bundle.y_test.to(device), bundle.is_image,
+                   mean.to(device), std.to(device))
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        if self.is_image:
+            x = x.float().div_(255.0)
+        return (x - self.mean) / self.std
+
+    @property
+    def num_train(self) -> int:
+        return self.y_train.shape[0]
+
+
+def random_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: int = 4):
+    """Per-sample random crop (zero padding) and horizontal flip of a uint8 NCHW batch.
+
+    Written here rather than with torchvision transforms because those draw one crop per
+    call: per-sample crops of a whole batch on the device need batched indexing, and an
+    explicit generator keeps the draw tied to ``(seed, level, epoch)``.
+    """
+    n, _, h, w = images.shape
+    padded = F.pad(images, (padding,) * 4)
+    offsets = torch.randint(0, 2 * padding + 1, (2, n), generator=generator)
+    flips = torch.rand(n, generator=generator) < 0.5
+    offsets, flips = offsets.to(images.device), flips.to(images.device)
+    rows = (offsets[0].view(n, 1) + torch.arange(h, device=images.device)).view(n, 1, h, 1)
+    cols = torch.arange(w, device=images.device).view(1, w)
+    cols = torch.where(flips.view(n, 1), w - 1 - cols, cols) + offsets[1].view(n, 1)
+    cols = cols.view(n, 1, 1, w)
+    batch = torch.arange(n, device=images.device).view(n, 1, 1, 1)
+    channel = torch.arange(images.shape[1], device=images.device).view(1, -1, 1, 1)
+    return padded[batch, channel, rows, cols]
+
+
+# ---------------------------------------------------------------------------- schedule
+@dataclass
+class Recipe:
+    """What one level's training does; built from the config by the experiment."""
+    epochs: int
+    batch_size: int
+    optimizer: str
+    lr: float
+    momentum: float
+    weight_decay: float
+    schedule: str
+    milestones: list
+    gamma: float
+    augment: bool
+    start_iteration: int = 0  # > 0: a lottery level rewound to iteration k of the dense run
+
+    def steps_per_epoch(self, num_train: int) -> int:
+        return math.ceil(num_train / self.batch_size)
+
+    def lr_factor(self, iteration: int, steps_per_epoch: int) -> float:
+        epoch = iteration / steps_per_epoch
+        if self.schedule == "constant":
+            return 1.0
+        if self.schedule == "multistep":
+            return self.gamma ** sum(epoch >= m for m in self.milestones)
+        if self.schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(epoch / self.epochs, 1.0)))
+        raise ValueError(f"schedule: unknown {self.schedule!r}")
+
+
+def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
+                               weight_decay=recipe.weight_decay, foreach=True)
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay,
+                                foreach=True)
+    raise ValueError(f"optimizer: unknown {recipe.optimizer!r}")
+
+
+class Callback(Protocol):
+    def __call__(self, event: str, state: "LevelState") -> None: ...
+
+
+@dataclass
+class LevelState:
+    """What a callback sees: the live objects and where training stands."""
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    iteration: int      # optimiser steps done since the start of the schedule
+    epoch: int          # epochs finished
+    total_iterations: int
+
+
+def train_level(model: nn.Module, inputs: Inputs, recipe: Recipe, *, seed: int, level: int,
+                callbacks: tuple[Callable, ...] = (),
+                resume: Optional[dict] = None) -> LevelState:
+    """Train ``model`` through one level's schedule, keeping masked weights at zero.
+
+    ``resume`` is a checkpoint written at an epoch end (see ``checkpoint_payload``).
+    Callbacks get ``("iteration", state)`` after every step and ``("epoch", state)`` after
+    every epoch.
+    """
+    steps = recipe.steps_per_epoch(inputs.num_train)
+    total = recipe.epochs * steps
+    optimizer = make_optimizer(model, recipe)
+    iteration = recipe.start_iteration
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        iteration = resume["iteration"]
+    state = LevelState(model, optimizer, iteration, iteration // steps, total)
+    pairs = prune.masked_pairs(model)
+    model.train()
+    while state.iteration < total:
+        epoch = state.iteration // steps
+        generator = torch.Generator().manual_seed(derive_seed(seed, level, epoch, "order"))
+        order = torch.randperm(inputs.num_train, generator=generator).to(inputs.x_train.device)
+        for step in range(state.iteration - epoch * steps, steps):
+            index = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
+            x = inputs.x_train[index]
+            if recipe.augment:
+                x = random_crop_flip(x, generator)
+            loss = F.cross_entropy(model(inputs.prepare(x)), inputs.y_train[index])
+            optimizer.zero_grad(set_to_none=False)
+            loss.backward()
+            prune.mask_gradients(model, pairs)
+            # the lr is a function of the iteration alone, so resuming needs no scheduler state
+            for group in optimizer.param_groups:
+                group["lr"] = recipe.lr * recipe.lr_factor(state.iteration, steps)
+            optimizer.step()
+            prune.apply_masks(model, pairs)
+            state.iteration += 1
+            for callback in callbacks:
+                callback("iteration", state)
+        state.epoch = epoch + 1
+        for callback in callbacks:
+            callback("epoch", state)
+    return state
+
+
+def checkpoint_payload(state: LevelState) -> dict:
+    return {"model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
+            "iteration": state.iteration}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, inputs: Inputs, x: torch.Tensor, y: torch.Tensor,
+             batch_size: int = 2048) -> tuple[torch.Tensor, float]:
+    """Per-sample correctness (bool tensor) and mean cross-entropy, in eval mode."""
+    was_training = model.training
+    model.eval()
+    correct, loss_sum = [], 0.0
+    for start in range(0, y.shape[0], batch_size):
+        logits = model(inputs.prepare(x[start:start + batch_size]))
+        target = y[start:start + batch_size]
+        correct.append(logits.argmax(1) == target)
+        loss_sum += F.cross_entropy(logits, target, reduction="sum").item()
+    model.train(was_training)
+    return torch.cat(correct), loss_sum / max(y.shape[0], 1)

@@ -1,0 +1,421 @@
+"""Tests for sddlib.data: every loader reads small files written in the real on-disk format."""
+
+import pickle
+import random
+import struct
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sddlib import data
+from sddlib.data import (
+    ASYMMETRIC_FLIPS,
+    DATASETS,
+    NOISE_KINDS,
+    apply_label_noise,
+    load,
+    load_clean,
+    load_noise,
+    save_noise,
+)
+
+# ---------------------------------------------------------------------------
+# mnist1d
+
+
+def test_mnist1d_default_sizes_and_cache(tmp_path, monkeypatch):
+    bundle = load_clean("mnist1d", tmp_path)
+    assert bundle.x_train.shape == (4000, 40) and bundle.x_test.shape == (1000, 40)
+    assert bundle.x_train.dtype == torch.float32
+    assert bundle.y_train.dtype == bundle.y_test.dtype == torch.int64
+    assert bundle.num_classes == 10 and set(bundle.y_train.tolist()) == set(range(10))
+    assert bundle.input_shape == (40,) and not bundle.is_image
+    assert bundle.mean is None and bundle.std is None
+    assert torch.equal(bundle.y_train, bundle.y_train_clean) and len(bundle.noise_indices) == 0
+    assert not bundle.corrupted.any()
+    assert (bundle.num_train, bundle.num_test) == (4000, 1000)
+
+    cache = tmp_path / "mnist1d" / "mnist1d_4000_1000.npz"
+    assert cache.is_file()
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("make_dataset called although the cache exists")
+
+    monkeypatch.setattr("mnist1d.data.make_dataset", no_generation)
+    again = load_clean("mnist1d", tmp_path)
+    assert torch.equal(again.x_train, bundle.x_train) and torch.equal(again.y_test, bundle.y_test)
+
+
+def test_mnist1d_is_the_package_dataset_and_deterministic(tmp_path):
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    first = load_clean("mnist1d", tmp_path / "a", train_size=400, test_size=100)
+    second = load_clean("mnist1d", tmp_path / "b", train_size=400, test_size=100)
+    for key in ("x_train", "y_train", "x_test", "y_test"):
+        assert torch.equal(getattr(first, key), getattr(second, key))
+    assert (first.num_train, first.num_test) == (400, 100)
+
+    args = get_dataset_args()
+    args.num_samples, args.train_split = 500, 0.8
+    made = make_dataset(args)
+    np.testing.assert_array_equal(first.x_train.numpy(), made["x"].astype(np.float32))
+    np.testing.assert_array_equal(first.y_test.numpy(), made["y_test"])
+
+
+def test_mnist1d_keeps_global_random_state(tmp_path):
+    np.random.seed(123)
+    random.seed(123)
+    expected = (np.random.rand(), random.random())
+    np.random.seed(123)
+    random.seed(123)
+    load_clean("mnist1d", tmp_path, train_size=80, test_size=20)
+    assert (np.random.rand(), random.random()) == expected
+
+
+def test_mnist1d_needs_whole_classes(tmp_path):
+    with pytest.raises(ValueError, match="multiple of 10"):
+        load_clean("mnist1d", tmp_path, train_size=85, test_size=20)
+
+
+# ---------------------------------------------------------------------------
+# digits
+
+
+def test_digits():
+    bundle = load_clean("digits", "unused")
+    assert bundle.x_train.shape == (1437, 1, 8, 8) and bundle.x_test.shape == (360, 1, 8, 8)
+    assert bundle.x_train.dtype == torch.uint8 and bundle.is_image
+    assert bundle.x_train.max() == 255 and bundle.x_train.min() == 0
+    assert bundle.num_classes == 10
+    # stratified: every class is in the test split with 36 +- 1 images
+    counts = torch.bincount(bundle.y_test, minlength=10)
+    assert counts.min() >= 35 and counts.max() <= 37
+    pixels = bundle.x_train.double() / 255
+    assert bundle.mean == pytest.approx((pixels.mean().item(),))
+    assert bundle.std == pytest.approx((pixels.std(unbiased=False).item(),))
+    assert torch.equal(load_clean("digits", "unused").x_train, bundle.x_train)
+
+    subset = load_clean("digits", "unused", train_size=100, test_size=50)
+    assert (subset.num_train, subset.num_test) == (100, 50)
+    # a subset is made of samples of the full split, with their labels
+    full = {(x.numpy().tobytes(), y) for x, y in zip(bundle.x_train, bundle.y_train.tolist())}
+    assert all((x.numpy().tobytes(), y) in full for x, y in zip(subset.x_train, subset.y_train.tolist()))
+
+
+# ---------------------------------------------------------------------------
+# MNIST / Fashion-MNIST idx files
+
+
+def _write_idx(path, array):
+    # idx format: 2 zero bytes, dtype code 0x08 (uint8), number of dims, big-endian sizes
+    with open(path, "wb") as f:
+        f.write(struct.pack(">I", 0x0800 | array.ndim))
+        f.write(struct.pack(f">{array.ndim}I", *array.shape))
+        f.write(array.astype(np.uint8).tobytes())
+
+
+def _write_mnist(root, folder, rng):
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    written = {}
+    for split, n in (("train", 20), ("t10k", 10)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
+        _write_idx(raw / f"{split}-images-idx3-ubyte", images)
+        _write_idx(raw / f"{split}-labels-idx1-ubyte", labels)
+        written[split] = (images, labels)
+    return written
+
+
+@pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")])
+def test_mnist_files(tmp_path, name, folder):
+    written = _write_mnist(tmp_path, folder, np.random.default_rng(0))
+    (magic,) = struct.unpack(">I", (tmp_path / folder / "raw" / "train-images-idx3-ubyte").read_bytes()[:4])
+    assert magic == 2051
+    bundle = load_clean(name, tmp_path)
+    np.testing.assert_array_equal(bundle.x_train.numpy(), written["train"][0][:, None])
+    np.testing.assert_array_equal(bundle.y_train.numpy(), written["train"][1])
+    np.testing.assert_array_equal(bundle.x_test.numpy(), written["t10k"][0][:, None])
+    np.testing.assert_array_equal(bundle.y_test.numpy(), written["t10k"][1])
+    assert bundle.x_train.dtype == torch.uint8 and bundle.input_shape == (1, 28, 28)
+    assert bundle.mean == ((0.1307,) if name == "mnist" else (0.2860,))
+
+    subset = load_clean(name, tmp_path, train_size=5)
+    assert subset.num_train == 5 and subset.num_test == 10
+    keep = torch.randperm(20, generator=torch.Generator().manual_seed(0))[:5]
+    assert torch.equal(subset.x_train, bundle.x_train[keep])
+    assert torch.equal(subset.y_train, bundle.y_train[keep])
+
+
+# ---------------------------------------------------------------------------
+# CIFAR pickles
+
+
+def _pickle(path, obj):
+    with open(path, "wb") as f:
+        pickle.dump(obj, f, protocol=2)  # the official files come from Python 2's cPickle: bytes keys
+
+
+def test_cifar10_files(tmp_path):
+    rng = np.random.default_rng(1)
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    train_x, train_y = [], []
+    for i in range(1, 6):
+        x = rng.integers(0, 256, size=(4, 3072), dtype=np.uint8)
+        y = rng.integers(0, 10, size=4).tolist()
+        _pickle(root / f"data_batch_{i}", {b"batch_label": b"training batch", b"labels": y, b"data": x,
+                                           b"filenames": [b"f.png"] * 4})
+        train_x.append(x)
+        train_y += y
+    test_x = rng.integers(0, 256, size=(3, 3072), dtype=np.uint8)
+    test_y = [1, 2, 3]
+    _pickle(root / "test_batch", {b"batch_label": b"testing batch", b"labels": test_y, b"data": test_x,
+                                  b"filenames": [b"f.png"] * 3})
+    _pickle(root / "batches.meta", {b"label_names": [b"airplane"] * 10, b"num_cases_per_batch": 10000,
+                                    b"num_vis": 3072})
+
+    bundle = load_clean("cifar10", tmp_path)
+    expected = np.concatenate(train_x).reshape(20, 3, 32, 32)
+    np.testing.assert_array_equal(bundle.x_train.numpy(), expected)
+    # the first 1024 values of a row are the red plane, row-major
+    assert bundle.x_train[0, 0, 0, 1] == train_x[0][0, 1] and bundle.x_train[0, 1, 0, 0] == train_x[0][0, 1024]
+    np.testing.assert_array_equal(bundle.y_train.numpy(), train_y)
+    np.testing.assert_array_equal(bundle.x_test.numpy(), test_x.reshape(3, 3, 32, 32))
+    np.testing.assert_array_equal(bundle.y_test.numpy(), test_y)
+    assert bundle.input_shape == (3, 32, 32) and bundle.num_classes == 10
+    assert bundle.mean == (0.485, 0.456, 0.406) and bundle.std == (0.229, 0.224, 0.225)
+
+
+def test_cifar100_files(tmp_path):
+    rng = np.random.default_rng(2)
+    root = tmp_path / "cifar-100-python"
+    root.mkdir()
+    splits = {}
+    for split, n in (("train", 6), ("test", 4)):
+        x = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        fine = rng.integers(0, 100, size=n).tolist()
+        _pickle(root / split, {b"filenames": [b"f.png"] * n, b"batch_label": split.encode(), b"fine_labels": fine,
+                               b"coarse_labels": [f // 5 for f in fine], b"data": x})
+        splits[split] = (x, fine)
+    _pickle(root / "meta", {b"fine_label_names": [b"apple"] * 100, b"coarse_label_names": [b"fish"] * 20})
+
+    bundle = load_clean("cifar100", tmp_path)
+    np.testing.assert_array_equal(bundle.x_train.numpy(), splits["train"][0].reshape(6, 3, 32, 32))
+    np.testing.assert_array_equal(bundle.y_train.numpy(), splits["train"][1])
+    np.testing.assert_array_equal(bundle.x_test.numpy(), splits["test"][0].reshape(4, 3, 32, 32))
+    np.testing.assert_array_equal(bundle.y_test.numpy(), splits["test"][1])
+    assert bundle.num_classes == 100
+
+
+# ---------------------------------------------------------------------------
+# Tiny ImageNet
+
+WNIDS = ["n02085620", "n01443537", "n01629819"]  # deliberately not sorted in wnids.txt
+COLOURS = {"n01443537": (200, 30, 30), "n01629819": (30, 200, 30), "n02085620": (30, 30, 200)}
+
+
+def _write_tinyimagenet(data_dir):
+    root = data_dir / "tiny-imagenet-200"
+    root.mkdir(parents=True)
+    (root / "wnids.txt").write_text("\n".join(WNIDS) + "\n")
+    for wnid in WNIDS:
+        images = root / "train" / wnid / "images"
+        images.mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (64, 64), COLOURS[wnid]).save(images / f"{wnid}_{i}.JPEG")
+        (root / "train" / wnid / f"{wnid}_boxes.txt").write_text(f"{wnid}_0.JPEG\t0\t0\t63\t63\n")
+    (root / "val" / "images").mkdir(parents=True)
+    val_wnids = ["n01629819", "n02085620", "n01443537", "n01629819"]
+    lines = []
+    for i, wnid in enumerate(val_wnids):
+        image = Image.new("RGB", (64, 64), COLOURS[wnid])
+        if i == 0:
+            image = image.convert("L")  # the real set has a few greyscale JPEGs
+        image.save(root / "val" / "images" / f"val_{i}.JPEG")
+        lines.append(f"val_{i}.JPEG\t{wnid}\t0\t0\t63\t63")
+    (root / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    (root / "test" / "images").mkdir(parents=True)  # the official test split has no labels; it must be ignored
+    return root, val_wnids
+
+
+def test_tinyimagenet_files(tmp_path, monkeypatch):
+    root, val_wnids = _write_tinyimagenet(tmp_path)
+    bundle = load_clean("tinyimagenet", tmp_path)
+    class_of = {wnid: i for i, wnid in enumerate(sorted(WNIDS))}
+    assert bundle.x_train.shape == (6, 3, 32, 32) and bundle.x_train.dtype == torch.uint8
+    assert bundle.input_shape == (3, 32, 32) and bundle.num_classes == 200
+    assert bundle.mean == (0.485, 0.456, 0.406)
+    assert bundle.y_train.tolist() == [0, 0, 1, 1, 2, 2]
+    for x, y in zip(bundle.x_train, bundle.y_train.tolist()):
+        colour = torch.tensor(COLOURS[sorted(WNIDS)[y]]).view(3, 1, 1)
+        assert (x.int() - colour).abs().max() <= 4
+    assert bundle.y_test.tolist() == [class_of[w] for w in val_wnids]
+    grey = bundle.x_test[0].int()
+    assert (grey[0] - grey[1]).abs().max() <= 1 and (grey[1] - grey[2]).abs().max() <= 1
+    for x, wnid in list(zip(bundle.x_test, val_wnids))[1:]:
+        assert (x.int() - torch.tensor(COLOURS[wnid]).view(3, 1, 1)).abs().max() <= 4
+
+    assert (root / "cache_32.npz").is_file()
+    monkeypatch.setattr("PIL.Image.open", lambda *a, **k: pytest.fail("decoded again despite the cache"))
+    again = load_clean("tinyimagenet", tmp_path)
+    assert torch.equal(again.x_train, bundle.x_train) and torch.equal(again.y_test, bundle.y_test)
+    monkeypatch.undo()
+
+    native = load_clean("tinyimagenet", tmp_path, image_size=64)
+    assert native.x_train.shape == (6, 3, 64, 64) and (root / "cache_64.npz").is_file()
+
+
+def test_tinyimagenet_class_folders_must_match_wnids(tmp_path):
+    root, _ = _write_tinyimagenet(tmp_path)
+    (root / "wnids.txt").write_text("n01443537\nn01629819\nn09999999\n")
+    with pytest.raises(ValueError, match="wnids"):
+        load_clean("tinyimagenet", tmp_path)
+
+
+# ---------------------------------------------------------------------------
+# missing files and bad arguments
+
+
+@pytest.mark.parametrize(
+    "name, expected_path",
+    [
+        ("mnist", "MNIST/raw"),
+        ("fashion-mnist", "FashionMNIST/raw"),
+        ("cifar10", "cifar-10-batches-py"),
+        ("cifar100", "cifar-100-python"),
+        ("tinyimagenet", "tiny-imagenet-200"),
+    ],
+)
+def test_missing_files(tmp_path, name, expected_path):
+    with pytest.raises(FileNotFoundError) as raised:
+        load_clean(name, tmp_path)
+    message = str(raised.value)
+    assert str(tmp_path / expected_path) in message and name in message and "\n" not in message
+    assert ("unpack" if name == "tinyimagenet" else "download=True") in message
+
+
+def test_unknown_dataset_and_arguments(tmp_path):
+    with pytest.raises(ValueError, match="dataset: unknown 'svhn'; allowed: " + ", ".join(DATASETS)):
+        load("svhn", tmp_path)
+    with pytest.raises(ValueError, match="noise_kind: unknown 'uniform'; allowed: " + ", ".join(NOISE_KINDS)):
+        load("digits", tmp_path, noise=0.2, noise_kind="uniform")
+    with pytest.raises(ValueError, match=r"noise: must be a fraction in \[0, 1\]"):
+        load("digits", tmp_path, noise=1.5)
+    with pytest.raises(ValueError, match="train_size"):
+        load("digits", tmp_path, train_size=5000)
+    with pytest.raises(ValueError, match="image_size"):
+        load("digits", tmp_path, image_size=32)
+
+
+# ---------------------------------------------------------------------------
+# label noise
+
+C = 10
+
+
+def _labels():
+    # unequal class sizes, so that ceil(rate * n_c) is not a round number
+    labels = torch.cat([torch.full((50 + 7 * c,), c) for c in range(C)])
+    return labels[torch.randperm(815, generator=torch.Generator().manual_seed(0))]
+
+
+@pytest.mark.parametrize("kind", ["random", "symmetric", "pairflip"])
+def test_noise_selects_round_rate_n(kind):
+    labels = _labels()
+    before = labels.clone()
+    noisy, indices = apply_label_noise(labels, C, kind, 0.4, seed=0, dataset="mnist1d")
+    assert torch.equal(labels, before)
+    assert noisy.dtype == indices.dtype == torch.int64
+    assert len(indices) == round(0.4 * 815) and len(indices.unique()) == len(indices)
+    assert torch.equal(indices, indices.sort().values)
+    untouched = torch.ones(815, dtype=torch.bool)
+    untouched[indices] = False
+    assert torch.equal(noisy[untouched], labels[untouched])
+    kept = (noisy[indices] == labels[indices]).sum().item()
+    if kind == "random":
+        assert 326 / C - 20 < kept < 326 / C + 20  # about 1/C keep their label
+        assert set(noisy[indices].tolist()) == set(range(C))
+    elif kind == "symmetric":
+        assert kept == 0
+    else:
+        assert torch.equal(noisy[indices], (labels[indices] + 1) % C)
+
+
+def test_asymmetric_exact_counts_per_source_class():
+    labels = _labels()
+    noisy, indices = apply_label_noise(labels, C, "asymmetric", 0.4, seed=0, dataset="mnist")
+    changed = noisy != labels
+    flips = {2: 7, 3: 8, 5: 6, 6: 5}
+    for c in range(C):
+        in_class = labels == c
+        if c in flips:
+            assert changed[in_class].sum().item() == -(-(4 * in_class.sum().item()) // 10)  # ceil(0.4 n_c)
+            assert (noisy[in_class & changed] == flips[c]).all()
+        else:
+            assert not changed[in_class].any()
+    assert torch.equal(indices, changed.nonzero().flatten())
+
+
+def test_asymmetric_cifar10_and_cifar100_maps():
+    assert ASYMMETRIC_FLIPS["cifar10"] == {9: 1, 2: 0, 3: 5, 5: 3, 4: 7}
+    labels = torch.arange(100).repeat(10)
+    noisy, indices = apply_label_noise(labels, 100, "asymmetric", 0.4, seed=3, dataset="cifar100")
+    assert len(indices) == 100 * 4
+    moved_from, moved_to = labels[indices], noisy[indices]
+    assert torch.equal(moved_to // 5, moved_from // 5)  # stays inside its block of 5
+    assert torch.equal(moved_to, 5 * (moved_from // 5) + (moved_from % 5 + 1) % 5)
+    assert ASYMMETRIC_FLIPS["cifar100"][4] == 0 and ASYMMETRIC_FLIPS["cifar100"][99] == 95
+
+
+def test_asymmetric_needs_a_class_map():
+    with pytest.raises(ValueError, match="noise_kind.*fashion-mnist"):
+        apply_label_noise(_labels(), C, "asymmetric", 0.4, seed=0, dataset="fashion-mnist")
+
+
+@pytest.mark.parametrize("kind", NOISE_KINDS)
+def test_noise_is_deterministic_per_seed(kind):
+    labels = _labels()
+    a = apply_label_noise(labels, C, kind, 0.4, seed=5, dataset="mnist")
+    b = apply_label_noise(labels, C, kind, 0.4, seed=5, dataset="mnist")
+    c = apply_label_noise(labels, C, kind, 0.4, seed=6, dataset="mnist")
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[1], c[1])
+
+
+@pytest.mark.parametrize("kind", NOISE_KINDS)
+def test_zero_noise_changes_nothing(kind):
+    labels = _labels()
+    noisy, indices = apply_label_noise(labels, C, kind, 0.0, seed=0, dataset="mnist")
+    assert torch.equal(noisy, labels) and len(indices) == 0
+
+
+def test_load_applies_noise_to_training_labels_only(tmp_path):
+    clean = load_clean("digits", tmp_path)
+    bundle = load("digits", tmp_path, noise=0.4, noise_kind="symmetric", seed=1)
+    assert torch.equal(bundle.y_train_clean, clean.y_train) and torch.equal(bundle.y_test, clean.y_test)
+    assert len(bundle.noise_indices) == round(0.4 * 1437)
+    assert torch.equal(bundle.corrupted.nonzero().flatten(), bundle.noise_indices)
+
+
+def test_save_and_load_noise(tmp_path):
+    bundle = load("digits", tmp_path, noise=0.2, noise_kind="random", seed=2)
+    path = tmp_path / "noise" / "labels.npz"
+    path.parent.mkdir()
+    save_noise(bundle, path)
+    assert [p.name for p in path.parent.iterdir()] == ["labels.npz"]  # no temporary file left behind
+    record = load_noise(path)
+    assert record.name == "digits" and record.num_train == 1437
+    assert torch.equal(record.noise_indices, bundle.noise_indices)
+    assert torch.equal(record.clean_labels, bundle.y_train_clean[bundle.noise_indices])
+    assert torch.equal(record.noisy_labels, bundle.y_train[bundle.noise_indices])
+    rebuilt = bundle.y_train_clean.clone()
+    rebuilt[record.noise_indices] = record.noisy_labels
+    assert torch.equal(rebuilt, bundle.y_train)
+
+
+def test_module_lists():
+    assert data.DATASETS == ("mnist1d", "digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "tinyimagenet")
+    assert data.NOISE_KINDS == ("random", "symmetric", "asymmetric", "pairflip")
