@@ -196,6 +196,10 @@ class ExperimentConfig:
         return self.replace(retrain="lottery")
 
 
+# Fields that accept none, with the type of their other values.
+_NULLABLE = {"train_size": int, "test_size": int, "image_size": int, "augment": bool,
+             "prune_output": bool}
+
 # Fields added after the first release, with the default that keeps old identities.
 _ADDED_LATER: dict[str, Any] = {}
 
@@ -233,16 +237,13 @@ def _base_type(f):
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
     if isinstance(default, list):
         return list
-    if default is None:
-        return {"train_size": int, "test_size": int, "image_size": int,
-                "augment": bool, "prune_output": bool}[f.name]
-    return type(default)
+    return _NULLABLE.get(f.name) or type(default)
 
 
 def _parse(f, raw: str):
     """Parse a command-line string into the field's type."""
     kind = _base_type(f)
-    if raw.lower() in ("none", "null") and (f.default is None):
+    if raw.lower() in ("none", "null") and f.name in _NULLABLE:
         return None
     try:
         if kind is bool:
@@ -268,7 +269,7 @@ def _coerce(f, value):
     """Check types of values given in Python or YAML (ints where floats are fine)."""
     kind = _base_type(f)
     if value is None:
-        if f.default is None:
+        if f.name in _NULLABLE:
             return None
         raise ConfigError(f"{f.name}: none is not allowed; give a value")
     if isinstance(value, str) and kind is not str:

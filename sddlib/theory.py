@@ -290,20 +290,32 @@ def prune_mask(coef: np.ndarray, s: int, criterion: str, rng: np.random.Generato
     return mask
 
 
-def minnorm_least_squares(features: np.ndarray, y: np.ndarray,
-                          rcond: Optional[float] = None) -> np.ndarray:
+def minnorm_least_squares(features: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Batched ``features^+ y``: OLS when p < n, the min-norm interpolator when p > n.
 
-    ``features`` (..., n, p), ``y`` (..., n). Singular values below ``rcond`` times the
-    largest (default: machine epsilon times ``max(n, p)``, as ``numpy.linalg.lstsq``) are
-    treated as zero.
+    ``features`` (..., n, p), ``y`` (..., n). Solves the normal equations of the smaller
+    Gram matrix (``w = X'(XX')^{-1} y`` for p >= n, ``(X'X)^{-1} X'y`` otherwise): one
+    matrix product and an LU solve, far cheaper than a batched SVD and, for Gaussian or
+    random-feature designs (condition number of order ``n`` even at ``p = n``), accurate
+    to about ``cond(X)^2`` machine epsilons. A trial whose Gram matrix is exactly singular
+    falls back to the SVD pseudo-inverse.
     """
     n, p = features.shape[-2:]
-    U, S, Vt = np.linalg.svd(features, full_matrices=False)
-    rcond = np.finfo(float).eps * max(n, p) if rcond is None else rcond
-    inverse = np.where(S > rcond * S[..., :1], 1.0 / np.where(S > 0, S, 1.0), 0.0)
-    projected = np.einsum("...nk,...n->...k", U, y) * inverse
-    return np.einsum("...kp,...k->...p", Vt, projected)
+    wide = p >= n
+    gram = features @ np.swapaxes(features, -1, -2) if wide else np.swapaxes(features, -1, -2) @ features
+    rhs = y if wide else np.einsum("...np,...n->...p", features, y)
+    try:
+        solution = np.linalg.solve(gram, rhs[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        return _pinv_rows(features, y)
+    return np.einsum("...np,...n->...p", features, solution) if wide else solution
+
+
+def _pinv_rows(features: np.ndarray, y: np.ndarray) -> np.ndarray:
+    flat_x = features.reshape(-1, *features.shape[-2:])
+    flat_y = y.reshape(-1, y.shape[-1])
+    coef = np.stack([np.linalg.lstsq(x, t, rcond=None)[0] for x, t in zip(flat_x, flat_y)])
+    return coef.reshape(*features.shape[:-2], features.shape[-1])
 
 
 # --------------------------------------------------------------- random-features model

@@ -1,0 +1,16 @@
+import pytest
+
+from sddlib.config import ExperimentConfig
+
+
+@pytest.fixture
+def tiny_config():
+    """A config that runs a whole experiment in a few seconds on the CPU."""
+    return ExperimentConfig(widths=[32, 32], train_size=500, test_size=200, epochs=2,
+                            levels=3, batch_size=64, device="cpu")
+
+
+@pytest.fixture
+def data_dir(tmp_path_factory):
+    """One MNIST-1D cache shared by the tests of a session."""
+    return tmp_path_factory.getbasetemp() / "datasets"
