@@ -1,0 +1,233 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from sddlib import experiment, prune
+from sddlib.cli import main
+from sddlib.store import LEVEL_COLUMNS, RunStore, load_torch
+
+
+def run(config, tmp_path, data_dir, **kwargs):
+    store = RunStore(tmp_path / "runs")
+    return experiment.run_experiment(config, store, progress=False, data_dir=data_dir,
+                                     **kwargs), store
+
+
+def test_a_run_stores_its_table_config_environment_and_checkpoints(tiny_config, tmp_path,
+                                                                   data_dir):
+    result, store = run(tiny_config, tmp_path, data_dir)
+    table = result.levels()
+    assert list(table.columns) == LEVEL_COLUMNS
+    assert list(table.level) == [0, 1, 2, 3]
+    for level, value in zip(table.level, table.sparsity):
+        assert abs(value - prune.expected_sparsity(level)) < 1e-3
+    for column in ("train_acc", "train_acc_clean", "train_acc_corrupted", "test_acc"):
+        assert table[column].between(0, 1).all()
+    # memorisation is measured on the samples whose label really changed
+    assert table.train_acc_corrupted.notna().all()
+    assert (table.learning_distance > 0).all()
+    config = json.loads(result.file("config.json").read_text())
+    assert config["widths"] == [32, 32] and config["noise"] == 0.2
+    meta = json.loads(result.file("meta.json").read_text())
+    assert meta["versions"]["torch"] == torch.__version__.split("+")[0] or \
+        meta["versions"]["torch"] == torch.__version__
+    assert "code_revision" in meta and meta["device"] == "cpu"
+    for level in range(4):
+        assert result.level_dir(level).joinpath("final.pt").exists()
+        masks = load_torch(result.level_dir(level) / "mask.pt")
+        assert abs(prune.sparsity(masks) - table.sparsity[level]) < 1e-12
+    assert result.file("checkpoints", "init.pt").exists()
+    assert result.file("label_noise.npz").exists()
+    assert not result.file("progress.pt").exists()
+    frame = store.load()
+    assert {"run", "level", "test_acc", "dataset", "noise", "retrain", "seed"} <= set(frame)
+    assert len(frame) == 4
+
+
+def test_learning_distance_is_measured_from_the_original_init(tiny_config, tmp_path, data_dir):
+    result, _ = run(tiny_config, tmp_path, data_dir)
+    init = load_torch(result.file("checkpoints", "init.pt"))
+    final = load_torch(result.level_dir(2) / "final.pt")
+    names = ["hidden.1.weight", "hidden.3.weight", "output.weight"]
+    expected = sum(float((final[n] - init[n]).pow(2).sum()) for n in names) ** 0.5
+    assert abs(result.levels().learning_distance[2] - expected) < 1e-4 * expected
+
+
+def test_a_finished_run_is_reused_and_a_longer_one_extends_it(tiny_config, tmp_path, data_dir,
+                                                             monkeypatch):
+    short = tiny_config.replace(levels=1)
+    first, store = run(short, tmp_path, data_dir)
+    before = first.levels()
+    stamp = first.file("levels.csv").stat().st_mtime_ns
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished level was trained again")
+    monkeypatch.setattr(experiment.train, "train_level", refuse)
+    again, _ = run(short, tmp_path, data_dir)
+    assert again.path == first.path and first.file("levels.csv").stat().st_mtime_ns == stamp
+    monkeypatch.undo()
+
+    longer, _ = run(tiny_config, tmp_path, data_dir)
+    assert longer.path == first.path
+    table = longer.levels()
+    assert len(table) == 4
+    pd.testing.assert_frame_equal(table.iloc[:2].drop(columns="seconds"),
+                                  before.drop(columns="seconds"))
+
+
+def test_same_config_and_seed_give_the_same_numbers(tiny_config, tmp_path, data_dir):
+    a, _ = run(tiny_config, tmp_path / "a", data_dir)
+    b, _ = run(tiny_config, tmp_path / "b", data_dir)
+    pd.testing.assert_frame_equal(a.levels().drop(columns="seconds"),
+                                  b.levels().drop(columns="seconds"))
+    c, _ = run(tiny_config.replace(seed=1), tmp_path / "a", data_dir)
+    assert not a.levels().test_acc.equals(c.levels().test_acc) or \
+        not a.levels().learning_distance.equals(c.levels().learning_distance)
+
+
+@pytest.mark.parametrize("mode", ["finetune", "lr-rewind", "scratch"])
+def test_retraining_modes_start_where_the_paper_says(mode, tiny_config, tmp_path, data_dir):
+    config = tiny_config.replace(retrain=mode, levels=2)
+    result, _ = run(config, tmp_path, data_dir)
+    assert len(result.levels()) == 3
+    init = load_torch(result.file("checkpoints", "init.pt"))
+    final0 = load_torch(result.level_dir(0) / "final.pt")
+    final1 = load_torch(result.level_dir(1) / "final.pt")
+    masks1 = load_torch(result.level_dir(1) / "mask.pt")
+    mask1 = masks1["hidden.1.weight"]
+    # global magnitude: the level-1 masks keep the largest level-0 weights over all layers
+    kept = torch.cat([final0[n][m == 1].abs() for n, m in masks1.items()])
+    dropped = torch.cat([final0[n][m == 0].abs() for n, m in masks1.items()])
+    assert kept.min() >= dropped.max()
+    assert torch.count_nonzero(final1["hidden.1.weight"][mask1 == 0]) == 0
+    # the bias of the output layer is never pruned or rewound: where it goes tells the start
+    start_bias = {"finetune": final0, "lr-rewind": final0, "scratch": None}[mode]
+    if start_bias is None:
+        assert not torch.equal(final1["output.bias"], init["output.bias"])
+    else:
+        distance_from_final0 = (final1["output.bias"] - final0["output.bias"]).norm()
+        distance_from_init = (final1["output.bias"] - init["output.bias"]).norm()
+        assert distance_from_final0 < distance_from_init
+
+
+def test_reinit_uses_the_lottery_runs_masks_with_a_fresh_init(tiny_config, tmp_path, data_dir):
+    reinit, store = run(tiny_config.replace(retrain="reinit", levels=2), tmp_path, data_dir)
+    lottery = store.find(tiny_config.replace(levels=2))
+    assert lottery is not None and lottery.is_finished()
+    for level in range(3):
+        ours = load_torch(reinit.level_dir(level) / "mask.pt")
+        theirs = load_torch(lottery.level_dir(level) / "mask.pt")
+        assert all(torch.equal(ours[name], theirs[name]) for name in ours)
+    assert not torch.equal(load_torch(reinit.file("checkpoints", "init.pt"))["output.weight"],
+                           load_torch(lottery.file("checkpoints", "init.pt"))["output.weight"])
+
+
+def test_lottery_rewinds_to_iteration_k_of_the_dense_run(tiny_config, tmp_path, data_dir):
+    config = tiny_config.replace(rewind_iteration=3, levels=1)
+    result, _ = run(config, tmp_path, data_dir)
+    rewind = load_torch(result.file("checkpoints", "rewind.pt"))
+    init = load_torch(result.file("checkpoints", "init.pt"))
+    assert not torch.equal(rewind["output.weight"], init["output.weight"])
+
+
+@pytest.mark.parametrize("changes", [{"criterion": "gradient"}, {"criterion": "random"},
+                                     {"scope": "layerwise"}, {"optimizer": "sgd", "lr": 0.05,
+                                                              "schedule": "cosine"}])
+def test_other_criteria_scopes_and_recipes_run(changes, tiny_config, tmp_path, data_dir):
+    result, _ = run(tiny_config.replace(levels=2, **changes), tmp_path, data_dir)
+    table = result.levels()
+    assert len(table) == 3 and abs(table.sparsity[2] - 0.36) < 1e-3
+
+
+def test_random_pruning_is_not_magnitude_pruning(tiny_config, tmp_path, data_dir):
+    magnitude, _ = run(tiny_config.replace(levels=1), tmp_path, data_dir)
+    random, _ = run(tiny_config.replace(levels=1, criterion="random"), tmp_path, data_dir)
+    a = load_torch(magnitude.level_dir(1) / "mask.pt")["hidden.3.weight"]
+    b = load_torch(random.level_dir(1) / "mask.pt")["hidden.3.weight"]
+    assert not torch.equal(a, b)
+
+
+# ---------------------------------------------------------------------------- command line
+def test_bad_input_fails_in_one_line_and_leaves_the_store_untouched(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    for sets in (["criterion=size"], ["lr=fast"], ["noise=2"], ["bogus=1"]):
+        code = main(["run", "--runs-dir", str(runs), *sum([["--set", s] for s in sets], [])])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1
+        assert err.startswith(f"sddlib run: error: {sets[0].split('=')[0]}:")
+        assert "allowed" in err or "not a number" in err
+    assert not runs.exists()
+
+
+def test_ls_and_show(tiny_config, tmp_path, data_dir, capsys):
+    result, store = run(tiny_config, tmp_path, data_dir)
+    assert main(["ls", "--runs-dir", str(store.root)]) == 0
+    out = capsys.readouterr().out
+    assert result.name in out and "finished" in out and "4/4" in out
+    assert main(["show", result.name[-10:], "--runs-dir", str(store.root)]) == 0
+    out = capsys.readouterr().out
+    assert "test_acc" in out and len(out.strip().splitlines()) == 6
+    assert main(["show", "nothing-like-this", "--runs-dir", str(store.root)]) == 2
+
+
+CLI_SETS = ["widths=64,64", "train_size=1500", "test_size=500", "epochs=6", "levels=3",
+            "batch_size=32", "device=cpu"]
+
+
+def cli_run(runs, data_dir, extra=()):
+    command = [sys.executable, "-m", "sddlib", "run", "--runs-dir", str(runs), "--data-dir",
+               str(data_dir), "--checkpoint-every", "0", "--quiet", *extra]
+    for item in CLI_SETS:
+        command += ["--set", item]
+    return command
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_level_resumes_to_the_same_table(tmp_path, data_dir):
+    reference = subprocess.run(cli_run(tmp_path / "reference", data_dir), capture_output=True,
+                               text=True, check=True)
+    folder = reference.stdout.strip().splitlines()[-1]
+    expected = pd.read_csv(f"{folder}/levels.csv")
+
+    runs = tmp_path / "killed"
+    process = subprocess.Popen(cli_run(runs, data_dir), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    killed_with_progress = False
+    while time.time() < deadline and process.poll() is None:
+        progress = list(runs.glob("*/progress.pt"))
+        rows = list(runs.glob("*/levels.csv"))
+        if progress and rows:  # at least one level done and the next one half way
+            time.sleep(0.05)
+            process.send_signal(signal.SIGKILL)
+            killed_with_progress = True
+            break
+        time.sleep(0.02)
+    process.wait()
+    assert killed_with_progress, "the run ended before it could be killed mid-level"
+    partial = pd.read_csv(next(runs.glob("*/levels.csv")))
+    assert len(partial) < 4
+    resumed = subprocess.run(cli_run(runs, data_dir), capture_output=True, text=True,
+                             check=True)
+    table = pd.read_csv(f"{resumed.stdout.strip().splitlines()[-1]}/levels.csv")
+    pd.testing.assert_frame_equal(table.drop(columns="seconds"),
+                                  expected.drop(columns="seconds"))
+    assert not list(runs.glob("*/progress.pt")) and not list(runs.glob("*/.*.tmp"))
+
+
+def test_cli_run_prints_the_run_folder_and_reuses_it(tmp_path, data_dir):
+    first = subprocess.run(cli_run(tmp_path / "runs", data_dir), capture_output=True, text=True,
+                           check=True)
+    folder = first.stdout.strip().splitlines()[-1]
+    assert os.path.isdir(folder) and "mnist1d-mlp-random20-magnitude-lottery-seed0-" in folder
+    second = subprocess.run(cli_run(tmp_path / "runs", data_dir), capture_output=True,
+                            text=True, check=True)
+    assert second.stdout.strip().splitlines()[-1] == folder
+    assert "reusing" in second.stderr
