@@ -27,10 +27,12 @@ out: they are never pruned and the paper's definition is about the pruned weight
 """
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Optional
 
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
@@ -38,7 +40,7 @@ from . import data as data_module
 from . import prune, train
 from .config import ExperimentConfig
 from .models import build_model, default_prune_output
-from .store import Run, RunStore, atomic_save_torch, load_torch
+from .store import Run, RunStore, atomic_save_torch, load_torch, table
 
 
 def run_experiment(config: ExperimentConfig, store: RunStore, *, progress: bool = True,
@@ -63,6 +65,35 @@ def run_experiment(config: ExperimentConfig, store: RunStore, *, progress: bool 
         Experiment(config, run, device, progress, checkpoint_seconds, data_dir, download,
                    store).execute()
     return run
+
+
+def run_many(configs: list[ExperimentConfig], store: RunStore, *, compute_missing: bool = True,
+             progress: bool = True, **options) -> pd.DataFrame:
+    """The levels of every config as one tidy frame, computing the runs not yet finished.
+
+    With ``compute_missing=False`` nothing is computed: the unfinished runs are listed on
+    stderr and left out of the frame (their finished levels are not shown either, so a
+    figure never mixes complete and partial curves unawares).
+    """
+    runs, missing = [], []
+    for config in configs:
+        found = store.find(config)
+        if found is not None and found.is_finished():
+            runs.append(found)
+        else:
+            missing.append(config)
+    if missing and not compute_missing:
+        print(f"{len(missing)} of {len(configs)} runs are missing (compute_missing=False):",
+              file=sys.stderr)
+        for config in missing:
+            print(f"  {config.run_name()}", file=sys.stderr)
+    elif missing:
+        for config in tqdm(missing, desc="runs", unit="run", disable=not progress):
+            runs.append(run_experiment(config, store, progress=progress, **options))
+    frame = table(runs)
+    if not frame.empty:
+        frame = frame[frame.level <= frame.run.map({r.name: r.config.levels for r in runs})]
+    return frame.reset_index(drop=True)
 
 
 class Experiment:

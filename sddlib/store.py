@@ -211,19 +211,8 @@ class RunStore:
 
     def load(self, finished_only: bool = False) -> pd.DataFrame:
         """All runs' levels as one tidy DataFrame: one row per (run, level), config columns."""
-        frames = []
-        for run in self.runs():
-            table = run.levels()
-            if table.empty or (finished_only and not run.is_finished()):
-                continue
-            config = run.config.to_dict()
-            for key, value in config.items():
-                table[key] = str(value) if isinstance(value, list) else value
-            table["run"] = run.name
-            frames.append(table)
-        if not frames:
-            return pd.DataFrame(columns=["run", *LEVEL_COLUMNS])
-        return pd.concat(frames, ignore_index=True)
+        runs = [r for r in self.runs() if r.is_finished() or not finished_only]
+        return table(runs)
 
     def _checked(self, path: Path, config: ExperimentConfig) -> Run:
         stored = ExperimentConfig.from_dict(json.loads(path.joinpath("config.json").read_text()))
@@ -231,6 +220,22 @@ class RunStore:
             raise RuntimeError(f"{path} holds a run with a different config (hash collision); "
                                "refusing to touch it")
         return Run(path, config)
+
+
+def table(runs: list[Run]) -> pd.DataFrame:
+    """The levels of ``runs`` as one tidy DataFrame, each row with its run's config."""
+    frames = []
+    for run in runs:
+        levels = run.levels()
+        if levels.empty:
+            continue
+        for key, value in run.config.to_dict().items():
+            levels[key] = str(value) if isinstance(value, list) else value
+        levels["run"] = run.name
+        frames.append(levels)
+    if not frames:
+        return pd.DataFrame(columns=["run", *LEVEL_COLUMNS])
+    return pd.concat(frames, ignore_index=True)
 
 
 def environment(device: str) -> dict:

@@ -131,7 +131,8 @@ gain back: with diagonal ``Sigma`` the refit is ordinary least squares on ``s`` 
 the very estimator the oracle uses, on a worse support. (Chang et al. find refitting
 helps more the more correlated the features, which a diagonal ``Sigma`` does not have.)
 In the random-features model, magnitude pruning with refit beats the ``small`` model past
-the threshold.
+the threshold (and at most ``p > s`` below it too: choosing ``s`` of ``p`` random features
+by magnitude beats taking ``s`` at random).
 """
 from __future__ import annotations
 
@@ -340,7 +341,8 @@ def minnorm_least_squares(features: np.ndarray, y: np.ndarray) -> np.ndarray:
     """
     n, p = features.shape[-2:]
     wide = p >= n
-    gram = features @ np.swapaxes(features, -1, -2) if wide else np.swapaxes(features, -1, -2) @ features
+    transposed = np.swapaxes(features, -1, -2)
+    gram = features @ transposed if wide else transposed @ features
     rhs = y if wide else np.einsum("...np,...n->...p", features, y)
     try:
         solution = np.linalg.solve(gram, rhs[..., None])[..., 0]
@@ -485,6 +487,8 @@ def magnitude_pruned_risk_isotropic(beta: np.ndarray, n: int, s: int, sigma2: fl
         return float(minnorm_risk_isotropic(p / n, np.sum(seen ** 2), noise,
                                             n if finite_size else None))
     mean, tau = minnorm_coordinates_isotropic(seen, n, noise, finite_size)
+    if not np.all(tau > 0):  # noiseless and p < n: w = beta, the s largest are kept
+        return float(noise + np.sum(np.sort(seen ** 2)[:p - s]))
 
     def kept_count(t):
         return np.sum(special.ndtr((mean - t) / tau) + special.ndtr((-t - mean) / tau)) - s
@@ -492,7 +496,7 @@ def magnitude_pruned_risk_isotropic(beta: np.ndarray, n: int, s: int, sigma2: fl
     top = np.max(np.abs(mean) + 40 * tau)
     t = optimize.brentq(kept_count, 0.0, top, xtol=1e-14 * top, rtol=1e-12)
     upper, lower = (t - mean) / tau, (-t - mean) / tau
-    pdf_u, pdf_l = np.exp(-upper ** 2 / 2) / np.sqrt(2 * np.pi), np.exp(-lower ** 2 / 2) / np.sqrt(2 * np.pi)
+    pdf_u, pdf_l = (np.exp(-a ** 2 / 2) / np.sqrt(2 * np.pi) for a in (upper, lower))
     tail_u, cdf_l = special.ndtr(-upper), special.ndtr(lower)
     c = mean - seen
     kept_error = (c ** 2 * (tail_u + cdf_l) + 2 * c * tau * (pdf_u - pdf_l)

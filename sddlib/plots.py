@@ -1,0 +1,78 @@
+"""Figures of sparse double descent, drawn with seaborn from the run store's tidy frames.
+
+The x axis is the share of weights that remain, on a log scale running from dense (left)
+to sparse (right): iterative pruning removes 20% per level, so levels are evenly spaced on
+it and the interesting, very sparse end is not squeezed into the last few millimetres.
+Curves are the mean over seeds with a band of one standard deviation.
+"""
+from __future__ import annotations
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.ticker import FuncFormatter
+
+from .metrics import CurveSummary
+
+PHASE_COLOURS = {"light": "#dbe9f6", "critical": "#f8d9d2", "sweet": "#dcefd9",
+                 "collapsed": "#e8e8e8"}
+
+
+def with_remaining(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    frame["remaining"] = 100.0 * (1.0 - frame["sparsity"])
+    return frame
+
+
+def sparsity_axis(ax) -> None:
+    """Remaining weights in %, log scale, dense on the left."""
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel("remaining weights (%, log scale)")
+
+
+def curves(ax, frame: pd.DataFrame, y: str = "test_acc", hue: str | None = None,
+           label: str | None = None, **kwargs):
+    """Mean +- std over seeds of ``y`` against remaining weights, one line per ``hue``."""
+    data = with_remaining(frame)
+    sns.lineplot(data=data, x="remaining", y=y, hue=hue, errorbar="sd", marker="o",
+                 markersize=3, ax=ax, label=label if hue is None else None, **kwargs)
+    sparsity_axis(ax)
+    ax.set_ylabel(y.replace("_", " "))
+    return ax
+
+
+def mark_phases(ax, summary: CurveSummary) -> None:
+    """Shade the phases of one curve: light, critical, sweet spot and collapse.
+
+    Boundaries are the landmarks of :func:`metrics.curve_summary`: the light phase ends at
+    the worst point, the critical phase climbs to the best point, the sweet spot is the
+    best level's neighbourhood and the collapse follows it.
+    """
+    def remaining(sparsity):
+        return 100.0 * (1.0 - sparsity)
+
+    left, right = ax.get_xlim()  # inverted: left is the dense end
+    edges = [left]
+    names = []
+    if not np.isnan(summary.worst_sparsity):
+        edges.append(remaining(summary.worst_sparsity))
+        names.append("light")
+    names.append("critical" if names else "light")
+    best = remaining(summary.best_sparsity)
+    edges += [best * 1.1, best / 1.1, right]
+    names += ["sweet", "collapsed"]
+    for (start, end), name in zip(zip(edges[:-1], edges[1:]), names):
+        ax.axvspan(start, end, color=PHASE_COLOURS[name], alpha=0.6, lw=0, zorder=0)
+        ax.text(np.sqrt(start * end), 1.0, name, transform=ax.get_xaxis_transform(),
+                ha="center", va="bottom", fontsize=8, color="0.35")
+    ax.set_xlim(left, right)
+
+
+def figure(rows: int = 1, cols: int = 2, width: float = 10.0, height: float = 3.6):
+    matplotlib.rcParams.update({"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3})
+    fig, axes = plt.subplots(rows, cols, figsize=(width, height * rows), squeeze=False)
+    return fig, axes
