@@ -3,6 +3,7 @@
     sddlib run [CONFIG.yml] [--set key=value]... [--runs-dir DIR]   run or resume one experiment
     sddlib ls [--runs-dir DIR]                                       list runs and their status
     sddlib show RUN [--runs-dir DIR]                                 print a run's per-level table
+    sddlib figures [--profile P] [--only NAME] [-p key=value]...     execute the book's notebooks
     sddlib keys                                                      every config key, its default, allowed values
 
 Bad input (an unknown key, a wrong type, a value out of range) stops the command before
@@ -68,6 +69,19 @@ def _parser() -> argparse.ArgumentParser:
     _store_option(show)
     show.set_defaults(handler=_show)
 
+    figures = commands.add_parser(
+        "figures", help="execute the book's notebooks into book/ (then: jupyter-book build book/)")
+    figures.add_argument("--profile", default="quick", help="smoke, quick or paper "
+                         "(profiles in the root _config.yml; default quick)")
+    figures.add_argument("--only", action="append", metavar="NAME",
+                         help="only this notebook (repeatable)")
+    figures.add_argument("-p", dest="parameters", action="append", default=[],
+                         metavar="KEY=VALUE", help="override a notebook parameter; YAML values, "
+                         "dotted keys into dicts: -p seeds=[0,1,2] -p experiment.noise=0.4")
+    figures.add_argument("--build", action="store_true",
+                         help="run jupyter-book build book/ afterwards")
+    figures.set_defaults(handler=_figures)
+
     keys = commands.add_parser("keys", help="every config key with its default and allowed "
                                "values")
     keys.set_defaults(handler=_keys)
@@ -132,6 +146,22 @@ def _show(args) -> int:
     run = store.get(args.run)
     print(run.path)
     print(_format_table(run.levels(), run.config.levels))
+    return 0
+
+
+def _figures(args) -> int:
+    from .figures import make_figures, parse_assignments
+
+    settings = load_settings()
+    overrides = parse_assignments(args.parameters)
+    make_figures(args.profile, args.only, overrides, settings,
+                 log=lambda text: print(text, file=sys.stderr))
+    if args.build:
+        import subprocess
+
+        book = settings.root / "book"
+        return subprocess.run([str(Path(sys.executable).with_name("jupyter-book")), "build",
+                               str(book)]).returncode
     return 0
 
 

@@ -38,8 +38,10 @@ def curves(ax, frame: pd.DataFrame, y: str = "test_acc", hue: str | None = None,
            label: str | None = None, **kwargs):
     """Mean +- std over seeds of ``y`` against remaining weights, one line per ``hue``."""
     data = with_remaining(frame)
+    if hue is None and label is not None:
+        kwargs["label"] = label
     sns.lineplot(data=data, x="remaining", y=y, hue=hue, errorbar="sd", marker="o",
-                 markersize=3, ax=ax, label=label if hue is None else None, **kwargs)
+                 markersize=3, ax=ax, **kwargs)
     sparsity_axis(ax)
     ax.set_ylabel(y.replace("_", " "))
     return ax
