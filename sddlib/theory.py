@@ -560,6 +560,24 @@ def beats_oracle(frame: pd.DataFrame, s: int,
     return {m: table.index[table[m] < table[baseline]].to_numpy() for m in methods}
 
 
+def describe_intervals(values: np.ndarray, grid: np.ndarray) -> str:
+    """Where on ``grid`` the ``values`` lie, as runs of consecutive grid points in words
+    (e.g. "[2.23, 5.00]" or "[0.22, 0.87] and [1.12, 5.00]"); "none of the grid" if empty.
+    """
+    chosen = np.isin(np.round(grid, 12), np.round(np.asarray(values), 12))
+    runs, start = [], None
+    for index, inside in enumerate(chosen):
+        if inside and start is None:
+            start = index
+        if start is not None and (not inside or index == len(chosen) - 1):
+            end = index if inside else index - 1
+            runs.append(f"[{grid[start]:.2f}, {grid[end]:.2f}]")
+            start = None
+    if not runs:
+        return "none of the grid"
+    return runs[0] if len(runs) == 1 else ", ".join(runs[:-1]) + " and " + runs[-1]
+
+
 def _summary_rows(p: int, n: int, risks: dict, methods: Sequence[str]) -> list[dict]:
     return [{"p": p, "p_over_n": p / n, "method": m, "risk_mean": float(np.mean(risks[m])),
              "risk_std": float(np.std(risks[m], ddof=1)) if len(risks[m]) > 1 else np.nan,

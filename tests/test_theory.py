@@ -204,3 +204,10 @@ def test_beats_oracle_reads_the_frame():
                           for p, m, r in rows])
     wins = theory.beats_oracle(frame, s=20, methods=["magnitude"])
     np.testing.assert_allclose(wins["magnitude"], [2.0])  # p = 10 <= s is not pruning
+
+
+def test_describe_intervals_groups_consecutive_grid_points():
+    grid = np.array([0.5, 1.0, 2.0, 3.0, 4.0])
+    assert theory.describe_intervals([2.0, 3.0, 4.0], grid) == "[2.00, 4.00]"
+    assert theory.describe_intervals([0.5, 2.0, 3.0], grid) == "[0.50, 0.50] and [2.00, 3.00]"
+    assert theory.describe_intervals([], grid) == "none of the grid"
