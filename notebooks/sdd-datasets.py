@@ -29,7 +29,6 @@ experiment = {"train_size": 4000, "test_size": 1000, "epochs": 20, "levels": 20}
 seeds = [0, 1]
 datasets = {"mnist1d": {}, "digits": {}}
 compute_missing = True
-runs_dir = None
 
 # %% tags=["hide-input"]
 from sddlib import figures, metrics, plots
@@ -37,7 +36,7 @@ from sddlib import figures, metrics, plots
 variants = figures.configs(experiment, seeds,
                            {name: {"dataset": name, **changes}
                             for name, changes in datasets.items()})
-frame = figures.gather(variants, compute_missing, runs_dir, label="dataset_name")
+frame = figures.gather(variants, compute_missing, label="dataset_name")
 table = metrics.summaries(frame, "dataset_name")
 main = next(iter(datasets))
 headline = metrics.curve_summary(frame[frame.dataset_name == main])

@@ -78,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     figures.add_argument("-p", dest="parameters", action="append", default=[],
                          metavar="KEY=VALUE", help="override a notebook parameter; YAML values, "
                          "dotted keys into dicts: -p seeds=[0,1,2] -p experiment.noise=0.4")
+    _store_option(figures)
     figures.add_argument("--build", action="store_true",
                          help="run jupyter-book build book/ afterwards")
     figures.set_defaults(handler=_figures)
@@ -154,7 +155,7 @@ def _figures(args) -> int:
 
     settings = load_settings()
     overrides = parse_assignments(args.parameters)
-    make_figures(args.profile, args.only, overrides, settings,
+    make_figures(args.profile, args.only, overrides, settings, runs_dir=args.runs_dir,
                  log=lambda text: print(text, file=sys.stderr))
     if args.build:
         import subprocess

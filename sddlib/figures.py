@@ -45,15 +45,23 @@ def notebook_names(settings: ProjectSettings) -> list[str]:
 
 def notebook_parameters(settings: ProjectSettings, profile: str, name: str,
                         overrides: Optional[dict] = None) -> dict:
-    """The parameters ``name`` gets under ``profile``, with ``overrides`` merged last."""
+    """The parameters ``name`` gets under ``profile``, with ``overrides`` merged last.
+
+    ``common`` parameters go to the notebooks whose ``parameters`` cell declares them; a
+    notebook-specific or overriding parameter the notebook does not declare is an error.
+    """
     if profile not in settings.profiles:
         raise ValueError(f"profile: unknown {profile!r}; allowed: "
                          f"{', '.join(settings.profiles)}")
+    declared = parameters_cell_defaults(settings.root / NOTEBOOK_DIR / f"{name}.py")
     chosen = settings.profiles[profile] or {}
-    parameters = {"profile": profile}
-    parameters = merge(parameters, chosen.get("common") or {})
-    parameters = merge(parameters, (chosen.get("notebooks") or {}).get(name) or {})
-    return merge(parameters, overrides or {})
+    common = {k: v for k, v in (chosen.get("common") or {}).items() if k in declared}
+    specific = merge((chosen.get("notebooks") or {}).get(name) or {}, overrides or {})
+    unknown = sorted(set(specific) - set(declared))
+    if unknown:
+        raise ValueError(f"{unknown[0]}: not a parameter of notebook {name}; allowed: "
+                         f"{', '.join(declared)}")
+    return merge(merge({"profile": profile}, common), specific)
 
 
 def merge(base: dict, changes: dict) -> dict:
@@ -102,8 +110,13 @@ def parameters_cell_defaults(source: Path) -> dict:
 # ---------------------------------------------------------------------------- executing
 def make_figures(profile: str = "quick", only: Optional[list[str]] = None,
                  overrides: Optional[dict] = None, settings: Optional[ProjectSettings] = None,
-                 book_dir: Optional[Path] = None, log=print) -> list[Path]:
-    """Execute the notebooks of ``profile`` into the book folder; returns their paths."""
+                 book_dir: Optional[Path] = None, runs_dir: Optional[Path] = None,
+                 log=print) -> list[Path]:
+    """Execute the notebooks of ``profile`` into the book folder; returns their paths.
+
+    ``runs_dir`` replaces the run store of ``_config.yml`` for these notebooks (it reaches
+    their kernels as ``SDDLIB_RUNS_DIR``).
+    """
     settings = settings or load_settings()
     if settings.config_path is None:
         raise FileNotFoundError("figures: no _config.yml with an sddlib section here or above")
@@ -122,12 +135,13 @@ def make_figures(profile: str = "quick", only: Optional[list[str]] = None,
         log(f"[figures] {name} ({profile}) ...")
         written.append(execute_notebook(settings.root / NOTEBOOK_DIR / f"{name}.py",
                                         book_dir / f"{name}.ipynb", parameters,
-                                        cwd=settings.root))
+                                        cwd=settings.root, runs_dir=runs_dir))
         log(f"[figures] {name} done in {time.time() - started:.0f} s")
     return written
 
 
-def execute_notebook(source: Path, output: Path, parameters: dict, cwd: Path) -> Path:
+def execute_notebook(source: Path, output: Path, parameters: dict, cwd: Path,
+                     runs_dir: Optional[Path] = None) -> Path:
     """jupytext source -> executed notebook, in a papermill process of its own.
 
     The executed copy replaces ``output`` only when every cell ran; a failing notebook is
@@ -143,8 +157,10 @@ def execute_notebook(source: Path, output: Path, parameters: dict, cwd: Path) ->
         command = [sys.executable, "-m", "papermill", str(unexecuted), str(executed),
                    "--cwd", str(cwd), "--kernel", "python3", "--no-progress-bar",
                    "-y", yaml.safe_dump(parameters, sort_keys=False)]
-        result = subprocess.run(command, capture_output=True, text=True,
-                                env={**os.environ, "SDDLIB_PROGRESS": "0"})
+        env = {**os.environ, "SDDLIB_PROGRESS": "0"}
+        if runs_dir is not None:
+            env["SDDLIB_RUNS_DIR"] = str(Path(runs_dir).resolve())
+        result = subprocess.run(command, capture_output=True, text=True, env=env)
         if result.returncode != 0:
             failed = output.with_name(f"{output.stem}.failed.ipynb")
             if executed.exists():
@@ -156,10 +172,10 @@ def execute_notebook(source: Path, output: Path, parameters: dict, cwd: Path) ->
 
 
 # ---------------------------------------------------------------------------- notebook helpers
-def store(runs_dir: Optional[str] = None):
+def store():
     from .store import RunStore
 
-    return RunStore(runs_dir or load_settings().runs_dir)
+    return RunStore(load_settings().runs_dir)
 
 
 def configs(experiment: dict, seeds: Iterable[int], variants: dict[str, dict]) \
@@ -171,7 +187,7 @@ def configs(experiment: dict, seeds: Iterable[int], variants: dict[str, dict]) \
 
 
 def gather(variants: dict[str, list[ExperimentConfig]], compute_missing: bool = True,
-           runs_dir: Optional[str] = None, label: str = "variant"):
+           label: str = "variant"):
     """The tidy levels of every variant's runs, with a ``label`` column naming the variant."""
     import pandas as pd
 
@@ -181,7 +197,7 @@ def gather(variants: dict[str, list[ExperimentConfig]], compute_missing: bool = 
     frames = []
     progress = os.environ.get("SDDLIB_PROGRESS", "1") != "0"
     for name, group in variants.items():
-        frame = run_many(group, store(runs_dir), compute_missing=compute_missing,
+        frame = run_many(group, store(), compute_missing=compute_missing,
                          progress=progress, data_dir=settings.data_dir)
         frame[label] = name
         frames.append(frame)
@@ -213,6 +229,21 @@ def summary_table(table, label: str):
     shown = table[[label, "dense_acc", "worst_acc", "worst_sparsity", "best_acc",
                    "best_sparsity", "last_acc", "last_sparsity", "seeds", "three_phases"]]
     percent = {c: "{:.1%}" for c in shown.columns if c.endswith(("_acc", "_sparsity"))}
+    return shown.style.format(percent, na_rep="-").hide(axis="index")
+
+
+def reference_path(name: str) -> Path:
+    """A table of published numbers under ``data/reference/``."""
+    return load_settings().root / "data" / "reference" / name
+
+
+def comparison_table(comparison):
+    """Ours beside the paper's, per dataset, as a readable table."""
+    columns = ["dataset", "who", "source", "dense_acc", "worst_acc", "worst_sparsity",
+               "best_acc", "best_sparsity", "last_acc", "dip", "rise"]
+    shown = comparison[columns].sort_values(["dataset", "who"])
+    percent = {c: "{:.1%}" for c in columns if c.endswith(("_acc", "_sparsity")) or
+               c in ("dip", "rise")}
     return shown.style.format(percent, na_rep="-").hide(axis="index")
 
 

@@ -12,10 +12,15 @@ are then taken on the mean curve:
 
 The three phases are there when the worst point is at least ``dip`` below dense, the best
 at least ``rise`` above the worst, and the last at least ``fall`` below the best.
+
+Beyond the landmarks: where training accuracy starts to drop (the end of interpolation),
+the rank correlation of learning distance and test accuracy, and the level-by-level
+difference of two variants run with the same seeds.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -95,3 +100,92 @@ def summaries(frame: pd.DataFrame, by: str | list[str], value: str = "test_acc")
         row["three_phases"] = curve_summary(group, value).three_phases()
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def train_drop_sparsity(frame: pd.DataFrame, threshold: float = 0.05,
+                        value: str = "train_acc") -> float:
+    """Sparsity at which training accuracy first drops ``threshold`` below its maximum.
+
+    Seeds are averaged level by level; the maximum is taken over all levels, and the drop
+    is the first level after it whose mean falls below ``maximum - threshold``. This marks
+    where the pruned network stops interpolating the (noisy) training set. NaN when the
+    curve never drops that far.
+    """
+    curve = mean_curve(frame, value)
+    if curve.empty:
+        raise ValueError("train_drop_sparsity: no levels to read")
+    peak = curve["mean"].idxmax()
+    after = curve.loc[peak:]
+    below = after[after["mean"] < curve.loc[peak, "mean"] - threshold]
+    return float(below.iloc[0]["sparsity"]) if not below.empty else float("nan")
+
+
+class Correlation(NamedTuple):
+    rho: float
+    levels: int
+
+
+def distance_accuracy_correlation(frame: pd.DataFrame, distance: str = "learning_distance",
+                                  value: str = "test_acc") -> Correlation:
+    """Spearman correlation of learning distance and test accuracy up to the accuracy peak.
+
+    Both are averaged over seeds level by level; the levels used run from dense (level 0)
+    to the best pruned level of :func:`curve_summary` (the sweet spot), the stretch where
+    the paper says the distance rises while accuracy falls and falls while it rises, so a
+    negative ``rho`` supports it. ``rho`` is NaN with fewer than three levels or a constant
+    curve, where a rank correlation says nothing.
+    """
+    from scipy.stats import spearmanr
+
+    best_level = curve_summary(frame, value).best_level
+    distances = mean_curve(frame, distance)
+    accuracies = mean_curve(frame, value)
+    distances = distances[distances.level <= best_level]["mean"].to_numpy()
+    accuracies = accuracies[accuracies.level <= best_level]["mean"].to_numpy()
+    levels = len(accuracies)
+    if levels < 3 or np.ptp(distances) == 0 or np.ptp(accuracies) == 0:
+        return Correlation(float("nan"), levels)
+    return Correlation(float(spearmanr(distances, accuracies).statistic), levels)
+
+
+def paired_difference(frame: pd.DataFrame, by: str, minuend: str, subtrahend: str,
+                      value: str = "test_acc") -> pd.DataFrame:
+    """``value`` of one variant minus another's, paired by seed and level.
+
+    ``frame`` holds both variants, named in its column ``by``. Returns one row per (seed,
+    level) present in both, with the mean ``sparsity`` of the pair and the ``difference``;
+    :func:`mean_curve` of it (value ``"difference"``) is the mean difference over seeds.
+    """
+    keys = ["seed", "level"]
+    first = frame[frame[by] == minuend][keys + ["sparsity", value]]
+    second = frame[frame[by] == subtrahend][keys + ["sparsity", value]]
+    pairs = first.merge(second, on=keys, suffixes=("_a", "_b"))
+    return pd.DataFrame({
+        "seed": pairs["seed"], "level": pairs["level"],
+        "sparsity": (pairs["sparsity_a"] + pairs["sparsity_b"]) / 2,
+        "difference": pairs[f"{value}_a"] - pairs[f"{value}_b"],
+    }).sort_values(keys, ignore_index=True)
+
+
+LANDMARKS = ["dense_acc", "worst_acc", "worst_sparsity", "best_acc", "best_sparsity",
+             "last_acc", "last_sparsity"]
+
+
+def compare_with_reference(ours: pd.DataFrame, reference: pd.DataFrame,
+                           key: str = "dataset") -> pd.DataFrame:
+    """Our landmarks beside a paper's, one row per (``key``, ``who``), with the curve's
+    shape: ``dip`` (dense - worst) and ``rise`` (best - worst). ``source`` says whether the
+    ``key`` was measured by both, by the paper only or by us only.
+    """
+    frames = []
+    for who, table in (("ours", ours), ("paper", reference)):
+        part = table[[key] + [c for c in LANDMARKS if c in table]].copy()
+        part["who"] = who
+        frames.append(part)
+    long = pd.concat(frames, ignore_index=True)
+    long["dip"] = long["dense_acc"] - long["worst_acc"]
+    long["rise"] = long["best_acc"] - long["worst_acc"]
+    present = long.groupby(key)["who"].agg(set)
+    long["source"] = long[key].map(lambda k: "both" if len(present[k]) == 2
+                                   else f"{next(iter(present[k]))} only")
+    return long

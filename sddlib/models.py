@@ -1,7 +1,8 @@
 """The networks of the papers, by name.
 
 - ``mlp``: fully connected ReLU network; LeNet-300-100 is ``widths=[300, 100]`` (He et al.).
-- ``cnn1d``: a small 1-D CNN for MNIST-1D signals (three convolutions and a linear head).
+- ``cnn1d``: a small 1-D CNN for MNIST-1D signals (three convolutions, a hidden linear
+  layer of ``4 * width`` units and a linear head).
 - ``resnet18`` / ``resnet101``: the CIFAR variant (3x3 stride-1 stem, no max-pool), base
   width 64 by default (He et al. on CIFAR and Tiny ImageNet).
 - ``vgg16``: the CIFAR VGG-16 with BatchNorm and one linear head (open_lth's ``cifar_vgg``).
@@ -83,10 +84,12 @@ class CNN1D(nn.Module):
             nn.Flatten(),
         )
         reduced = math.ceil(math.ceil(length / 2) / 2)
-        self.output = nn.Linear(width * reduced, num_classes)
+        # a hidden fully connected layer gives the net the capacity to memorise noisy labels
+        self.hidden = nn.Sequential(nn.Linear(width * reduced, 4 * width), nn.ReLU())
+        self.output = nn.Linear(4 * width, num_classes)
 
     def forward(self, x):
-        return self.output(self.features(x.view(x.shape[0], 1, -1)))
+        return self.output(self.hidden(self.features(x.view(x.shape[0], 1, -1))))
 
 
 class BasicBlock(nn.Module):

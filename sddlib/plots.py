@@ -78,3 +78,20 @@ def figure(rows: int = 1, cols: int = 2, width: float = 10.0, height: float = 3.
     matplotlib.rcParams.update({"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3})
     fig, axes = plt.subplots(rows, cols, figsize=(width, height * rows), squeeze=False)
     return fig, axes
+
+
+def landmark_shapes(ax_shape, ax_where, comparison: pd.DataFrame) -> None:
+    """Dip and rise (left) and where the worst and best points sit (right), per curve."""
+    labels = comparison["dataset"] + " (" + comparison["who"] + ")"
+    positions = np.arange(len(comparison))
+    ax_shape.barh(positions - 0.2, 100 * comparison["dip"], height=0.4, label="dip")
+    ax_shape.barh(positions + 0.2, 100 * comparison["rise"], height=0.4, label="rise")
+    ax_shape.set(yticks=positions, yticklabels=labels, xlabel="test accuracy points")
+    ax_shape.legend(fontsize=8)
+    remaining_worst = 100 * (1 - comparison["worst_sparsity"])
+    remaining_best = 100 * (1 - comparison["best_sparsity"])
+    ax_where.scatter(remaining_worst, positions, marker="v", label="worst", color="C3")
+    ax_where.scatter(remaining_best, positions, marker="^", label="best", color="C2")
+    ax_where.set(yticks=positions, yticklabels=labels)
+    sparsity_axis(ax_where)
+    ax_where.legend(fontsize=8)

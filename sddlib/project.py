@@ -4,13 +4,17 @@ The file sits at the repository root. Its ``sddlib`` section says where the run 
 the dataset cache live (relative paths are taken from the file's folder); its
 ``profiles`` section says which notebooks make which figures with which parameters.
 Commands look for it in the current folder and its parents; without one, the store is
-``./data/runs`` and the cache ``./data/datasets``.
+``./data/runs`` and the cache ``./data/datasets``. The environment variable
+``SDDLIB_RUNS_DIR`` overrides the store's location (``sddlib figures --runs-dir`` uses it to
+reach the notebooks' kernels).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
+
+import os
 
 import yaml
 
@@ -38,6 +42,13 @@ def find_config(start: Optional[Path] = None) -> Optional[Path]:
 
 
 def load_settings(start: Optional[Path] = None) -> ProjectSettings:
+    settings = _settings_from_file(start)
+    if os.environ.get("SDDLIB_RUNS_DIR"):
+        settings.runs_dir = Path(os.environ["SDDLIB_RUNS_DIR"]).resolve()
+    return settings
+
+
+def _settings_from_file(start: Optional[Path]) -> ProjectSettings:
     path = find_config(start)
     if path is None:
         root = Path(start or Path.cwd()).resolve()

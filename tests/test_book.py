@@ -1,0 +1,77 @@
+"""The book builds on the smoke profile: every figure page holds its image and its glued
+numbers, and the build warns about nothing (no missing reference, no missing glue key)."""
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sddlib import figures
+from sddlib.project import load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = load_settings(ROOT)
+NOTEBOOKS = figures.notebook_names(SETTINGS)
+
+
+@pytest.fixture(scope="module")
+def built_book(tmp_path_factory):
+    scratch = tmp_path_factory.mktemp("book")
+    book = scratch / "book"
+    shutil.copytree(ROOT / "book", book, ignore=shutil.ignore_patterns("_build", "*.ipynb"))
+    figures.make_figures("smoke", settings=SETTINGS, book_dir=book, runs_dir=scratch / "runs",
+                         log=lambda text: None)
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    result = subprocess.run([str(jupyter_book), "build", str(book)], capture_output=True,
+                            text=True)
+    return book, result
+
+
+def test_the_book_builds_without_warnings(built_book):
+    book, result = built_book
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    warnings = [line for line in log.splitlines() if "WARNING" in line or "ERROR" in line]
+    assert warnings == []
+    assert (book / "_build" / "html" / "index.html").exists()
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_every_figure_page_has_its_image_and_glued_numbers(built_book, name):
+    book, _ = built_book
+    html = (book / "_build" / "html" / f"{name}.html").read_text()
+    assert re.search(r"<img [^>]*src=\"[^\"]+\.png\"", html), f"{name}: no figure image"
+    pasted = re.findall(r'<span class="pasted-text">([^<]*)</span>', html)
+    assert pasted, f"{name}: no glued number in the text"
+    text = re.sub(r"<[^>]+>", "", html)  # code blocks are split into highlighted spans
+    assert f"sddlib figures --only {name}" in text  # every page says how to rerun it
+
+
+def test_toc_lists_every_notebook_and_the_pages():
+    toc = yaml.safe_load((ROOT / "book" / "_toc.yml").read_text())
+    files = [chapter["file"] for chapter in toc["chapters"]]
+    assert files[:len(NOTEBOOKS)] == NOTEBOOKS and "bibliography" in files
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_parameters_cell_defaults_are_the_quick_profile(name):
+    defaults = figures.parameters_cell_defaults(ROOT / "notebooks" / f"{name}.py")
+    quick = figures.notebook_parameters(SETTINGS, "quick", name)
+    for key, value in quick.items():
+        assert defaults.get(key) == value, f"{name}: parameter {key}"
+    for profile in ("smoke", "paper"):
+        extra = set(figures.notebook_parameters(SETTINGS, profile, name)) - set(defaults)
+        assert not extra, f"{name}: profile {profile} sets unknown parameters {extra}"
+
+
+def test_overrides_merge_into_dict_parameters():
+    parsed = figures.parse_assignments(["seeds=[0,1,2]", "experiment.noise=0.4"])
+    merged = figures.merge({"experiment": {"noise": 0.2, "epochs": 3}, "seeds": [0]}, parsed)
+    assert merged == {"experiment": {"noise": 0.4, "epochs": 3}, "seeds": [0, 1, 2]}
+    with pytest.raises(ValueError, match="profile"):
+        figures.notebook_parameters(SETTINGS, "huge", NOTEBOOKS[0])
+    with pytest.raises(ValueError, match="^colour: not a parameter of notebook"):
+        figures.notebook_parameters(SETTINGS, "quick", NOTEBOOKS[0], {"colour": "red"})
