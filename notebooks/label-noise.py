@@ -28,8 +28,8 @@
 
 # %% tags=["parameters"]
 profile = "quick"
-experiment = {"train_size": 4000, "test_size": 1000, "epochs": 20, "levels": 20}
-seeds = [0, 1]
+experiment = {"train_size": 4000, "test_size": 1000, "levels": 20}
+seeds = [0]
 noises = {"clean": {"noise": 0.0}, "random 20%": {"noise": 0.2},
           "random 40%": {"noise": 0.4}, "random 80%": {"noise": 0.8},
           "asymmetric 20%": {"noise": 0.2, "noise_kind": "asymmetric"}}

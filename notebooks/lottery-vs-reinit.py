@@ -25,8 +25,8 @@
 
 # %% tags=["parameters"]
 profile = "quick"
-experiment = {"train_size": 4000, "test_size": 1000, "epochs": 20, "levels": 20}
-seeds = [0, 1]
+experiment = {"train_size": 4000, "test_size": 1000, "levels": 20}
+seeds = [0]
 compute_missing = True
 
 # %% tags=["hide-input"]

@@ -23,9 +23,11 @@
 
 # %% tags=["parameters"]
 profile = "quick"
-experiment = {"train_size": 4000, "test_size": 1000, "epochs": 20, "levels": 20}
+experiment = {"train_size": 4000, "test_size": 1000, "levels": 20}
 seeds = [0, 1]
-datasets = {"mnist1d": {}, "digits": {}}
+datasets = {"mnist1d": {},
+            "digits": {"model": "mlp", "epochs": 40, "levels": 25, "train_size": None,
+                       "test_size": None}}
 compute_missing = True
 
 # %% tags=["hide-input"]

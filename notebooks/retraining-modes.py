@@ -30,8 +30,8 @@
 
 # %% tags=["parameters"]
 profile = "quick"
-experiment = {"train_size": 4000, "test_size": 1000, "epochs": 20, "levels": 20}
-seeds = [0, 1]
+experiment = {"train_size": 4000, "test_size": 1000, "levels": 20}
+seeds = [0]
 modes = ["lottery", "finetune", "lr-rewind", "scratch"]
 compute_missing = True
 

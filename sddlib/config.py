@@ -57,9 +57,11 @@ class ExperimentConfig:
     augment: Optional[bool] = _field(
         None, "random crop (padding 4) and horizontal flip; none = on for cifar/tinyimagenet")
     # model
-    model: str = _field("mlp", "architecture", choices=MODELS)
-    widths: list = _field([512, 512], "hidden widths of the mlp (LeNet-300-100 is 300,100)")
-    width: int = _field(64, "base width (channels) of cnn1d, resnet, vgg16, vgglike", low=1)
+    model: str = _field("cnn1d", "architecture", choices=MODELS)
+    widths: list = _field([300, 100], "hidden widths of the mlp (LeNet-300-100: 300,100)")
+    width: Optional[int] = _field(
+        None, "base width (channels) of cnn1d, resnet, vgg16, vgglike; none = 32 for cnn1d, "
+              "64 (the papers') for the others", low=1)
     depth: int = _field(5, "number of conv blocks of vgglike", low=1, high=8)
     # pruning
     criterion: str = _field("magnitude", "pruning score", choices=CRITERIA)
@@ -191,6 +193,12 @@ class ExperimentConfig:
         return self.dataset in ("cifar10", "cifar100", "tinyimagenet")
 
     @property
+    def model_width(self) -> int:
+        if self.width is not None:
+            return self.width
+        return 32 if self.model == "cnn1d" else 64
+
+    @property
     def lottery_counterpart(self) -> "ExperimentConfig":
         """reinit borrows its masks from the lottery run with the same everything else."""
         return self.replace(retrain="lottery")
@@ -198,7 +206,7 @@ class ExperimentConfig:
 
 # Fields that accept none, with the type of their other values.
 _NULLABLE = {"train_size": int, "test_size": int, "image_size": int, "augment": bool,
-             "prune_output": bool}
+             "prune_output": bool, "width": int}
 
 # Fields added after the first release, with the default that keeps old identities.
 _ADDED_LATER: dict[str, Any] = {}

@@ -34,7 +34,7 @@ from typing import Optional
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import data as data_module
 from . import prune, train

@@ -28,13 +28,13 @@ def build_model(config, input_shape: tuple[int, ...], num_classes: int) -> nn.Mo
     if name == "mlp":
         model = MLP(math.prod(input_shape), config.widths, num_classes)
     elif name == "cnn1d":
-        model = CNN1D(input_shape[-1], config.width, num_classes)
+        model = CNN1D(input_shape[-1], config.model_width, num_classes)
     elif name in ("resnet18", "resnet101"):
-        model = CifarResNet(name, input_shape[0], config.width, num_classes)
+        model = CifarResNet(name, input_shape[0], config.model_width, num_classes)
     elif name == "vgg16":
-        model = CifarVGG16(input_shape[0], config.width, num_classes)
+        model = CifarVGG16(input_shape[0], config.model_width, num_classes)
     elif name == "vgglike":
-        model = VGGLike(input_shape[0], config.width, config.depth, num_classes)
+        model = VGGLike(input_shape[0], config.model_width, config.depth, num_classes)
     else:
         raise ValueError(f"model: unknown {name!r}")
     initialise(model)

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
 from .metrics import CurveSummary
 
@@ -30,7 +30,10 @@ def sparsity_axis(ax) -> None:
     """Remaining weights in %, log scale, dense on the left."""
     ax.set_xscale("log")
     ax.invert_xaxis()
+    ticks = [100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("remaining weights (%, log scale)")
 
 
@@ -69,8 +72,8 @@ def mark_phases(ax, summary: CurveSummary) -> None:
     names += ["sweet", "collapsed"]
     for (start, end), name in zip(zip(edges[:-1], edges[1:]), names):
         ax.axvspan(start, end, color=PHASE_COLOURS[name], alpha=0.6, lw=0, zorder=0)
-        ax.text(np.sqrt(start * end), 1.0, name, transform=ax.get_xaxis_transform(),
-                ha="center", va="bottom", fontsize=8, color="0.35")
+        ax.text(np.sqrt(start * end), 0.02, name, transform=ax.get_xaxis_transform(),
+                ha="center", va="bottom", fontsize=7, color="0.35", rotation=90)
     ax.set_xlim(left, right)
 
 

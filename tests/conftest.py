@@ -6,7 +6,7 @@ from sddlib.config import ExperimentConfig
 @pytest.fixture
 def tiny_config():
     """A config that runs a whole experiment in a few seconds on the CPU."""
-    return ExperimentConfig(widths=[32, 32], train_size=500, test_size=200, epochs=2,
+    return ExperimentConfig(model="mlp", widths=[32, 32], train_size=500, test_size=200, epochs=2,
                             levels=3, batch_size=64, device="cpu")
 
 

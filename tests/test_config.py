@@ -59,7 +59,7 @@ def test_bad_input_names_the_key_and_allowed_values(sets, key, allowed):
 
 def test_sets_parse_types():
     config = ExperimentConfig().with_sets(
-        ["widths=300,100", "lr=0.1", "optimizer=sgd", "augment=false", "train_size=none",
+        ["model=mlp", "widths=300,100", "lr=0.1", "optimizer=sgd", "augment=false", "train_size=none",
          "dataset=digits", "seed=3"])
     assert config.widths == [300, 100] and config.lr == 0.1 and config.augment is False
     assert config.train_size is None and config.seed == 3

@@ -177,7 +177,7 @@ def test_ls_and_show(tiny_config, tmp_path, data_dir, capsys):
     assert main(["show", "nothing-like-this", "--runs-dir", str(store.root)]) == 2
 
 
-CLI_SETS = ["widths=64,64", "train_size=1500", "test_size=500", "epochs=6", "levels=3",
+CLI_SETS = ["model=mlp", "widths=64,64", "train_size=1500", "test_size=500", "epochs=6", "levels=3",
             "batch_size=32", "device=cpu"]
 
 

@@ -14,6 +14,7 @@ from sddlib.models import build_model
     ("cifar10", "vgg16", (3, 32, 32), {"width": 8}),
     ("cifar10", "vgglike", (3, 32, 32), {"width": 4, "depth": 3}),
     ("digits", "mlp", (1, 8, 8), {"widths": [32]}),
+    ("mnist1d", "cnn1d", (40,), {}),  # the default width
 ])
 def test_models_map_inputs_to_class_logits(dataset, model, shape, extra):
     config = ExperimentConfig(dataset=dataset, model=model, **extra)
@@ -23,7 +24,8 @@ def test_models_map_inputs_to_class_logits(dataset, model, shape, extra):
 
 
 def test_lenet_300_100_and_resnet18_have_the_papers_sizes():
-    lenet = build_model(ExperimentConfig(dataset="mnist", widths=[300, 100]), (1, 28, 28), 10)
+    lenet = build_model(ExperimentConfig(dataset="mnist", model="mlp", widths=[300, 100]),
+                        (1, 28, 28), 10)
     assert sum(p.numel() for p in lenet.parameters()) == 266_610
     resnet = build_model(ExperimentConfig(dataset="cifar10", model="resnet18"), (3, 32, 32), 10)
     assert sum(p.numel() for p in resnet.parameters()) == 11_173_962

@@ -10,7 +10,7 @@ from sddlib.models import build_model
 
 def small_mlp(seed=0, prune_output=False):
     torch.manual_seed(seed)
-    model = build_model(ExperimentConfig(widths=[40, 30]), (40,), 10)
+    model = build_model(ExperimentConfig(model="mlp", widths=[40, 30]), (40,), 10)
     prune.attach_masks(model, prune_output)
     return model
 

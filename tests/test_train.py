@@ -22,7 +22,7 @@ class Bundle:
 
 def make(seed=0, widths=(32,)):
     torch.manual_seed(seed)
-    model = build_model(ExperimentConfig(widths=list(widths)), (40,), 10)
+    model = build_model(ExperimentConfig(model="mlp", widths=list(widths)), (40,), 10)
     prune.attach_masks(model, False)
     return model
 
