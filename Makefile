@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test run clean-venv
+.PHONY: setup book smoke-book screenshots test run clean-venv
 
 setup: $(STAMP)
 
@@ -17,6 +17,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[book,dev]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
+
+# The main job: every figure on the quick profile (CPU, MNIST-1D), then the book.
+book: setup
+	$(BIN)/sddlib figures --profile quick
+	$(BIN)/jupyter-book build book/
+
+# The same in seconds, with meaningless tiny runs: to check the machinery.
+smoke-book: setup
+	$(BIN)/sddlib figures --profile smoke --runs-dir data/smoke-runs
+	$(BIN)/jupyter-book build book/
+
+# A PNG of every built page (needs Chromium: apt-get install chromium).
+screenshots:
+	$(BIN)/python scripts/book_screenshots.py book/_build/html --out book/_build/screenshots
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -319,6 +319,33 @@ class Experiment:
         }
 
 
+def evaluate_pruned(run: Run, level: int, *, data_dir: Path | str = "data/datasets",
+                    mask_level: Optional[int] = None) -> dict:
+    """Test accuracy and loss of ``level``'s final weights under ``mask_level``'s masks.
+
+    With ``mask_level = level + 1`` this is the network just pruned and *not retrained*
+    (the comparison of Chang et al.); the stored runs hold everything it needs.
+    """
+    config = run.config
+    mask_level = level if mask_level is None else mask_level
+    bundle = data_module.load(config.dataset, Path(data_dir), noise=config.noise,
+                              noise_kind=config.noise_kind, seed=config.seed,
+                              train_size=config.train_size, test_size=config.test_size,
+                              image_size=config.image_size)
+    device = train.resolve_device(config.device)
+    inputs = train.Inputs.from_bundle(bundle, device)
+    model = build_model(config, bundle.input_shape, bundle.num_classes)
+    prune_output = (default_prune_output(config.model) if config.prune_output is None
+                    else config.prune_output)
+    prune.attach_masks(model, prune_output)
+    model.load_state_dict(load_torch(run.level_dir(level) / "final.pt"))
+    prune.set_masks(model, load_torch(run.level_dir(mask_level) / "mask.pt"))
+    model.to(device)
+    correct, loss = train.evaluate(model, inputs, inputs.x_test, inputs.y_test)
+    return {"test_acc": _mean(correct), "test_loss": loss,
+            "remaining_weights": prune.remaining_weights(prune.get_masks(model))}
+
+
 def weight_names(model: torch.nn.Module) -> list[str]:
     """Conv and linear weight tensors: the tensors the learning distance is taken over."""
     return list(prune.prunable_parameters(model, prune_output=True))

@@ -560,6 +560,74 @@ def beats_oracle(frame: pd.DataFrame, s: int,
     return {m: table.index[table[m] < table[baseline]].to_numpy() for m in methods}
 
 
+# ------------------------------------------------------------------------- network check
+def mlp_prunable_weights(in_features: int, widths: Sequence[int]) -> int:
+    """Weights of the hidden layers of an MLP (the output layer stays dense)."""
+    sizes = [in_features, *widths]
+    return int(sum(a * b for a, b in zip(sizes[:-1], sizes[1:])))
+
+
+def network_check(experiment: dict, widths: Sequence[int], target_weights: int,
+                  criteria: Sequence[str] = ("magnitude", "random"),
+                  seeds: Sequence[int] = (0,), compute_missing: bool = True) -> pd.DataFrame:
+    """Chang et al.'s question on a network: an MLP with two hidden layers of width ``w``
+    on MNIST-1D, trained dense and pruned in one step to ``target_weights`` hidden-layer
+    weights, with and without retraining; widths whose dense model has no more than
+    ``target_weights`` weights are trained directly (the "train small" baseline).
+
+    Runs go through the run store like any experiment: one pruning level whose ``rate``
+    takes the dense model to the target, retrained with ``lr-rewind`` (the full schedule
+    from the pruned weights). "Not retrained" evaluates the dense weights under the level-1
+    masks (:func:`sddlib.experiment.evaluate_pruned`). Columns: ``width``, ``seed``,
+    ``weights`` (hidden-layer weights kept), ``method``, ``test_acc``, ``test_error``.
+    """
+    from .config import ExperimentConfig
+    from .experiment import evaluate_pruned, run_many
+    from .figures import store
+    from .project import load_settings
+
+    settings = load_settings()
+    runs = store()
+    rows = []
+    for width in widths:
+        dense_weights = mlp_prunable_weights(40, [width, width])
+        small = dense_weights <= target_weights
+        for criterion in (["magnitude"] if small else criteria):
+            configs = [ExperimentConfig.from_dict({
+                **experiment, "model": "mlp", "widths": [width, width], "seed": seed,
+                "criterion": criterion, "retrain": "lr-rewind",
+                "levels": 0 if small else 1,
+                "rate": 0.2 if small else 1.0 - target_weights / dense_weights})
+                for seed in seeds]
+            run_many(configs, runs, compute_missing=compute_missing, progress=False,
+                     data_dir=settings.data_dir)
+            for config in configs:
+                run = runs.find(config)
+                if run is None or not run.is_finished():
+                    continue
+                table = run.levels()
+                if small:
+                    rows.append({"width": width, "seed": config.seed, "weights": dense_weights,
+                                 "method": "small (trained directly)",
+                                 "test_acc": float(table.test_acc[0])})
+                    continue
+                pruned = evaluate_pruned(run, 0, mask_level=1, data_dir=settings.data_dir)
+                rows += [
+                    {"width": width, "seed": config.seed, "weights": target_weights,
+                     "method": f"{criterion}, retrained", "test_acc": float(table.test_acc[1])},
+                    {"width": width, "seed": config.seed, "weights": target_weights,
+                     "method": f"{criterion}, not retrained", "test_acc": pruned["test_acc"]},
+                ]
+                if criterion == criteria[0]:
+                    rows.append({"width": width, "seed": config.seed,
+                                 "weights": dense_weights, "method": "dense",
+                                 "test_acc": float(table.test_acc[0])})
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame["test_error"] = 1.0 - frame["test_acc"]
+    return frame
+
+
 def describe_intervals(values: np.ndarray, grid: np.ndarray) -> str:
     """Where on ``grid`` the ``values`` lie, as runs of consecutive grid points in words
     (e.g. "[2.23, 5.00]" or "[0.22, 0.87] and [1.12, 5.00]"); "none of the grid" if empty.

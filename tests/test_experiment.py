@@ -231,3 +231,13 @@ def test_cli_run_prints_the_run_folder_and_reuses_it(tmp_path, data_dir):
                             text=True, check=True)
     assert second.stdout.strip().splitlines()[-1] == folder
     assert "reusing" in second.stderr
+
+
+def test_evaluate_pruned_reproduces_the_stored_accuracy(tiny_config, tmp_path, data_dir):
+    result, _ = run(tiny_config.replace(levels=2), tmp_path, data_dir)
+    table = result.levels()
+    for level in range(3):
+        again = experiment.evaluate_pruned(result, level, data_dir=data_dir)
+        assert abs(again["test_acc"] - table.test_acc[level]) < 1e-9
+    not_retrained = experiment.evaluate_pruned(result, 1, mask_level=2, data_dir=data_dir)
+    assert not_retrained["remaining_weights"] == table.remaining_weights[2]

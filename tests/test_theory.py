@@ -211,3 +211,17 @@ def test_describe_intervals_groups_consecutive_grid_points():
     assert theory.describe_intervals([2.0, 3.0, 4.0], grid) == "[2.00, 4.00]"
     assert theory.describe_intervals([0.5, 2.0, 3.0], grid) == "[0.50, 0.50] and [2.00, 3.00]"
     assert theory.describe_intervals([], grid) == "none of the grid"
+
+
+def test_network_check_prunes_every_wide_network_to_the_target(tmp_path, monkeypatch):
+    monkeypatch.setenv("SDDLIB_RUNS_DIR", str(tmp_path / "runs"))
+    experiment = {"train_size": 300, "test_size": 100, "epochs": 1, "batch_size": 100,
+                  "device": "cpu"}
+    frame = theory.network_check(experiment, [4, 16], target_weights=400)
+    small = frame[frame.method == "small (trained directly)"]
+    assert list(small.width) == [4] and list(small.weights) == [176]
+    pruned = frame[frame.width == 16]
+    assert set(pruned.method) == {"dense", "magnitude, retrained", "magnitude, not retrained",
+                                  "random, retrained", "random, not retrained"}
+    assert (pruned[pruned.method != "dense"].weights == 400).all()
+    assert frame.test_error.between(0, 1).all()
