@@ -143,10 +143,11 @@ figures.glue("fig_theory", fig)
 # ## The network check
 #
 # Chang et al. check the theory on ResNets of growing width pruned to a fixed number of
-# weights. Here, on MNIST-1D: MLPs with two hidden layers of growing width, each trained
-# dense and then pruned in one step to the same number of hidden-layer weights, by
-# magnitude or at random, with and without retraining. Networks that have no more weights
-# than the target are trained directly: they are the "train small" baseline.
+# weights. The `quick` profile does it on MNIST-1D with MLPs of two hidden layers of
+# growing width (the `paper` profile: ResNet-18 of growing base width on CIFAR-10), each
+# trained dense and then pruned in one step to the same number of weights, by magnitude or
+# at random, with and without retraining. Networks that have no more weights than the
+# target are trained directly: they are the "train small" baseline.
 
 # %% tags=["hide-input"]
 network_frame = theory.network_check(network["experiment"], network["widths"],
@@ -170,8 +171,8 @@ ax = axes[0, 0]
 for method, group in mean_error.groupby("method"):
     ax.plot(group.width, group.test_error, "o-" if "not" not in method else "o--",
             label=method, ms=4)
-ax.set(xscale="log", xlabel="hidden width (two layers)", ylabel="test error",
-       title=f"pruned to {network['target_weights']} hidden-layer weights")
+ax.set(xscale="log", xlabel="width", ylabel="test error",
+       title=f"pruned to {network['target_weights']} weights")
 ax.set_xticks(network["widths"], [str(w) for w in network["widths"]])
 ax.minorticks_off()
 ax.legend(fontsize=8)
@@ -184,11 +185,11 @@ figures.glue("fig_network", fig)
 #
 # Test error of the sparse MLP against the width it was trained at, every pruned network
 # keeping the same number of hidden-layer weights; the dense networks' error for
-# reference. Left of the point where the dense model has the target number of weights,
-# the network is trained small directly.
+# reference. Narrow networks with no more weights than the target are trained small
+# directly.
 # ```
 #
-# **Measured.** Pruned to {glue:text}`net_target` hidden-layer weights and retrained, the
+# **Measured.** Pruned to {glue:text}`net_target` weights and retrained, the
 # widest network (width {glue:text}`net_widest`) reaches a test error of
 # {glue:text}`net_pruned_widest:.1%`; the best small network trained directly reaches
 # {glue:text}`net_small_best:.1%`: training large and pruning {glue:text}`net_verdict` it.

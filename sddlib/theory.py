@@ -561,27 +561,49 @@ def beats_oracle(frame: pd.DataFrame, s: int,
 
 
 # ------------------------------------------------------------------------- network check
-def mlp_prunable_weights(in_features: int, widths: Sequence[int]) -> int:
-    """Weights of the hidden layers of an MLP (the output layer stays dense)."""
-    sizes = [in_features, *widths]
-    return int(sum(a * b for a, b in zip(sizes[:-1], sizes[1:])))
+# Per-sample input shapes, to count a model's weights without loading its data.
+INPUT_SHAPES = {"mnist1d": (40,), "digits": (1, 8, 8), "mnist": (1, 28, 28),
+                "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32),
+                "tinyimagenet": (3, 32, 32)}
+
+
+def width_config(experiment: dict, width: int, **changes):
+    """The experiment at ``width``: two hidden layers of ``width`` for the MLP, the base
+    width (channels) for the other models."""
+    from .config import ExperimentConfig
+
+    size = ({"widths": [width, width]} if experiment.get("model", "mlp") == "mlp"
+            else {"width": width})
+    return ExperimentConfig.from_dict({"model": "mlp", **experiment, **size, **changes})
+
+
+def prunable_weights(config) -> int:
+    """How many weights ``config``'s model has that pruning may remove."""
+    from .data import NUM_CLASSES
+    from .models import build_model, default_prune_output
+    from .prune import prunable_parameters
+
+    model = build_model(config, INPUT_SHAPES[config.dataset], NUM_CLASSES[config.dataset])
+    prune_output = (default_prune_output(config.model) if config.prune_output is None
+                    else config.prune_output)
+    return sum(p.numel() for p in prunable_parameters(model, prune_output).values())
 
 
 def network_check(experiment: dict, widths: Sequence[int], target_weights: int,
                   criteria: Sequence[str] = ("magnitude", "random"),
                   seeds: Sequence[int] = (0,), compute_missing: bool = True) -> pd.DataFrame:
-    """Chang et al.'s question on a network: an MLP with two hidden layers of width ``w``
-    on MNIST-1D, trained dense and pruned in one step to ``target_weights`` hidden-layer
-    weights, with and without retraining; widths whose dense model has no more than
-    ``target_weights`` weights are trained directly (the "train small" baseline).
+    """Chang et al.'s question on a network: the experiment's model (an MLP with two hidden
+    layers of width ``w`` by default; a ResNet or CNN of base width ``w`` if the experiment
+    names one), trained dense and pruned in one step to ``target_weights`` prunable
+    weights, with and without retraining. Widths whose dense model has no more than
+    ``target_weights`` prunable weights are trained directly: the "train small" baseline.
 
     Runs go through the run store like any experiment: one pruning level whose ``rate``
     takes the dense model to the target, retrained with ``lr-rewind`` (the full schedule
     from the pruned weights). "Not retrained" evaluates the dense weights under the level-1
     masks (:func:`sddlib.experiment.evaluate_pruned`). Columns: ``width``, ``seed``,
-    ``weights`` (hidden-layer weights kept), ``method``, ``test_acc``, ``test_error``.
+    ``weights`` (prunable weights kept), ``method``, ``test_acc``, ``test_error``.
     """
-    from .config import ExperimentConfig
     from .experiment import evaluate_pruned, run_many
     from .figures import store
     from .project import load_settings
@@ -590,15 +612,14 @@ def network_check(experiment: dict, widths: Sequence[int], target_weights: int,
     runs = store()
     rows = []
     for width in widths:
-        dense_weights = mlp_prunable_weights(40, [width, width])
+        dense_weights = prunable_weights(width_config(experiment, width))
         small = dense_weights <= target_weights
         for criterion in (["magnitude"] if small else criteria):
-            configs = [ExperimentConfig.from_dict({
-                **experiment, "model": "mlp", "widths": [width, width], "seed": seed,
-                "criterion": criterion, "retrain": "lr-rewind",
-                "levels": 0 if small else 1,
-                "rate": 0.2 if small else 1.0 - target_weights / dense_weights})
-                for seed in seeds]
+            configs = [width_config(experiment, width, seed=seed, criterion=criterion,
+                                    retrain="lr-rewind", rewind_iteration=0,
+                                    levels=0 if small else 1,
+                                    rate=0.2 if small else 1.0 - target_weights / dense_weights)
+                       for seed in seeds]
             run_many(configs, runs, compute_missing=compute_missing, progress=False,
                      data_dir=settings.data_dir)
             for config in configs:
