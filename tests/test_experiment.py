@@ -241,3 +241,45 @@ def test_evaluate_pruned_reproduces_the_stored_accuracy(tiny_config, tmp_path, d
         assert abs(again["test_acc"] - table.test_acc[level]) < 1e-9
     not_retrained = experiment.evaluate_pruned(result, 1, mask_level=2, data_dir=data_dir)
     assert not_retrained["remaining_weights"] == table.remaining_weights[2]
+
+
+def test_cli_reads_a_yaml_config_and_sets_override_it(tmp_path, data_dir, capsys):
+    config = tmp_path / "experiment.yml"
+    config.write_text("model: mlp\nwidths: [16, 16]\ntrain_size: 300\ntest_size: 100\n"
+                      "epochs: 1\nlevels: 3\ndevice: cpu\n")
+    runs = tmp_path / "runs"
+    code = main(["run", str(config), "--set", "levels=1", "--set", "noise=0.4", "--quiet",
+                 "--runs-dir", str(runs), "--data-dir", str(data_dir)])
+    assert code == 0
+    folder = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "mnist1d-mlp-random40-" in folder
+    assert len(pd.read_csv(f"{folder}/levels.csv")) == 2
+    stored = json.loads((runs / folder.split("/")[-1] / "config.json").read_text())
+    assert stored["widths"] == [16, 16] and stored["noise"] == 0.4
+    bad = tmp_path / "bad.yml"
+    bad.write_text("modle: mlp\n")
+    assert main(["run", str(bad), "--runs-dir", str(tmp_path / "other")]) == 2
+    assert capsys.readouterr().err.strip().startswith("sddlib run: error: modle: unknown key")
+    assert not (tmp_path / "other").exists()
+
+
+def test_a_redense_run_trains_the_parents_sparse_solution_with_every_weight_free(
+        tiny_config, tmp_path, data_dir):
+    config = tiny_config.replace(levels=2)
+    redense, store = run(config.replace(redense_level=2), tmp_path, data_dir)
+    parent = store.find(config)
+    assert parent is not None and parent.is_finished() and redense.path != parent.path
+    assert list(redense.levels().level) == [0] and redense.levels().sparsity[0] == 0.0
+    sparse = load_torch(parent.level_dir(2) / "final.pt")
+    start = load_torch(redense.file("checkpoints", "init.pt"))
+    assert all(torch.equal(sparse[k], start[k]) for k in sparse)  # starts from the parent
+    final = load_torch(redense.level_dir(0) / "final.pt")
+    masks = load_torch(parent.level_dir(2) / "mask.pt")
+    for name, mask in masks.items():
+        assert not sparse[name][mask == 0].any()
+        assert final[name][mask == 0].abs().sum() > 0  # pruned weights grew back
+        assert (load_torch(redense.level_dir(0) / "mask.pt")[name] == 1).all()
+    # asking again finds the finished run, and the parent's identity is unchanged
+    again, _ = run(config.replace(redense_level=2), tmp_path, data_dir)
+    assert again.path == redense.path
+    assert config.short_hash() == config.replace(redense_level=None).short_hash()
