@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup book smoke-book screenshots test run clean-venv
+.PHONY: setup book smoke-book screenshots test bench run clean-venv
 
 setup: $(STAMP)
 
@@ -34,6 +34,11 @@ screenshots:
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# Speed ratios measured within one run (never part of the tests): writes
+# benchmarks/results/latest.md.
+bench: setup
+	$(BIN)/python benchmarks/run_all.py
 
 run: setup
 	$(BIN)/sddlib run

@@ -81,6 +81,60 @@ figures.glue("fig_distance", fig)
 # {glue:text}`verdict`.
 
 # %% [markdown]
+# ## Layer by layer
+#
+# The same distance split by layer for the first seed's run, read back from its stored
+# checkpoints (`metrics.learning_distances`): from the original dense init and, when the
+# run rewinds to a later iteration than 0, from that rewind point too (dashed; with
+# rewinding to iteration 0 the two coincide and only the init is drawn).
+
+# %% tags=["hide-input"]
+import pandas as pd
+import seaborn as sns
+
+run = figures.store().find(variants["lottery"][0])
+origins = ["init", "rewind"] if run.file("checkpoints", "rewind.pt").exists() else ["init"]
+layers = pd.concat([metrics.learning_distances(run, origin=origin, per_layer=True)
+                    .assign(origin=origin) for origin in origins], ignore_index=True)
+from_init = layers[layers.origin == "init"].copy()
+from_init["share"] = from_init.distance ** 2 / from_init.groupby("level").distance.transform(
+    lambda d: (d ** 2).sum())
+layer_level = headline.worst_level if headline.worst_level >= 0 else headline.best_level
+at_level = from_init[from_init.level == layer_level].set_index("layer").share
+figures.glue("layer_level", int(layer_level))
+figures.glue("largest_layer", str(at_level.idxmax()))
+figures.glue("largest_share", float(at_level.max()))
+figures.glue("layer_count", int(from_init.layer.nunique()))
+
+fig, axes = plots.figure(1, 2)
+sns.lineplot(data=plots.with_remaining(layers), x="remaining", y="distance", hue="layer",
+             style="origin" if len(origins) > 1 else None, marker="o", markersize=3,
+             ax=axes[0, 0])
+plots.sparsity_axis(axes[0, 0])
+axes[0, 0].set(ylabel="learning distance", title="per layer")
+sns.lineplot(data=plots.with_remaining(from_init), x="remaining", y="share", hue="layer",
+             marker="o", markersize=3, ax=axes[0, 1])
+plots.sparsity_axis(axes[0, 1])
+axes[0, 1].set(ylabel="share of the squared distance", title="each layer's share (from init)")
+for ax in axes.flat:
+    ax.legend(fontsize=7)
+fig.tight_layout()
+figures.glue("fig_distance_layers", fig)
+
+# %% [markdown]
+# ```{glue:figure} fig_distance_layers
+# :name: fig-learning-distance-layers
+#
+# Left: learning distance of each conv and linear layer of the first seed's lottery run
+# against the share of weights left. Right: each layer's share of the squared total
+# distance from the init.
+# ```
+#
+# **Measured.** Of the {glue:text}`layer_count` layers, {glue:text}`largest_layer` moves
+# the most at level {glue:text}`layer_level` (the worst point when there is one, else the
+# sweet spot): {glue:text}`largest_share:.0%` of the squared distance.
+
+# %% [markdown]
 # ## Rerun this figure
 #
 # ```bash

@@ -33,7 +33,7 @@ linear = {"n": 100, "d": 500, "s": 50, "trials": 50, "sigma2": 0.1}
 isotropic = {"n": 100, "d": 400, "s": 20, "trials": 200, "sigma2": 0.2}
 random_features = {"n": 100, "k": 20, "s": 20, "trials": 20}
 network = {"experiment": {"train_size": 4000, "test_size": 1000},
-           "widths": [8, 16, 32, 64, 128, 256], "target_weights": 2304, "seeds": [0]}
+           "widths": [8, 16, 32, 64, 128], "target_weights": 2304, "seeds": [0]}
 seed = 0
 compute_missing = True
 

@@ -78,6 +78,9 @@ class ExperimentConfig:
     rewind_iteration: int = _field(
         0, "lottery: iteration of the dense run to rewind to (0 = original init)", low=0)
     finetune_lr: float = _field(1e-3, "constant learning rate of finetune mode", low=0.0)
+    redense_level: Optional[int] = _field(
+        None, "train the run's level-L sparse solution on with every weight free (re-dense); "
+              "none = off", low=0)
     # training
     epochs: int = _field(30, "epochs per level", low=1)
     batch_size: int = _field(128, "mini-batch size", low=1)
@@ -206,10 +209,10 @@ class ExperimentConfig:
 
 # Fields that accept none, with the type of their other values.
 _NULLABLE = {"train_size": int, "test_size": int, "image_size": int, "augment": bool,
-             "prune_output": bool, "width": int}
+             "prune_output": bool, "width": int, "redense_level": int}
 
 # Fields added after the first release, with the default that keeps old identities.
-_ADDED_LATER: dict[str, Any] = {}
+_ADDED_LATER: dict[str, Any] = {"redense_level": None}
 
 
 def help_table() -> list[tuple[str, str, str]]:

@@ -14,6 +14,13 @@ retraining mode says, and trains:
 ``reinit``     the lottery run's masks, a fresh random init, the full schedule
 =============  ================================================================
 
+Re-dense (``redense_level = L``) is a branch off a finished run, stored as a run of its
+own: one level (its level 0) that starts from the parent run's (the same config without
+``redense_level``) level-``L`` trained weights, lets every pruned weight grow back from
+zero (all-ones masks) and trains the full recipe. The parent is computed first if missing.
+Its ``checkpoints/init.pt`` is that sparse solution, so its learning distance is how far
+re-dense training moves away from it.
+
 After each level the run stores its row (see ``store.LEVEL_COLUMNS``): sparsity measured
 from the masks, accuracy on the noisy training labels, on the clean training labels and
 on the corrupted subset (memorisation: agreement with the *noisy* label where it differs
@@ -27,8 +34,10 @@ out: they are never pruned and the paper's definition is about the pruned weight
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Optional
 
@@ -37,7 +46,7 @@ import torch
 from tqdm import tqdm
 
 from . import data as data_module
-from . import prune, train
+from . import ensemble, prune, train
 from .config import ExperimentConfig
 from .models import build_model, default_prune_output
 from .store import Run, RunStore, atomic_save_torch, load_torch, table
@@ -51,6 +60,11 @@ def run_experiment(config: ExperimentConfig, store: RunStore, *, progress: bool 
     A finished run is returned as it is; a partial one continues from its last finished
     level and its newest mid-level checkpoint.
     """
+    if config.redense_level is not None:
+        run_experiment(redense_parent(config), store, progress=progress,
+                       checkpoint_seconds=checkpoint_seconds, data_dir=data_dir,
+                       download=download)
+        config = config.replace(levels=0)  # one level: the re-dense training
     found = store.find(config)
     if found is not None and found.is_finished():
         return found
@@ -67,13 +81,22 @@ def run_experiment(config: ExperimentConfig, store: RunStore, *, progress: bool 
     return run
 
 
+def redense_parent(config: ExperimentConfig) -> ExperimentConfig:
+    """The run whose level-``redense_level`` solution a re-dense run starts from."""
+    return config.replace(redense_level=None, levels=max(config.levels, config.redense_level))
+
+
 def run_many(configs: list[ExperimentConfig], store: RunStore, *, compute_missing: bool = True,
-             progress: bool = True, **options) -> pd.DataFrame:
+             progress: bool = True, stack: bool = False, **options) -> pd.DataFrame:
     """The levels of every config as one tidy frame, computing the runs not yet finished.
 
     With ``compute_missing=False`` nothing is computed: the unfinished runs are listed on
     stderr and left out of the frame (their finished levels are not shown either, so a
     figure never mixes complete and partial curves unawares).
+
+    With ``stack=True`` the missing runs that differ only in seed, label noise and pruning
+    criterion are trained together, level by level, as one stacked ensemble
+    (:func:`run_stacked`); each is stored as it would be alone.
     """
     runs, missing = [], []
     for config in configs:
@@ -88,12 +111,74 @@ def run_many(configs: list[ExperimentConfig], store: RunStore, *, compute_missin
         for config in missing:
             print(f"  {config.run_name()}", file=sys.stderr)
     elif missing:
-        for config in tqdm(missing, desc="runs", unit="run", disable=not progress):
-            runs.append(run_experiment(config, store, progress=progress, **options))
+        groups = stack_groups(missing) if stack else [[config] for config in missing]
+        for group in tqdm(groups, desc="runs", unit="run", disable=not progress):
+            if len(group) == 1:
+                runs.append(run_experiment(group[0], store, progress=progress, **options))
+            else:
+                runs += run_stacked(group, store, progress=progress, **options)
     frame = table(runs)
     if not frame.empty:
         frame = frame[frame.level <= frame.run.map({r.name: r.config.levels for r in runs})]
     return frame.reset_index(drop=True)
+
+
+# What stacked members may differ in: nothing that changes a model's shape or schedule.
+_STACK_FREE = ("seed", "noise", "noise_kind", "criterion")
+_WITHOUT_BATCHNORM = ("mlp", "cnn1d")
+
+
+def stack_groups(configs: list[ExperimentConfig]) -> list[list[ExperimentConfig]]:
+    """``configs`` in groups that can train as one stacked ensemble (a group may be one).
+
+    Left alone: models with BatchNorm (see :mod:`ensemble`), ``reinit`` (it waits for its
+    lottery run), rewinding (level 0 saves the rewind point mid-level) and re-dense
+    branches. Repeats of one run are dropped.
+    """
+    groups: dict[str, dict[str, ExperimentConfig]] = {}
+    for config in configs:
+        if (config.model in _WITHOUT_BATCHNORM and config.retrain != "reinit"
+                and config.rewind_iteration == 0 and config.redense_level is None):
+            key = json.dumps({k: v for k, v in config.to_dict().items()
+                              if k not in _STACK_FREE}, sort_keys=True)
+        else:
+            key = config.run_name()
+        groups.setdefault(key, {})[config.run_name()] = config
+    return [list(group.values()) for group in groups.values()]
+
+
+def run_stacked(configs: list[ExperimentConfig], store: RunStore, *, progress: bool = True,
+                checkpoint_seconds: float = 60.0, data_dir: Path | str = "data/datasets",
+                download: bool = False) -> list[Run]:
+    """Run one of :func:`stack_groups`' groups level by level as a stacked ensemble.
+
+    Each run gets the same files and rows as from :func:`run_experiment` (the weights equal
+    to float rounding); its ``seconds`` are its share of each stacked level's wall time.
+    No mid-level checkpoints: an interrupted group restarts its current level.
+    """
+    device = train.resolve_device(configs[0].device)
+    runs = [store.create(config, str(device)) for config in configs]
+    with ExitStack() as held:
+        for run in runs:
+            held.enter_context(run.lock())
+        members = [Experiment(config, run, device, False, checkpoint_seconds, data_dir,
+                              download, store) for config, run in zip(configs, runs)]
+        for member in members:
+            member.setup()
+        first = min(run.levels_done() for run in runs)
+        for level in tqdm(range(first, configs[0].levels + 1), desc=f"{len(runs)} stacked runs",
+                          unit="level", disable=not progress):
+            todo = [member for member in members if member.run.levels_done() <= level]
+            started = time.time()
+            models = [member.prepare_level(level, resumable=False)[0] for member in todo]
+            ensemble.train_level_stacked(models, [member.inputs for member in todo],
+                                         todo[0]._recipe(level),
+                                         seeds=[member.config.seed for member in todo],
+                                         level=level)
+            spent = (time.time() - started) / len(todo)
+            for member, model in zip(todo, models):
+                member.finish_level(level, model, spent)
+    return runs
 
 
 class Experiment:
@@ -109,10 +194,7 @@ class Experiment:
     # ------------------------------------------------------------------ main loop
     def execute(self) -> None:
         config = self.config
-        bundle = self._data()
-        self.inputs = train.Inputs.from_bundle(bundle, self.device)
-        self.input_shape, self.num_classes = bundle.input_shape, bundle.num_classes
-        self.init_state = self._initial_state()
+        self.setup()
         first = self.run.levels_done()
         bar = tqdm(range(first, config.levels + 1), desc=self.run.name[:48], unit="level",
                    disable=not self.progress, initial=first, total=config.levels + 1)
@@ -120,14 +202,16 @@ class Experiment:
             row = self._level(level)
             bar.set_postfix(sparsity=f"{row['sparsity']:.3f}", test=f"{row['test_acc']:.3f}")
 
+    def setup(self) -> None:
+        """Load the data and the original init: what every level needs."""
+        bundle = self._data()
+        self.inputs = train.Inputs.from_bundle(bundle, self.device)
+        self.input_shape, self.num_classes = bundle.input_shape, bundle.num_classes
+        self.init_state = self._initial_state()
+
     def _level(self, level: int) -> dict:
         started = time.time()
-        model = self._new_model()
-        masks = self._masks_for(level, model)
-        prune.set_masks(model, masks)
-        resume = self._resume_state(level)
-        if resume is None:
-            self._set_start_weights(level, model)
+        model, resume = self.prepare_level(level)
         callbacks = [self._checkpointer(level)]
         if level == 0 and self._needs_rewind_point():
             callbacks.append(self._rewind_saver())
@@ -143,9 +227,29 @@ class Experiment:
         train.train_level(model, self.inputs, recipe, seed=self.config.seed, level=level,
                           callbacks=tuple(callbacks), resume=resume)
         epochs.close()
+        spent = time.time() - started + (resume or {}).get("seconds", 0.0)
+        return self.finish_level(level, model, spent)
+
+    def prepare_level(self, level: int, resumable: bool = True) -> tuple[torch.nn.Module,
+                                                                         Optional[dict]]:
+        """The level's model, masked and at its start weights (or a mid-level checkpoint's).
+
+        ``resumable=False`` discards a mid-level checkpoint (stacked training has none).
+        """
+        model = self._new_model()
+        masks = self._masks_for(level, model)
+        prune.set_masks(model, masks)
+        if not resumable:
+            self.run.file("progress.pt").unlink(missing_ok=True)
+        resume = self._resume_state(level)
+        if resume is None:
+            self._set_start_weights(level, model)
+        return model, resume
+
+    def finish_level(self, level: int, model, spent: float) -> dict:
+        """Check the masks held, store the trained weights and the level's row."""
         if (leak := prune.check_masks_hold(model)) is not None:
             raise RuntimeError(f"pruned weights of {leak} moved away from zero")
-        spent = time.time() - started + (resume or {}).get("seconds", 0.0)
         atomic_save_torch(self.run.level_dir(level) / "final.pt", _cpu_state(model))
         row = self._measure(level, model, spent)
         self.run.append_level(row)
@@ -174,6 +278,11 @@ class Experiment:
         path = self.run.file("checkpoints", "init.pt")
         if path.exists():
             return load_torch(path)
+        if self.config.redense_level is not None:
+            parent = self.store.find(redense_parent(self.config))
+            state = load_torch(parent.level_dir(self.config.redense_level) / "final.pt")
+            atomic_save_torch(path, state)
+            return state
         seed = self.config.seed
         if self.config.retrain == "reinit":
             seed = train.derive_seed(seed, "reinit", 0)
@@ -257,7 +366,8 @@ class Experiment:
         return recipe
 
     def _needs_rewind_point(self) -> bool:
-        return self.config.retrain == "lottery" and self.config.rewind_iteration > 0
+        return (self.config.retrain == "lottery" and self.config.rewind_iteration > 0
+                and self.config.redense_level is None)
 
     def _rewind_saver(self):
         path = self.run.file("checkpoints", "rewind.pt")
@@ -326,8 +436,19 @@ def evaluate_pruned(run: Run, level: int, *, data_dir: Path | str = "data/datase
     With ``mask_level = level + 1`` this is the network just pruned and *not retrained*
     (the comparison of Chang et al.); the stored runs hold everything it needs.
     """
-    config = run.config
     mask_level = level if mask_level is None else mask_level
+    model, inputs = load_level(run, level, data_dir=data_dir)
+    prune.set_masks(model, {name: mask.to(inputs.x_test.device) for name, mask in
+                            load_torch(run.level_dir(mask_level) / "mask.pt").items()})
+    correct, loss = train.evaluate(model, inputs, inputs.x_test, inputs.y_test)
+    return {"test_acc": _mean(correct), "test_loss": loss,
+            "remaining_weights": prune.remaining_weights(prune.get_masks(model))}
+
+
+def load_level(run: Run, level: int, *, data_dir: Path | str = "data/datasets") \
+        -> tuple[torch.nn.Module, train.Inputs]:
+    """``level``'s trained model (with its masks) and the run's data, on the run's device."""
+    config = run.config
     bundle = data_module.load(config.dataset, Path(data_dir), noise=config.noise,
                               noise_kind=config.noise_kind, seed=config.seed,
                               train_size=config.train_size, test_size=config.test_size,
@@ -339,11 +460,7 @@ def evaluate_pruned(run: Run, level: int, *, data_dir: Path | str = "data/datase
                     else config.prune_output)
     prune.attach_masks(model, prune_output)
     model.load_state_dict(load_torch(run.level_dir(level) / "final.pt"))
-    prune.set_masks(model, load_torch(run.level_dir(mask_level) / "mask.pt"))
-    model.to(device)
-    correct, loss = train.evaluate(model, inputs, inputs.x_test, inputs.y_test)
-    return {"test_acc": _mean(correct), "test_loss": loss,
-            "remaining_weights": prune.remaining_weights(prune.get_masks(model))}
+    return model.to(device), inputs
 
 
 def weight_names(model: torch.nn.Module) -> list[str]:

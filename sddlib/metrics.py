@@ -189,3 +189,80 @@ def compare_with_reference(ours: pd.DataFrame, reference: pd.DataFrame,
     long["source"] = long[key].map(lambda k: "both" if len(present[k]) == 2
                                    else f"{next(iter(present[k]))} only")
     return long
+
+
+def learning_distances(run, origin: str = "init", per_layer: bool = False) -> pd.DataFrame:
+    """Learning distance of every finished level of ``run``, read from its checkpoints.
+
+    The distance is ``||w_origin - w_final||_2`` over the same tensors as the run's
+    ``learning_distance`` column: every conv and linear weight (the state-dict entries
+    named ``*.weight`` with two or more dimensions; the output layer included, pruned or
+    not), pruned weights counted as 0 (they are 0 in ``final.pt``); biases and BatchNorm
+    are left out. ``origin`` is ``"init"`` (``checkpoints/init.pt``, the original dense
+    init) or ``"rewind"`` (``checkpoints/rewind.pt``, the rewind point of a lottery run;
+    the init when the run rewinds to iteration 0). With ``per_layer`` there is one row per
+    (level, layer), the layer named by its module; otherwise ``layer`` is ``"all"``.
+    Returns a tidy frame with columns ``level``, ``sparsity``, ``layer``, ``distance``.
+
+    scratch and reinit runs start every level from a fresh init that is not stored, so
+    their distances cannot be read back here (a ``ValueError``).
+    """
+    from .store import load_torch
+
+    if origin not in ("init", "rewind"):
+        raise ValueError(f"origin: unknown {origin!r}; allowed: init, rewind")
+    if run.config.retrain in ("scratch", "reinit"):
+        raise ValueError(f"learning_distances: {run.config.retrain} levels start from "
+                         "unstored inits; allowed retrain modes: lottery, finetune, lr-rewind")
+    rewind = run.file("checkpoints", "rewind.pt")
+    start = load_torch(rewind if origin == "rewind" and rewind.exists()
+                       else run.file("checkpoints", "init.pt"))
+    levels = run.levels()
+    rows = []
+    for level, sparsity in zip(levels["level"], levels["sparsity"]):
+        final = load_torch(run.level_dir(int(level)) / "final.pt")
+        squares = {name[: -len(".weight")]: float((final[name].float()
+                                                   - start[name].float()).pow(2).sum())
+                   for name, value in final.items()
+                   if name.endswith(".weight") and value.dim() >= 2}
+        if not per_layer:
+            squares = {"all": sum(squares.values())}
+        rows += [{"level": int(level), "sparsity": float(sparsity), "layer": layer,
+                  "distance": total ** 0.5} for layer, total in squares.items()]
+    return pd.DataFrame(rows, columns=["level", "sparsity", "layer", "distance"])
+
+
+class SharpnessTrend(NamedTuple):
+    rho_sparsity: float  # Spearman of sharpness and sparsity over every level measured
+    rho_rise: float      # Spearman of sharpness and test accuracy, worst to best level
+    rise_levels: int
+
+
+def sharpness_trend(frame: pd.DataFrame, sharpness: pd.DataFrame,
+                    measure: str = "top_eigenvalue", value: str = "test_acc") -> SharpnessTrend:
+    """Does sharpness follow sparsity, and does it fall where test accuracy rises?
+
+    ``sharpness`` has one row per level (``level``, ``sparsity``, ``measure``, as
+    ``landscape.sharpness_by_level`` gives); ``frame`` is the run's tidy levels. If
+    flatness explained the rise of the curve, the minima would get flatter from the worst
+    level to the best (``rho_rise`` < 0); He et al. found them getting sharper with
+    sparsity throughout (``rho_sparsity`` > 0). A ``rho`` is NaN over fewer than three
+    levels or a constant series.
+    """
+    from scipy.stats import spearmanr
+
+    def rho(a, b) -> float:
+        if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+            return float("nan")
+        return float(spearmanr(a, b).statistic)
+
+    summary = curve_summary(frame, value)
+    accuracy = mean_curve(frame, value).set_index("level")["mean"]
+    table = sharpness.sort_values("level")
+    rise = table[(table.level >= summary.worst_level) & (table.level <= summary.best_level)]
+    if summary.worst_level < 0:
+        rise = rise.iloc[:0]
+    return SharpnessTrend(
+        rho(table[measure].to_numpy(), table["sparsity"].to_numpy()),
+        rho(rise[measure].to_numpy(), accuracy.loc[rise.level].to_numpy()),
+        len(rise))

@@ -64,3 +64,22 @@ def test_paired_difference_pairs_seed_and_level():
     assert list(difference.difference) == pytest.approx([0.0, 0.05, -0.05, 0.0, -0.05, -0.05])
     mean = metrics.mean_curve(difference, "difference")
     assert list(mean["mean"]) == pytest.approx([0.0, 0.0, -0.05])
+
+
+def test_learning_distances_from_checkpoints_match_the_stored_column(tmp_path):
+    from sddlib import experiment
+    from sddlib.config import ExperimentConfig
+    from sddlib.store import RunStore
+
+    config = ExperimentConfig(model="mlp", widths=[32, 32], train_size=500, test_size=200,
+                              epochs=2, levels=2, batch_size=64, device="cpu")
+    run = experiment.run_experiment(config, RunStore(tmp_path / "runs"), progress=False,
+                                    data_dir=tmp_path / "datasets")
+    whole = metrics.learning_distances(run)
+    assert list(whole.level) == [0, 1, 2] and set(whole.layer) == {"all"}
+    assert whole.distance.to_numpy() == pytest.approx(
+        run.levels().learning_distance.to_numpy(), rel=1e-6)
+    layers = metrics.learning_distances(run, origin="rewind", per_layer=True)
+    assert set(layers.layer) == {"hidden.1", "hidden.3", "output"}
+    summed = layers.assign(square=layers.distance ** 2).groupby("level").square.sum() ** 0.5
+    assert summed.to_numpy() == pytest.approx(whole.distance.to_numpy(), rel=1e-6)

@@ -1,0 +1,68 @@
+"""Achieved training FLOP/s of the default model as a fraction of this machine's matmul peak.
+
+The FLOPs of one training step (forward and backward of a full batch) are counted with
+``torch.utils.flop_counter.FlopCounterMode`` (matmuls and convolutions; the optimiser's
+elementwise work is not counted), scaled to an epoch (FLOPs are linear in the batch) and
+divided by the seconds ``train_level`` takes per epoch. The peak is the best of several
+large float32 matmuls in the same process.
+
+    python benchmarks/bench_flops.py [EPOCHS]
+"""
+from __future__ import annotations
+
+import copy
+import sys
+import time
+
+import torch
+from torch.nn import functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+import common
+from sddlib import train
+
+
+def step_flops(model: torch.nn.Module, inputs: train.Inputs, batch_size: int) -> int:
+    x = inputs.prepare(inputs.x_train[:batch_size])
+    counter = FlopCounterMode(display=False)
+    with counter:
+        F.cross_entropy(model(x), inputs.y_train[:batch_size]).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def matmul_peak(size: int = 2048, repeats: int = 8) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - started)
+    return 2 * size ** 3 / best
+
+
+def main(epochs: int = 3) -> list[tuple[str, str]]:
+    config = common.default_config()
+    inputs, input_shape, num_classes = common.load_inputs(config)
+    dense = common.new_model(config, input_shape, num_classes)
+    flops_per_sample = step_flops(copy.deepcopy(dense), inputs, config.batch_size) \
+        / config.batch_size
+    epoch_flops = flops_per_sample * inputs.num_train
+    train.train_level(copy.deepcopy(dense), inputs, common.recipe(config, 1), seed=0, level=0)
+    per_epoch = min(common.seconds(train.train_level, copy.deepcopy(dense), inputs,
+                                   common.recipe(config, epochs), seed=config.seed, level=0)
+                    for _ in range(2)) / epochs  # the best of two: a busy moment is not the model
+    achieved, peak = epoch_flops / per_epoch, matmul_peak()
+    rows = [("flops: training FLOPs per sample (fwd+bwd)", f"{flops_per_sample / 1e6:.2f} M"),
+            ("flops: achieved training FLOP/s", f"{achieved / 1e9:.2f} G"),
+            ("flops: float32 matmul peak FLOP/s", f"{peak / 1e9:.1f} G"),
+            ("flops: achieved / peak", f"{achieved / peak:.3f}")]
+    for name, value in rows:
+        print(f"{name}: {value}")
+    return rows
+
+
+if __name__ == "__main__":
+    print(common.machine())
+    main(*(int(a) for a in sys.argv[1:]))

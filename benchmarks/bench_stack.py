@@ -1,0 +1,62 @@
+"""K seeds of the default experiment as one stacked ensemble against the same K one by one.
+
+Level 0 of seeds 0..K-1 (each with its own label noise, init and data order) is trained
+once one seed after another with ``train_level`` and once all together with
+``ensemble.train_level_stacked``. Printed: seconds per epoch of one seed alone, of the
+stacked K, their ratio (K would mean no gain over training one after another) and the
+largest weight difference between the two ways. That difference is float rounding grown
+by training: the batched kernels sum in another order, and on the real data a few
+epochs of Adam amplify it to ~1e-2 in some weights, as much as training one model with 1
+thread instead of 2 does (tests/test_ensemble.py checks 1e-5 on a small problem).
+
+    python benchmarks/bench_stack.py [EPOCHS] [K]
+"""
+from __future__ import annotations
+
+import copy
+import sys
+
+import common
+from sddlib import ensemble, train
+
+
+def main(epochs: int = 3, members: int = 3) -> list[tuple[str, str]]:
+    configs = [common.default_config(seed=seed) for seed in range(members)]
+    loaded = [common.load_inputs(config) for config in configs]
+    inputs = [item[0] for item in loaded]
+    dense = [common.new_model(config, *item[1:]) for config, item in zip(configs, loaded)]
+    recipe = common.recipe(configs[0], epochs)
+    seeds = [config.seed for config in configs]
+    # an untimed epoch of each first: allocator and kernel warm-up
+    train.train_level(copy.deepcopy(dense[0]), inputs[0], common.recipe(configs[0], 1),
+                      seed=0, level=0)
+    ensemble.train_level_stacked(copy.deepcopy(dense), inputs, common.recipe(configs[0], 1),
+                                 seeds=seeds, level=0)
+    # alternate the two ways twice and keep each one's best, so a busy moment hurts neither
+    one_by_one_times, stacked_times = [], []
+    for _ in range(2):
+        alone = [copy.deepcopy(model) for model in dense]
+        one_by_one_times.append(sum(
+            common.seconds(train.train_level, model, data, recipe, seed=seed, level=0)
+            for model, data, seed in zip(alone, inputs, seeds)))
+        stacked_models = [copy.deepcopy(model) for model in dense]
+        stacked_times.append(common.seconds(ensemble.train_level_stacked, stacked_models,
+                                            inputs, recipe, seeds=seeds, level=0))
+    one_by_one, stacked = min(one_by_one_times), min(stacked_times)
+    difference = max(float((a - b).abs().max())
+                     for one, many in zip(alone, stacked_models)
+                     for a, b in zip(one.state_dict().values(), many.state_dict().values()))
+    one_seed = one_by_one / members / epochs
+    rows = [("stack: one seed alone, s/epoch", f"{one_seed:.3f}"),
+            (f"stack: {members} seeds stacked, s/epoch", f"{stacked / epochs:.3f}"),
+            (f"stack: ratio stacked {members} / one seed", f"{stacked / epochs / one_seed:.2f}"),
+            (f"stack: speed-up over {members} one after another", f"{one_by_one / stacked:.2f}x"),
+            ("stack: max abs weight difference, stacked vs alone", f"{difference:.1e}")]
+    for name, value in rows:
+        print(f"{name}: {value}")
+    return rows
+
+
+if __name__ == "__main__":
+    print(common.machine())
+    main(*(int(a) for a in sys.argv[1:]))

@@ -1,0 +1,66 @@
+"""What every benchmark shares: the default experiment's data, model and recipe.
+
+The benchmarks time level 0 of the default config (MNIST-1D, 8000/2000 samples, cnn1d of
+width 32, Adam 1e-3, batch 128), usually for fewer epochs than its 30 to stay short.
+Every ratio a benchmark prints is measured within one process, on one machine, so it is
+comparable; the absolute seconds are only this machine's.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from sddlib import data, prune, train
+from sddlib.config import ExperimentConfig
+from sddlib.models import build_model, default_prune_output
+
+DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "datasets"
+
+
+def default_config(**changes) -> ExperimentConfig:
+    return ExperimentConfig(device="cpu", **changes)
+
+
+def load_inputs(config: ExperimentConfig) -> tuple[train.Inputs, tuple, int]:
+    bundle = data.load(config.dataset, DATA_DIR, noise=config.noise,
+                       noise_kind=config.noise_kind, seed=config.seed,
+                       train_size=config.train_size, test_size=config.test_size,
+                       download=True)
+    inputs = train.Inputs.from_bundle(bundle, train.resolve_device(config.device))
+    return inputs, bundle.input_shape, bundle.num_classes
+
+
+def new_model(config: ExperimentConfig, input_shape, num_classes) -> torch.nn.Module:
+    """The dense level-0 model of ``config``, initialised from its seed as an experiment does."""
+    torch.manual_seed(config.seed)
+    model = build_model(config, input_shape, num_classes)
+    prune_output = (default_prune_output(config.model) if config.prune_output is None
+                    else config.prune_output)
+    prune.attach_masks(model, prune_output)
+    return model
+
+
+def recipe(config: ExperimentConfig, epochs: int) -> train.Recipe:
+    return train.Recipe(epochs, config.batch_size, config.optimizer, config.lr,
+                        config.momentum, config.weight_decay, config.schedule,
+                        list(config.milestones), config.gamma, config.use_augment)
+
+
+def seconds(function, *args, **kwargs) -> float:
+    started = time.perf_counter()
+    function(*args, **kwargs)
+    return time.perf_counter() - started
+
+
+def machine() -> str:
+    threads = torch.get_num_threads()
+    note = ""
+    if threads > (os.cpu_count() or 1):
+        note = " (more torch threads than cores: oversubscribed)"
+    return (f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"{threads} torch threads{note}, "
+            f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}")

@@ -1,0 +1,138 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+
+# %% [markdown]
+# # Minima flatness
+#
+# **The paper's claim** (He et al. 2022): flatness does not explain sparse double descent.
+# Drawn along a filter-normalised random direction (Li et al. 2018), the minima found at
+# higher sparsity are *sharper*, also where test accuracy recovers, so "sparser means
+# flatter means better" is not what happens.
+#
+# **Our reproduction** takes the seed-0 lottery run of the common experiment and, for a
+# few levels (by default dense, the worst point, the sweet spot and the sparsest level,
+# read off the test curve), plots the loss on the noisy training labels and on the test
+# set along one filter-normalised direction around the solution; the direction is zero on
+# pruned weights, biases and BatchNorm (`landscape.filter_normalised_direction`). The
+# paper drew no Hessian; we add two numbers per level that need no picture: the top
+# eigenvalue of the training-loss Hessian (Lanczos) and its trace (Hutch++), both over the
+# weights left after pruning and on a few seeded training batches
+# (`landscape.sharpness_by_level`; Hessian-vector products by finite differences of
+# gradients, see `landscape.restricted_hessian`).
+
+# %% tags=["parameters"]
+profile = "quick"
+experiment = {"train_size": 4000, "test_size": 1000, "levels": 20}
+seed = 0
+levels_shown = "auto"
+alphas = [-1.0, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0]
+hessian_batches = 2
+trace_queries = 30
+hessian_method = "finite_difference"
+compute_missing = True
+
+# %% tags=["hide-input"]
+import math
+
+import seaborn as sns
+
+from sddlib import figures, landscape, metrics, plots
+from sddlib.project import load_settings
+
+variants = figures.configs(experiment, [seed], {"lottery": {"retrain": "lottery"}})
+frame = figures.gather(variants, compute_missing)
+run = figures.store().find(variants["lottery"][0])
+summary = metrics.curve_summary(frame)
+if levels_shown == "auto":
+    levels_shown = sorted({0, summary.worst_level, summary.best_level, summary.last_level}
+                          - {-1})
+data_dir = load_settings().data_dir
+curves = landscape.direction_curves(run, levels_shown, alphas, seed=seed, data_dir=data_dir)
+sharpness = landscape.sharpness_by_level(run, hessian_batches=hessian_batches,
+                                         trace_queries=trace_queries, seed=seed,
+                                         method=hessian_method, data_dir=data_dir)
+trend = metrics.sharpness_trend(frame, sharpness)
+by_level = sharpness.set_index("level")
+figures.glue_summary(summary)
+figures.glue("levels_shown", ", ".join(str(level) for level in levels_shown))
+figures.glue("hessian_levels", len(sharpness))
+figures.glue("dense_eigenvalue", float(by_level.top_eigenvalue[0]))
+figures.glue("best_eigenvalue", float(by_level.top_eigenvalue[summary.best_level]))
+figures.glue("last_eigenvalue", float(by_level.top_eigenvalue[summary.last_level]))
+figures.glue("rho_sparsity", trend.rho_sparsity)
+figures.glue("rho_rise", trend.rho_rise)
+figures.glue("rise_levels", trend.rise_levels)
+if math.isnan(trend.rho_rise):  # no worst point before the sweet spot, or too few levels
+    verdict = "cannot be judged here"
+elif trend.rho_rise < 0:
+    verdict = "is consistent with flatness explaining the rise"
+else:
+    verdict = "does not support flatness as the explanation, as the paper found"
+figures.glue("verdict", verdict)
+
+curves["remaining"] = [f"{100 * (1 - s):.3g}% left" for s in curves.sparsity]
+fig, axes = plots.figure(2, 3, width=13.5, height=3.4)
+for ax, (split, y, title) in zip(axes.flat, [
+        ("train", "loss", "training loss (noisy labels)"), ("test", "loss", "test loss"),
+        (None, None, None), ("test", "accuracy", "test accuracy along the direction")]):
+    if split is None:
+        continue
+    sns.lineplot(data=curves[curves.split == split], x="alpha", y=y, hue="remaining",
+                 marker="o", markersize=3, ax=ax)
+    ax.set(title=title, xlabel="step along the filter-normalised direction")
+    ax.legend(fontsize=7)
+plots.curves(axes[0, 2], frame, "test_acc")
+plots.mark_phases(axes[0, 2], summary)
+axes[0, 2].set_title("test accuracy of the run")
+for ax, column, title in ((axes[1, 1], "top_eigenvalue", "top Hessian eigenvalue"),
+                          (axes[1, 2], "trace", "Hessian trace (Hutch++)")):
+    plots.curves(ax, sharpness, column)
+    plots.mark_phases(ax, summary)
+    if (sharpness[column] > 0).all():
+        ax.set_yscale("log")
+    ax.set_title(title)
+fig.tight_layout()
+figures.glue("fig_flatness", fig)
+
+# %% [markdown]
+# ```{glue:figure} fig_flatness
+# :name: fig-minima-flatness
+#
+# Top row: loss on the noisy training labels (left) and on the test set (middle) along one
+# filter-normalised random direction around the solutions of the levels shown (step 0 is
+# the trained network), and the run's test accuracy against the share of weights left
+# (right, with the phases of the curve). Bottom row: test accuracy along the same
+# direction (left), and the top eigenvalue (middle) and trace (right) of the training-loss
+# Hessian over the weights left, per level (log scale when all are positive).
+# ```
+#
+# **Measured.** Levels shown: {glue:text}`levels_shown`. The top Hessian eigenvalue is
+# {glue:text}`dense_eigenvalue:.3g` dense, {glue:text}`best_eigenvalue:.3g` at the sweet
+# spot ({glue:text}`best_sparsity:.1%` sparsity, test accuracy {glue:text}`best_acc:.1%`)
+# and {glue:text}`last_eigenvalue:.3g` at the sparsest level. Over the
+# {glue:text}`hessian_levels` levels, Spearman's correlation of the top eigenvalue with
+# sparsity is {glue:text}`rho_sparsity:.2f` (positive: sharper minima as sparsity grows).
+# Over the {glue:text}`rise_levels` levels from the worst point to the sweet spot, where
+# test accuracy rises, its correlation with test accuracy is {glue:text}`rho_rise:.2f`,
+# which {glue:text}`verdict`.
+
+# %% [markdown]
+# ## Rerun this figure
+#
+# ```bash
+# sddlib figures --only minima-flatness -p levels_shown=[0,5,10] -p trace_queries=60
+# jupyter-book build book/
+# ```
+#
+# Finished runs are reused from the run store; the landscape around them is measured
+# again.
