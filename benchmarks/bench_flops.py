@@ -58,9 +58,7 @@ def main(epochs: int = 3) -> list[tuple[str, str]]:
             ("flops: achieved training FLOP/s", f"{achieved / 1e9:.2f} G"),
             ("flops: float32 matmul peak FLOP/s", f"{peak / 1e9:.1f} G"),
             ("flops: achieved / peak", f"{achieved / peak:.3f}")]
-    for name, value in rows:
-        print(f"{name}: {value}")
-    return rows
+    return common.report(rows)
 
 
 if __name__ == "__main__":

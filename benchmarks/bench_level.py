@@ -57,9 +57,7 @@ def main(epochs: int = 4) -> list[tuple[str, str]]:
     rows = [("level: sddlib train_level, s/epoch", f"{ours:.3f}"),
             ("level: plain DataLoader loop, s/epoch", f"{theirs:.3f}"),
             ("level: ratio sddlib / plain", f"{ours / theirs:.2f}")]
-    for name, value in rows:
-        print(f"{name}: {value}")
-    return rows
+    return common.report(rows)
 
 
 if __name__ == "__main__":

@@ -52,9 +52,7 @@ def main(epochs: int = 3, members: int = 3) -> list[tuple[str, str]]:
             (f"stack: ratio stacked {members} / one seed", f"{stacked / epochs / one_seed:.2f}"),
             (f"stack: speed-up over {members} one after another", f"{one_by_one / stacked:.2f}x"),
             ("stack: max abs weight difference, stacked vs alone", f"{difference:.1e}")]
-    for name, value in rows:
-        print(f"{name}: {value}")
-    return rows
+    return common.report(rows)
 
 
 if __name__ == "__main__":

@@ -64,3 +64,10 @@ def machine() -> str:
     return (f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}, "
             f"{threads} torch threads{note}, "
             f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}")
+
+
+def report(rows: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Print a benchmark's (measure, value) rows and hand them on to the summary table."""
+    for name, value in rows:
+        print(f"{name}: {value}")
+    return rows

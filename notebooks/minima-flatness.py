@@ -49,10 +49,7 @@ import seaborn as sns
 from sddlib import figures, landscape, metrics, plots
 from sddlib.project import load_settings
 
-variants = figures.configs(experiment, [seed], {"lottery": {"retrain": "lottery"}})
-frame = figures.gather(variants, compute_missing)
-run = figures.store().find(variants["lottery"][0])
-summary = metrics.curve_summary(frame)
+frame, run, summary = figures.lottery_run(experiment, seed, compute_missing)
 if levels_shown == "auto":
     levels_shown = sorted({0, summary.worst_level, summary.best_level, summary.last_level}
                           - {-1})

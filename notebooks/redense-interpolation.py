@@ -41,13 +41,10 @@ compute_missing = True
 import pandas as pd
 import seaborn as sns
 
-from sddlib import figures, landscape, metrics, plots
+from sddlib import figures, landscape, plots
 from sddlib.project import load_settings
 
-variants = figures.configs(experiment, [seed], {"lottery": {"retrain": "lottery"}})
-frame = figures.gather(variants, compute_missing)
-run = figures.store().find(variants["lottery"][0])
-summary = metrics.curve_summary(frame)
+frame, run, summary = figures.lottery_run(experiment, seed, compute_missing)
 if levels_shown == "auto":
     levels_shown = sorted({summary.worst_level, summary.best_level, summary.last_level}
                           - {-1, 0})

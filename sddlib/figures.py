@@ -207,6 +207,16 @@ def gather(variants: dict[str, list[ExperimentConfig]], compute_missing: bool = 
     return frame
 
 
+def lottery_run(experiment: dict, seed: int, compute_missing: bool = True):
+    """The profile's lottery run for one seed: its levels, the run itself and its landmarks
+    (for the pages that analyse one run's checkpoints)."""
+    from .metrics import curve_summary
+
+    variants = configs(experiment, [seed], {"lottery": {"retrain": "lottery"}})
+    frame = gather(variants, compute_missing)
+    return frame, store().find(variants["lottery"][0]), curve_summary(frame)
+
+
 def glue(name: str, value: Any, display: bool = False) -> None:
     """myst-nb's glue, silent by default: the page shows the value where the text cites it."""
     from myst_nb import glue as myst_glue
