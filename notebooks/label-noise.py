@@ -69,13 +69,7 @@ figures.glue("best_by_noise", ", ".join(
 figures.glue("drop_verdict", trend(random_labels.train_drop_sparsity, decreasing=True))
 figures.glue("best_verdict", trend(random_labels.best_sparsity, decreasing=False))
 
-fig, axes = plots.figure(1, 2)
-plots.curves(axes[0, 0], frame, "train_acc", hue="label noise")
-axes[0, 0].set_title("training accuracy (noisy labels)")
-plots.curves(axes[0, 1], frame, "test_acc", hue="label noise")
-axes[0, 1].set_title("test accuracy")
-fig.tight_layout()
-figures.glue("fig_noise", fig)
+figures.glue("fig_noise", plots.train_test_figure(frame, "label noise"))
 shown = table.reset_index()[["label noise", "train_drop_sparsity", "dense_acc", "worst_acc",
                              "worst_sparsity", "best_acc", "best_sparsity", "last_acc"]]
 figures.glue("noise_table", shown.style.format(

@@ -52,14 +52,7 @@ else:
     verdict = "holds" if worst["magnitude"] > worst["random"] else "does not hold here"
 figures.glue("verdict", verdict)
 
-fig, axes = plots.figure(1, 2)
-plots.curves(axes[0, 0], frame, "train_acc", hue="criterion")
-axes[0, 0].set_title("training accuracy (noisy labels)")
-plots.curves(axes[0, 1], frame, "test_acc", hue="criterion")
-plots.mark_phases(axes[0, 1], headline)
-axes[0, 1].set_title("test accuracy")
-fig.tight_layout()
-figures.glue("fig_criteria", fig)
+figures.glue("fig_criteria", plots.train_test_figure(frame, "criterion", headline))
 figures.glue("summary_table", figures.summary_table(table, "criterion"))
 
 # %% [markdown]

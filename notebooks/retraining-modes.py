@@ -55,14 +55,7 @@ figures.glue("best_by_mode", ", ".join(
     f"{mode} {accuracy:.1%} at {sparsity:.1%}"
     for mode, accuracy, sparsity in zip(table.retrain, table.best_acc, table.best_sparsity)))
 
-fig, axes = plots.figure(1, 2)
-plots.curves(axes[0, 0], frame, "train_acc", hue="retrain")
-axes[0, 0].set_title("training accuracy (noisy labels)")
-plots.curves(axes[0, 1], frame, "test_acc", hue="retrain")
-plots.mark_phases(axes[0, 1], headline)
-axes[0, 1].set_title("test accuracy")
-fig.tight_layout()
-figures.glue("fig_modes", fig)
+figures.glue("fig_modes", plots.train_test_figure(frame, "retrain", headline))
 figures.glue("summary_table", figures.summary_table(table, "retrain"))
 
 # %% [markdown]

@@ -46,14 +46,7 @@ figures.glue_summary(headline)
 figures.glue("main_dataset", main)
 figures.glue("seed_count", len(seeds))
 
-fig, axes = plots.figure(1, 2)
-plots.curves(axes[0, 0], frame, "train_acc", hue="dataset_name")
-axes[0, 0].set_title("training accuracy (noisy labels)")
-plots.curves(axes[0, 1], frame, "test_acc", hue="dataset_name")
-plots.mark_phases(axes[0, 1], headline)
-axes[0, 1].set_title("test accuracy")
-fig.tight_layout()
-figures.glue("fig_datasets", fig)
+figures.glue("fig_datasets", plots.train_test_figure(frame, "dataset_name", headline))
 figures.glue("summary_table", figures.summary_table(table, "dataset_name"))
 
 # %% [markdown]

@@ -94,10 +94,11 @@ def summaries(frame: pd.DataFrame, by: str | list[str], value: str = "test_acc")
     """One summary row per group (for example per dataset or per criterion)."""
     rows = []
     for key, group in frame.groupby(by, sort=False):
-        row = curve_summary(group, value).as_dict()
+        summary = curve_summary(group, value)
+        row = summary.as_dict()
         keys = key if isinstance(key, tuple) else (key,)
         row.update(dict(zip([by] if isinstance(by, str) else by, keys)))
-        row["three_phases"] = curve_summary(group, value).three_phases()
+        row["three_phases"] = summary.three_phases()
         rows.append(row)
     return pd.DataFrame(rows)
 

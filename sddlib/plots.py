@@ -77,6 +77,20 @@ def mark_phases(ax, summary: CurveSummary) -> None:
     ax.set_xlim(left, right)
 
 
+def train_test_figure(frame: pd.DataFrame, hue: str, phases: CurveSummary | None = None):
+    """The standard two panels: training accuracy (noisy labels) and test accuracy against
+    remaining weights, one line per ``hue``; the phases of ``phases`` shaded on the right."""
+    fig, axes = figure(1, 2)
+    curves(axes[0, 0], frame, "train_acc", hue=hue)
+    axes[0, 0].set_title("training accuracy (noisy labels)")
+    curves(axes[0, 1], frame, "test_acc", hue=hue)
+    if phases is not None:
+        mark_phases(axes[0, 1], phases)
+    axes[0, 1].set_title("test accuracy")
+    fig.tight_layout()
+    return fig
+
+
 def figure(rows: int = 1, cols: int = 2, width: float = 10.0, height: float = 3.6):
     matplotlib.rcParams.update({"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3})
     fig, axes = plt.subplots(rows, cols, figsize=(width, height * rows), squeeze=False)
