@@ -17,7 +17,9 @@ from pathlib import Path
 import torch
 
 import bench_flops
+import bench_gpu
 import bench_level
+import bench_scaling
 import bench_stack
 import common
 
@@ -29,7 +31,7 @@ def main(argv: list[str]) -> str:
     epochs = 1 if quick else None
     started = time.time()
     rows = []
-    for bench in (bench_level, bench_flops, bench_stack):
+    for bench in (bench_level, bench_flops, bench_stack, bench_scaling, bench_gpu):
         print(f"== {bench.__name__}", flush=True)
         rows += bench.main() if epochs is None else bench.main(epochs)
     lines = [f"# sddlib benchmarks ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",

@@ -1,6 +1,7 @@
 """The ``sddlib`` command.
 
     sddlib run [CONFIG.yml] [--set key=value]... [--runs-dir DIR]   run or resume one experiment
+               [--seeds 0 1 2] [--no-stack]                          ... once per seed, stacked
     sddlib ls [--runs-dir DIR]                                       list runs and their status
     sddlib show RUN [--runs-dir DIR]                                 print a run's per-level table
     sddlib figures [--profile P] [--only NAME] [-p key=value]...     execute the book's notebooks
@@ -57,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
                      help="save a mid-level checkpoint at the first epoch end after this "
                           "many seconds (default 60)")
+    run.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                     help="run the config once per seed (replaces its seed); the runs train "
+                          "together as one stacked ensemble where they can (models without "
+                          "BatchNorm, no rewinding); prints each run's folder")
+    run.add_argument("--no-stack", action="store_true",
+                     help="with --seeds: train the runs one by one instead of stacked")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(handler=_run)
 
@@ -114,6 +121,9 @@ def config_from(path: Optional[Path], sets: list[str]) -> ExperimentConfig:
 
 def _run(args) -> int:
     config = config_from(args.config, args.sets)  # fails before anything is touched
+    if args.seeds:
+        return _run_seeds(args, [config.replace(seed=seed)
+                                 for seed in dict.fromkeys(args.seeds)])
     from .experiment import run_experiment
 
     store, settings = _store(args)
@@ -125,6 +135,26 @@ def _run(args) -> int:
                          data_dir=args.data_dir or settings.data_dir, download=args.download)
     print(_format_table(run.levels(), config.levels), file=sys.stderr)
     print(run.path)
+    return 0
+
+
+def _run_seeds(args, configs: list[ExperimentConfig]) -> int:
+    """``sddlib run --seeds``: every seed's run, stacked unless ``--no-stack``."""
+    from .experiment import run_many
+
+    store, settings = _store(args)
+    for config in configs:
+        existing = store.find(config)
+        if existing is not None and existing.is_finished():
+            print(f"found finished run {existing.name}; reusing it", file=sys.stderr)
+    run_many(configs, store, progress=not args.quiet, stack=not args.no_stack,
+             checkpoint_seconds=args.checkpoint_every,
+             data_dir=args.data_dir or settings.data_dir, download=args.download)
+    for config in configs:
+        run = store.find(config)
+        print(f"{run.name}:", file=sys.stderr)
+        print(_format_table(run.levels(), config.levels), file=sys.stderr)
+        print(run.path)
     return 0
 
 

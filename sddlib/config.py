@@ -12,6 +12,11 @@ to go to) are left out of it, so a run found on disk is reused and can be extend
 asking for more levels. A field added after the first release must be listed in
 ``_ADDED_LATER`` with its default: it enters the hash only when set to another value, so
 every run stored before it keeps its identity (``tests/test_config.py`` guards that).
+
+``precision`` is such a field: ``bf16`` and ``fp32`` round differently, so they are part of
+the identity, while ``auto`` (the default, bf16 autocast on CUDA, fp32 elsewhere) keeps
+the hashes runs had before the field existed; what it resolved to is recorded in the
+run's ``meta.json``, with the ``compile`` setting (see :mod:`fast`).
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .data import DATASETS, NOISE_KINDS
+from .fast import COMPILE_MODES, PRECISIONS
 
 MODELS = ("mlp", "cnn1d", "resnet18", "resnet101", "vgg16", "vgglike")
 CRITERIA = ("magnitude", "gradient", "random")
@@ -92,10 +98,18 @@ class ExperimentConfig:
     milestones: list = _field([], "multistep: epochs at which the lr is multiplied by gamma")
     gamma: float = _field(0.1, "multistep: lr factor at each milestone", low=0.0)
     seed: int = _field(0, "seed of init, label noise, data order and pruning", low=0)
-    # where and how long; none of these change the numbers, so they are not in the identity
+    precision: str = _field(
+        "auto", "float precision of the forward pass and loss; auto: bf16 autocast on cuda, "
+                "fp32 elsewhere (bf16 changes float rounding, not the recipe)",
+        choices=PRECISIONS)
+    # where, how long and how fast; none of these change the numbers (compile: beyond float
+    # rounding), so they are not in the identity
     levels: int = _field(25, "pruning levels after the dense level 0", low=0, identity=False)
     device: str = _field("auto", "torch device: auto (cuda when present), cpu, cuda, cuda:N",
                          identity=False)
+    compile: str = _field("auto", "torch.compile the forward pass and loss; auto: on with cuda, "
+                                  "off on the cpu", choices=COMPILE_MODES,
+                          identity=False)
 
     # ------------------------------------------------------------------ public
     def __post_init__(self):
@@ -212,7 +226,7 @@ _NULLABLE = {"train_size": int, "test_size": int, "image_size": int, "augment": 
              "prune_output": bool, "width": int, "redense_level": int}
 
 # Fields added after the first release, with the default that keeps old identities.
-_ADDED_LATER: dict[str, Any] = {"redense_level": None}
+_ADDED_LATER: dict[str, Any] = {"redense_level": None, "precision": "auto"}
 
 
 def help_table() -> list[tuple[str, str, str]]:
@@ -285,6 +299,9 @@ def _coerce(f, value):
         raise ConfigError(f"{f.name}: none is not allowed; give a value")
     if isinstance(value, str) and kind is not str:
         return _parse(f, value)
+    if kind is str and isinstance(value, bool) and {"on", "off"} <= set(f.metadata["choices"]
+                                                                        or ()):
+        value = "on" if value else "off"  # YAML reads a bare on/off as a bool
     ok = {
         bool: isinstance(value, bool),
         int: isinstance(value, int) and not isinstance(value, bool),

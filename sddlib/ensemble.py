@@ -25,10 +25,23 @@ place, which vmap cannot do on a per-member slice of a stacked buffer;
 ``torch.func.replace_all_batch_norm_modules_`` would only avoid that by not tracking the
 statistics at all, which changes what evaluation sees. Models with BatchNorm (the
 ResNets and VGGs) are trained one by one with :func:`train.train_level`.
+
+Checkpoints: callbacks see a :class:`StackedState`, and :func:`member_checkpoint` cuts it
+into one member's checkpoint in exactly :func:`train.checkpoint_payload`'s format (the
+member's ``state_dict`` with its masks, the optimiser ``state_dict`` of that member alone,
+the iteration). The optimiser state of SGD (``momentum_buffer``) and Adam (``exp_avg``,
+``exp_avg_sq``) is elementwise, so member ``k``'s state is the ``k``-th slice of the stacked
+state; the step count is shared. So a member's checkpoint is interchangeable with a single
+run's: ``train_level_stacked(..., resume=[...])`` resumes a group from its members'
+checkpoints (bit for bit on the same machine), and ``train.train_level(..., resume=...)``
+resumes one member alone from its checkpoint.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -37,32 +50,71 @@ from torch.nn import functional as F
 from . import train
 
 
+@dataclass
+class StackedState:
+    """What a callback of :func:`train_level_stacked` sees: the stacked weights, buffers and
+    optimiser, the members' models (holding their start weights until the level ends) and
+    where training stands, as in :class:`train.LevelState`."""
+    models: list[nn.Module]
+    params: dict[str, nn.Parameter]   # name -> [members, *shape]
+    buffers: dict[str, torch.Tensor]  # name -> [members, *shape] (the masks)
+    optimizer: torch.optim.Optimizer
+    iteration: int      # optimiser steps done since the start of the schedule
+    epoch: int          # epochs finished
+    total_iterations: int
+
+
 def train_level_stacked(models: list[nn.Module], inputs: list[train.Inputs],
-                        recipe: train.Recipe, *, seeds: list[int], level: int) -> None:
+                        recipe: train.Recipe, *, seeds: list[int], level: int,
+                        callbacks: tuple[Callable, ...] = (),
+                        resume: Optional[list[dict]] = None,
+                        precision: str = "fp32") -> StackedState:
     """Train each of ``models`` through one level as ``train_level`` would, all at once.
 
     Member ``k`` trains on ``inputs[k]`` with data order and augmentation drawn from
     ``seeds[k]``. The models are left holding their trained weights; their masks (buffers)
-    are unchanged.
+    are unchanged. Callbacks get ``("iteration", state)`` after every step and
+    ``("epoch", state)`` after every epoch, ``state`` a :class:`StackedState`.
+    ``resume``: one checkpoint per member (:func:`member_checkpoint` or
+    :func:`train.checkpoint_payload`, written at an epoch end), all at the same iteration.
+    ``precision="bf16"``: the forward pass and loss run under bf16 autocast, as the fast
+    path's single runs do (:mod:`fast`); stacked training is never compiled.
     """
     check_stackable(models, inputs, seeds)
+    iteration = recipe.start_iteration
+    if resume is not None:
+        if len(resume) != len(models):
+            raise ValueError(f"stacked training: {len(resume)} checkpoints for "
+                             f"{len(models)} members")
+        iterations = {payload["iteration"] for payload in resume}
+        if len(iterations) != 1:
+            raise ValueError("stacked training: the members' checkpoints are at different "
+                             f"iterations {sorted(iterations)}; resume needs one")
+        iteration = iterations.pop()
+        for model, payload in zip(models, resume):
+            model.load_state_dict(payload["model"])
     params, buffers = torch.func.stack_module_state(models)
     params = {name: nn.Parameter(value.detach()) for name, value in params.items()}
     weights = [params[name[: -len("_mask")]] for name in buffers if name.endswith("_mask")]
     masks = [buffers[name] for name in buffers if name.endswith("_mask")]
     optimizer = train.make_optimizer(nn.ParameterList(params.values()), recipe)
+    if resume is not None:
+        optimizer.load_state_dict(_stack_optimizer_states(
+            [payload["optimizer"] for payload in resume], list(params.values())))
     stacked_loss = torch.vmap(_member_loss(models[0]))
+    autocast = (torch.autocast(inputs[0].x_train.device.type, dtype=torch.bfloat16)
+                if precision == "bf16" else contextlib.nullcontext())
 
     steps = recipe.steps_per_epoch(inputs[0].num_train)
     total = recipe.epochs * steps
-    iteration = recipe.start_iteration
-    while iteration < total:
-        epoch = iteration // steps
+    state = StackedState(models, params, buffers, optimizer, iteration, iteration // steps, total)
+    while state.iteration < total:
+        epoch = state.iteration // steps
         generators = [torch.Generator().manual_seed(train.derive_seed(seed, level, epoch, "order"))
                       for seed in seeds]
         orders = [torch.randperm(member.num_train, generator=generator).to(member.x_train.device)
                   for member, generator in zip(inputs, generators)]
-        for step in range(iteration - epoch * steps, steps):
+        for step in range(state.iteration - epoch * steps, steps):
             batches, targets = [], []
             for member, order, generator in zip(inputs, orders, generators):
                 index = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
@@ -71,22 +123,73 @@ def train_level_stacked(models: list[nn.Module], inputs: list[train.Inputs],
                     x = train.random_crop_flip(x, generator)
                 batches.append(member.prepare(x))
                 targets.append(member.y_train[index])
-            loss = stacked_loss(params, buffers, torch.stack(batches), torch.stack(targets))
+            with autocast:
+                loss = stacked_loss(params, buffers, torch.stack(batches), torch.stack(targets))
             optimizer.zero_grad(set_to_none=False)
             loss.sum().backward()
             with torch.no_grad():
                 torch._foreach_mul_([w.grad for w in weights], masks)
             for group in optimizer.param_groups:
-                group["lr"] = recipe.lr * recipe.lr_factor(iteration, steps)
+                group["lr"] = recipe.lr * recipe.lr_factor(state.iteration, steps)
             optimizer.step()
             with torch.no_grad():
                 torch._foreach_mul_(weights, masks)
-            iteration += 1
+            state.iteration += 1
+            for callback in callbacks:
+                callback("iteration", state)
+        state.epoch = epoch + 1
+        for callback in callbacks:
+            callback("epoch", state)
 
     with torch.no_grad():
         for k, model in enumerate(models):
             for name, parameter in model.named_parameters():
                 parameter.copy_(params[name][k])
+    return state
+
+
+def member_checkpoint(state: StackedState, k: int) -> dict:
+    """Member ``k``'s checkpoint, in :func:`train.checkpoint_payload`'s format.
+
+    ``model``: its ``state_dict`` (weights and masks) as if it had trained alone; ``optimizer``:
+    the ``state_dict`` its own ``train.make_optimizer`` would have, each elementwise state
+    tensor the ``k``-th slice of the stacked one, the step count shared; ``iteration``.
+    Every tensor is a copy, so saving it saves one member, not the stack.
+    """
+    stacked = {**state.params, **state.buffers}
+    model = {name: stacked[name][k].detach().clone()
+             for name in state.models[k].state_dict(keep_vars=True)}
+    whole = state.optimizer.state_dict()
+    params = list(state.params.values())
+    member_state = {}
+    for index, entry in whole["state"].items():
+        shape = params[index].shape
+        member_state[index] = {
+            key: (value[k].clone() if torch.is_tensor(value) and value.shape == shape else
+                  value.clone() if torch.is_tensor(value) else copy.deepcopy(value))
+            for key, value in entry.items()}
+    return {"model": model,
+            "optimizer": {"state": member_state,
+                          "param_groups": copy.deepcopy(whole["param_groups"])},
+            "iteration": state.iteration}
+
+
+def _stack_optimizer_states(states: list[dict], params: list[torch.Tensor]) -> dict:
+    """The stacked optimiser's ``state_dict`` from each member's (see :func:`member_checkpoint`)."""
+    first = states[0]
+    for other in states[1:]:
+        if set(other["state"]) != set(first["state"]) or \
+                len(other["param_groups"]) != len(first["param_groups"]):
+            raise ValueError("stacked training: the members' optimiser checkpoints differ in "
+                             "their parameters")
+    stacked = {}
+    for index, entry in first["state"].items():
+        shape = params[index].shape[1:]
+        stacked[index] = {
+            key: (torch.stack([other["state"][index][key] for other in states])
+                  if torch.is_tensor(value) and value.shape == shape else value)
+            for key, value in entry.items()}
+    return {"state": stacked, "param_groups": copy.deepcopy(first["param_groups"])}
 
 
 def check_stackable(models: list[nn.Module], inputs: list[train.Inputs],

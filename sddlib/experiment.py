@@ -34,6 +34,7 @@ out: they are never pruned and the paper's definition is about the pruned weight
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -46,10 +47,10 @@ import torch
 from tqdm import tqdm
 
 from . import data as data_module
-from . import ensemble, prune, train
+from . import ensemble, fast, prune, train
 from .config import ExperimentConfig
 from .models import build_model, default_prune_output
-from .store import Run, RunStore, atomic_save_torch, load_torch, table
+from .store import Run, RunStore, atomic_save_torch, atomic_write_text, load_torch, table
 
 
 def run_experiment(config: ExperimentConfig, store: RunStore, *, progress: bool = True,
@@ -74,7 +75,7 @@ def run_experiment(config: ExperimentConfig, store: RunStore, *, progress: bool 
                        checkpoint_seconds=checkpoint_seconds, data_dir=data_dir,
                        download=download)
     device = train.resolve_device(config.device)
-    run = store.create(config, str(device))
+    run = store.create(config, str(device), extra=fast.speed_for(config, device).meta())
     with run.lock():
         Experiment(config, run, device, progress, checkpoint_seconds, data_dir, download,
                    store).execute()
@@ -96,7 +97,8 @@ def run_many(configs: list[ExperimentConfig], store: RunStore, *, compute_missin
 
     With ``stack=True`` the missing runs that differ only in seed, label noise and pruning
     criterion are trained together, level by level, as one stacked ensemble
-    (:func:`run_stacked`); each is stored as it would be alone.
+    (:func:`run_stacked`); each is stored as its own run, its ``meta.json`` saying it was
+    trained stacked and with which runs.
     """
     runs, missing = [], []
     for config in configs:
@@ -112,6 +114,9 @@ def run_many(configs: list[ExperimentConfig], store: RunStore, *, compute_missin
             print(f"  {config.run_name()}", file=sys.stderr)
     elif missing:
         groups = stack_groups(missing) if stack else [[config] for config in missing]
+        # the runs that start from another run's results last, so that run can be in a group
+        groups.sort(key=lambda group: group[0].retrain == "reinit"
+                    or group[0].redense_level is not None)
         for group in tqdm(groups, desc="runs", unit="run", disable=not progress):
             if len(group) == 1:
                 runs.append(run_experiment(group[0], store, progress=progress, **options))
@@ -152,12 +157,36 @@ def run_stacked(configs: list[ExperimentConfig], store: RunStore, *, progress: b
                 download: bool = False) -> list[Run]:
     """Run one of :func:`stack_groups`' groups level by level as a stacked ensemble.
 
-    Each run gets the same files and rows as from :func:`run_experiment` (the weights equal
-    to float rounding); its ``seconds`` are its share of each stacked level's wall time.
-    No mid-level checkpoints: an interrupted group restarts its current level.
+    Each run gets the same files and rows as from :func:`run_experiment`; its ``seconds``
+    are its share of each stacked level's wall time. The weights equal training the run
+    alone only to float rounding (batched kernels sum in another order, and for the
+    convolutions that order can also depend on how many members are stacked), and training
+    amplifies it over epochs and levels: on the quick profile's MNIST-1D CNN, a stacked run
+    and the same config trained alone differ by up to about 2 points of accuracy at some
+    levels. So each member's ``meta.json`` records how it was trained::
+
+        "trained_as": {"stacked_with": [the other members' run names],
+                       "stacked_levels": [the levels trained stacked]}
+
+    (runs trained alone have no ``trained_as``). A finished run is reused either way: the
+    config, not the way it was trained, identifies it.
+
+    Mid-level checkpoints, as for single runs: at the first epoch end after every
+    ``checkpoint_seconds``, each member's ``progress.pt`` is written (atomically) in the
+    single-run format (:func:`ensemble.member_checkpoint`), so a member can also resume
+    alone, and a group can resume from single runs' checkpoints. On resume, if every member
+    still to train the current level holds a checkpoint of that level at the same
+    iteration, the group resumes from them (on the same machine, with the same members
+    still to train, to the same numbers as an uninterrupted group); otherwise (a member
+    without one, or a process killed between two members' writes) the checkpoints are
+    discarded and the group restarts the level.
     """
     device = train.resolve_device(configs[0].device)
-    runs = [store.create(config, str(device)) for config in configs]
+    # members share one precision (it is part of the group key); vmapped training is
+    # neither compiled nor channels_last (stacked models are 1-D or MLPs)
+    speed = dataclasses.replace(fast.speed_for(configs[0], device), compile=False,
+                                channels_last=False)
+    runs = [store.create(config, str(device), extra=speed.meta()) for config in configs]
     with ExitStack() as held:
         for run in runs:
             held.enter_context(run.lock())
@@ -165,20 +194,79 @@ def run_stacked(configs: list[ExperimentConfig], store: RunStore, *, progress: b
                               download, store) for config, run in zip(configs, runs)]
         for member in members:
             member.setup()
+            member.speed = speed
         first = min(run.levels_done() for run in runs)
         for level in tqdm(range(first, configs[0].levels + 1), desc=f"{len(runs)} stacked runs",
                           unit="level", disable=not progress):
             todo = [member for member in members if member.run.levels_done() <= level]
             started = time.time()
-            models = [member.prepare_level(level, resumable=False)[0] for member in todo]
-            ensemble.train_level_stacked(models, [member.inputs for member in todo],
-                                         todo[0]._recipe(level),
-                                         seeds=[member.config.seed for member in todo],
-                                         level=level)
-            spent = (time.time() - started) / len(todo)
-            for member, model in zip(todo, models):
-                member.finish_level(level, model, spent)
+            models, resume = _prepare_stacked_level(todo, level)
+            before = [0.0] * len(todo) if resume is None else \
+                [payload.get("seconds", 0.0) for payload in resume]
+            ensemble.train_level_stacked(
+                models, [member.inputs for member in todo], todo[0]._recipe(level),
+                seeds=[member.config.seed for member in todo], level=level,
+                callbacks=(_stacked_checkpointer(todo, level, before, checkpoint_seconds),),
+                resume=resume, precision=speed.precision)
+            share = (time.time() - started) / len(todo)
+            for member, model, seconds in zip(todo, models, before):
+                _record_stacked(member.run, [other.run.name for other in todo
+                                             if other is not member], level)
+                member.finish_level(level, model, seconds + share)
     return runs
+
+
+def _prepare_stacked_level(todo: list["Experiment"], level: int) \
+        -> tuple[list[torch.nn.Module], Optional[list[dict]]]:
+    """The members' models for ``level`` and their checkpoints, if all of them can resume.
+
+    Resuming needs a checkpoint of this level from every member, all at one iteration;
+    otherwise every member's checkpoint is deleted and the level starts from the beginning.
+    """
+    prepared = [member.prepare_level(level) for member in todo]
+    models = [model for model, _ in prepared]
+    resume = [payload for _, payload in prepared]
+    if all(payload is not None for payload in resume) and \
+            len({payload["iteration"] for payload in resume}) == 1:
+        return models, resume
+    for member, model, payload in zip(todo, models, resume):
+        member.run.file("progress.pt").unlink(missing_ok=True)
+        if payload is not None:  # prepare_level left it for the checkpoint to fill
+            member._set_start_weights(level, model)
+    return models, None
+
+
+def _stacked_checkpointer(todo: list["Experiment"], level: int, before: list[float],
+                          checkpoint_seconds: float):
+    """Experiment._checkpointer for a group: each member's ``progress.pt``, single-run format.
+
+    ``seconds`` is the member's share of the level's wall time, ``before`` included.
+    """
+    last = [time.time()]
+    started = time.time()
+
+    def save(event, state):
+        if event != "epoch" or state.iteration >= state.total_iterations:
+            return
+        if time.time() - last[0] < checkpoint_seconds:
+            return
+        share = (time.time() - started) / len(todo)
+        for k, member in enumerate(todo):
+            payload = ensemble.member_checkpoint(state, k)
+            payload.update(level=level, seconds=before[k] + share)
+            atomic_save_torch(member.run.file("progress.pt"), payload)
+        last[0] = time.time()
+    return save
+
+
+def _record_stacked(run: Run, others: list[str], level: int) -> None:
+    """Note in ``meta.json`` that ``level`` of ``run`` was trained stacked with ``others``."""
+    meta = run.meta()
+    trained = meta.get("trained_as") or {}
+    trained["stacked_with"] = sorted(set(trained.get("stacked_with", [])) | set(others))
+    trained["stacked_levels"] = sorted(set(trained.get("stacked_levels", [])) | {level})
+    meta["trained_as"] = trained
+    atomic_write_text(run.file("meta.json"), json.dumps(meta, indent=2))
 
 
 class Experiment:
@@ -190,6 +278,7 @@ class Experiment:
         self.data_dir, self.download, self.store = Path(data_dir), download, store
         self.prune_output = (default_prune_output(config.model) if config.prune_output is None
                              else config.prune_output)
+        self.speed = fast.speed_for(config, device)  # bf16, compile, channels_last: see fast
 
     # ------------------------------------------------------------------ main loop
     def execute(self) -> None:
@@ -212,7 +301,7 @@ class Experiment:
     def _level(self, level: int) -> dict:
         started = time.time()
         model, resume = self.prepare_level(level)
-        callbacks = [self._checkpointer(level)]
+        callbacks = [self._checkpointer(level, (resume or {}).get("seconds", 0.0))]
         if level == 0 and self._needs_rewind_point():
             callbacks.append(self._rewind_saver())
         epochs = tqdm(total=self.config.epochs, desc=f"level {level}", unit="epoch",
@@ -225,7 +314,7 @@ class Experiment:
         callbacks.append(show)
         recipe = self._recipe(level)
         train.train_level(model, self.inputs, recipe, seed=self.config.seed, level=level,
-                          callbacks=tuple(callbacks), resume=resume)
+                          callbacks=tuple(callbacks), resume=resume, speed=self.speed)
         epochs.close()
         spent = time.time() - started + (resume or {}).get("seconds", 0.0)
         return self.finish_level(level, model, spent)
@@ -234,7 +323,7 @@ class Experiment:
                                                                          Optional[dict]]:
         """The level's model, masked and at its start weights (or a mid-level checkpoint's).
 
-        ``resumable=False`` discards a mid-level checkpoint (stacked training has none).
+        ``resumable=False`` discards a mid-level checkpoint.
         """
         model = self._new_model()
         masks = self._masks_for(level, model)
@@ -378,7 +467,9 @@ class Experiment:
                 atomic_save_torch(path, _cpu_state(state.model))
         return save
 
-    def _checkpointer(self, level: int):
+    def _checkpointer(self, level: int, before: float = 0.0):
+        """Save progress at epoch ends; ``before``: seconds spent on the level by earlier
+        attempts, so a level interrupted twice still counts all its time."""
         path = self.run.file("progress.pt")
         last = [time.time()]
         started = time.time()
@@ -389,7 +480,7 @@ class Experiment:
             if time.time() - last[0] < self.checkpoint_seconds:
                 return
             payload = train.checkpoint_payload(state)
-            payload.update(level=level, seconds=time.time() - started)
+            payload.update(level=level, seconds=before + time.time() - started)
             atomic_save_torch(path, payload)
             last[0] = time.time()
         return save
@@ -407,9 +498,13 @@ class Experiment:
     # ------------------------------------------------------------------ measurements
     def _measure(self, level: int, model, seconds: float) -> dict:
         inputs = self.inputs
-        train_correct, train_loss = train.evaluate(model, inputs, inputs.x_train, inputs.y_train)
-        clean_correct, _ = train.evaluate(model, inputs, inputs.x_train, inputs.y_train_clean)
-        test_correct, test_loss = train.evaluate(model, inputs, inputs.x_test, inputs.y_test)
+        speed = self.speed
+        train_correct, train_loss = train.evaluate(model, inputs, inputs.x_train, inputs.y_train,
+                                                   speed=speed)
+        clean_correct, _ = train.evaluate(model, inputs, inputs.x_train, inputs.y_train_clean,
+                                          speed=speed)
+        test_correct, test_loss = train.evaluate(model, inputs, inputs.x_test, inputs.y_test,
+                                                 speed=speed)
         corrupted = inputs.corrupted
         masks = prune.get_masks(model)
         return {
@@ -440,7 +535,8 @@ def evaluate_pruned(run: Run, level: int, *, data_dir: Path | str = "data/datase
     model, inputs = load_level(run, level, data_dir=data_dir)
     prune.set_masks(model, {name: mask.to(inputs.x_test.device) for name, mask in
                             load_torch(run.level_dir(mask_level) / "mask.pt").items()})
-    correct, loss = train.evaluate(model, inputs, inputs.x_test, inputs.y_test)
+    correct, loss = train.evaluate(model, inputs, inputs.x_test, inputs.y_test,
+                                   speed=fast.speed_for(run.config, inputs.x_test.device))
     return {"test_acc": _mean(correct), "test_loss": loss,
             "remaining_weights": prune.remaining_weights(prune.get_masks(model))}
 

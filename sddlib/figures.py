@@ -188,17 +188,36 @@ def configs(experiment: dict, seeds: Iterable[int], variants: dict[str, dict]) \
 
 def gather(variants: dict[str, list[ExperimentConfig]], compute_missing: bool = True,
            label: str = "variant"):
-    """The tidy levels of every variant's runs, with a ``label`` column naming the variant."""
+    """The tidy levels of every variant's runs, with a ``label`` column naming the variant.
+
+    The runs of all variants are computed in one :func:`experiment.run_many` call with
+    ``stack=True``, so runs that differ only in seed, label noise or pruning criterion train
+    together as stacked ensembles, across variants (see :func:`experiment.stack_groups`).
+    ``SDDLIB_STACK=0`` in the environment trains them one by one instead (for comparisons;
+    ``sddlib figures`` passes the environment on to the notebooks). A run in two variants
+    is computed once (at the most ``levels`` asked for) and its rows appear under both
+    labels, each cut at that variant's ``levels``. With ``compute_missing=False`` nothing is
+    computed and each variant shows its finished runs, as :func:`experiment.run_many` says.
+    """
     import pandas as pd
 
     from .experiment import run_many
 
     settings = load_settings()
-    frames = []
     progress = os.environ.get("SDDLIB_PROGRESS", "1") != "0"
-    for name, group in variants.items():
-        frame = run_many(group, store(), compute_missing=compute_missing,
-                         progress=progress, data_dir=settings.data_dir)
+    if compute_missing:
+        wanted: dict[str, ExperimentConfig] = {}  # each run once, at the most levels asked for
+        for group in variants.values():
+            for config in group:
+                known = wanted.get(config.run_name())
+                if known is None or config.levels > known.levels:
+                    wanted[config.run_name()] = config
+        run_many(list(wanted.values()), store(), progress=progress,
+                 stack=os.environ.get("SDDLIB_STACK", "1") != "0", data_dir=settings.data_dir)
+    frames = []
+    for name, group in variants.items():  # now only reads the finished runs
+        frame = run_many(group, store(), compute_missing=False, progress=progress,
+                         data_dir=settings.data_dir)
         frame[label] = name
         frames.append(frame)
     frame = pd.concat(frames, ignore_index=True)

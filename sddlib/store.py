@@ -175,13 +175,19 @@ class RunStore:
             return None
         return self._checked(path, config)
 
-    def create(self, config: ExperimentConfig, device: str) -> Run:
-        """The run for ``config``, its folder and description written if new."""
+    def create(self, config: ExperimentConfig, device: str,
+               extra: Optional[dict] = None) -> Run:
+        """The run for ``config``, its folder and description written if new.
+
+        ``extra`` goes into ``meta.json`` beside the environment (the experiment records
+        the resolved ``precision`` and ``compile`` settings there).
+        """
         path = self.path_for(config)
         if path.joinpath("config.json").exists():
             return self._checked(path, config)
         path.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path / "meta.json", json.dumps(environment(device), indent=2))
+        atomic_write_text(path / "meta.json",
+                          json.dumps({**environment(device), **(extra or {})}, indent=2))
         atomic_write_text(path / "config.json", json.dumps(config.to_dict(), indent=2))
         return Run(path, config)
 

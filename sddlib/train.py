@@ -14,6 +14,10 @@ The data stay on the training device as whole tensors (uint8 for image sets) and
 are taken by indexing, which avoids a ``DataLoader``'s per-sample Python work; the same
 per-step function is what a stacked ensemble will vmap over (several runs sharing a model
 shape and schedule).
+
+On a GPU, ``speed`` (:mod:`fast`) adds bf16 autocast, ``torch.compile`` (compiled once per
+process, reused by every level) and channels_last; the loop itself is the same and never
+synchronises with the host within an epoch.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import prune
+from . import fast, prune
 
 
 def resolve_device(name: str) -> torch.device:
@@ -86,13 +90,35 @@ def random_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: 
 
     Written here rather than with torchvision transforms because those draw one crop per
     call: per-sample crops of a whole batch on the device need batched indexing, and an
-    explicit generator keeps the draw tied to ``(seed, level, epoch)``.
+    explicit generator keeps the draw tied to ``(seed, level, epoch)``. Draws on the CPU
+    and copies the draw to the device; :func:`train_level` draws a whole epoch at once
+    instead (:func:`draw_crop_flip`), which gives the same crops.
+    """
+    offsets, flips = draw_crop_flip(generator, [images.shape[0]], padding)
+    return crop_flip(images, offsets.to(images.device), flips.to(images.device), padding)
+
+
+def draw_crop_flip(generator: torch.Generator, sizes: list[int], padding: int = 4):
+    """Crop offsets ``(2, sum(sizes))`` and flips ``(sum(sizes),)`` for batches of ``sizes``.
+
+    Drawn batch by batch, in the order :func:`random_crop_flip` draws one batch, so the
+    draws of a whole epoch made at its start equal the draws made step by step.
+    """
+    offsets, flips = [], []
+    for size in sizes:
+        offsets.append(torch.randint(0, 2 * padding + 1, (2, size), generator=generator))
+        flips.append(torch.rand(size, generator=generator) < 0.5)
+    return torch.cat(offsets, 1), torch.cat(flips)
+
+
+def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,
+              padding: int = 4) -> torch.Tensor:
+    """Crop and flip a uint8 NCHW batch with given offsets ``(2, N)`` and flips ``(N,)``.
+
+    Everything is on the images' device: no host synchronisation.
     """
     n, _, h, w = images.shape
     padded = F.pad(images, (padding,) * 4)
-    offsets = torch.randint(0, 2 * padding + 1, (2, n), generator=generator)
-    flips = torch.rand(n, generator=generator) < 0.5
-    offsets, flips = offsets.to(images.device), flips.to(images.device)
     rows = (offsets[0].view(n, 1) + torch.arange(h, device=images.device)).view(n, 1, h, 1)
     cols = torch.arange(w, device=images.device).view(1, w)
     cols = torch.where(flips.view(n, 1), w - 1 - cols, cols) + offsets[1].view(n, 1)
@@ -133,14 +159,26 @@ class Recipe:
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """SGD or Adam over the trainable parameters, as one fused kernel per step.
+
+    ``fused=True`` (one kernel for every parameter's update, on the CPU and on CUDA) is
+    the same update as torch's default implementation, up to float rounding; for the
+    default model on the CPU it costs a third of the ``foreach`` step
+    (``benchmarks/bench_level.py``). Devices without a fused kernel fall back to foreach.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
+    speed = {"fused": True} if _fused_supported(params) else {"foreach": True}
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
-                               weight_decay=recipe.weight_decay, foreach=True)
+                               weight_decay=recipe.weight_decay, **speed)
     if recipe.optimizer == "adam":
-        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay,
-                                foreach=True)
+        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay, **speed)
     raise ValueError(f"optimizer: unknown {recipe.optimizer!r}")
+
+
+def _fused_supported(params: list[torch.Tensor]) -> bool:
+    """torch 2.14 has fused SGD and Adam kernels for float tensors on the CPU and CUDA."""
+    return all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
 
 
 class Callback(Protocol):
@@ -159,13 +197,21 @@ class LevelState:
 
 def train_level(model: nn.Module, inputs: Inputs, recipe: Recipe, *, seed: int, level: int,
                 callbacks: tuple[Callable, ...] = (),
-                resume: Optional[dict] = None) -> LevelState:
+                resume: Optional[dict] = None, speed: Optional[fast.Speed] = None) -> LevelState:
     """Train ``model`` through one level's schedule, keeping masked weights at zero.
 
     ``resume`` is a checkpoint written at an epoch end (see ``checkpoint_payload``).
     Callbacks get ``("iteration", state)`` after every step and ``("epoch", state)`` after
-    every epoch.
+    every epoch. ``speed`` (:class:`fast.Speed`) asks for bf16 autocast, ``torch.compile``
+    and channels_last (the GPU fast path, see :mod:`fast`); ``None`` is the plain path
+    (float32, eager), whatever the device. Either way the step loop never waits for the
+    device: the data order and augmentation of an epoch are drawn at its start and moved
+    to the device once; a step only slices them.
     """
+    speed = speed or fast.Speed()
+    device = inputs.x_train.device
+    fast.prepare_model(model, speed, inputs.is_image)
+    loss_of = fast.model_loss(speed)
     steps = recipe.steps_per_epoch(inputs.num_train)
     total = recipe.epochs * steps
     optimizer = make_optimizer(model, recipe)
@@ -176,17 +222,25 @@ def train_level(model: nn.Module, inputs: Inputs, recipe: Recipe, *, seed: int, 
         iteration = resume["iteration"]
     state = LevelState(model, optimizer, iteration, iteration // steps, total)
     pairs = prune.masked_pairs(model)
+    size = recipe.batch_size
     model.train()
     while state.iteration < total:
         epoch = state.iteration // steps
+        first = state.iteration - epoch * steps  # > 0 when rewound to mid-epoch
         generator = torch.Generator().manual_seed(derive_seed(seed, level, epoch, "order"))
-        order = torch.randperm(inputs.num_train, generator=generator).to(inputs.x_train.device)
-        for step in range(state.iteration - epoch * steps, steps):
-            index = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
+        order = fast.to_device(torch.randperm(inputs.num_train, generator=generator), device)
+        if recipe.augment:
+            sizes = [min(size, inputs.num_train - step * size) for step in range(first, steps)]
+            offsets, flips = (fast.to_device(t, device)
+                              for t in draw_crop_flip(generator, sizes))
+        for step in range(first, steps):
+            index = order[step * size:(step + 1) * size]
             x = inputs.x_train[index]
             if recipe.augment:
-                x = random_crop_flip(x, generator)
-            loss = F.cross_entropy(model(inputs.prepare(x)), inputs.y_train[index])
+                drawn = slice((step - first) * size, (step - first) * size + len(index))
+                x = crop_flip(x, offsets[:, drawn], flips[drawn])
+            x = inputs.prepare(fast.to_memory_format(x, speed))
+            loss = loss_of(model, x, inputs.y_train[index])
             optimizer.zero_grad(set_to_none=False)
             loss.backward()
             prune.mask_gradients(model, pairs)
@@ -211,15 +265,24 @@ def checkpoint_payload(state: LevelState) -> dict:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, inputs: Inputs, x: torch.Tensor, y: torch.Tensor,
-             batch_size: int = 2048) -> tuple[torch.Tensor, float]:
-    """Per-sample correctness (bool tensor) and mean cross-entropy, in eval mode."""
+             batch_size: int = 2048, *, speed: Optional[fast.Speed] = None
+             ) -> tuple[torch.Tensor, float]:
+    """Per-sample correctness (bool tensor) and mean cross-entropy, in eval mode.
+
+    ``speed`` as in :func:`train_level` (its autocast and memory format; evaluation is
+    never compiled). The loss is summed on the device (in float64, as the Python sum of
+    per-batch losses was) and read once, at the end.
+    """
+    speed = speed or fast.Speed()
     was_training = model.training
     model.eval()
-    correct, loss_sum = [], 0.0
+    correct, loss_sum = [], torch.zeros((), dtype=torch.float64, device=x.device)
     for start in range(0, y.shape[0], batch_size):
-        logits = model(inputs.prepare(x[start:start + batch_size]))
+        batch = inputs.prepare(fast.to_memory_format(x[start:start + batch_size], speed))
         target = y[start:start + batch_size]
+        with speed.autocast(x.device.type):
+            logits = model(batch)
+            loss_sum += F.cross_entropy(logits, target, reduction="sum").double()
         correct.append(logits.argmax(1) == target)
-        loss_sum += F.cross_entropy(logits, target, reduction="sum").item()
     model.train(was_training)
-    return torch.cat(correct), loss_sum / max(y.shape[0], 1)
+    return torch.cat(correct), loss_sum.item() / max(y.shape[0], 1)

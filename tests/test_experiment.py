@@ -283,3 +283,152 @@ def test_a_redense_run_trains_the_parents_sparse_solution_with_every_weight_free
     again, _ = run(config.replace(redense_level=2), tmp_path, data_dir)
     assert again.path == redense.path
     assert config.short_hash() == config.replace(redense_level=None).short_hash()
+
+
+# ---------------------------------------------------------------------------- stacked groups
+# A process that trains a stacked group and kills itself (SIGKILL) at the end of the first
+# epoch of level 1, after the group's checkpointer has written every member's progress.pt.
+KILLED_GROUP = """
+import json, os, signal, sys
+from sddlib import ensemble, experiment
+from sddlib.config import ExperimentConfig
+from sddlib.store import RunStore
+
+runs, data, configs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+original = ensemble.train_level_stacked
+
+def killed(*args, level, callbacks=(), **kwargs):
+    def kill(event, state):
+        if event == "epoch" and level == 1 and state.epoch == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return original(*args, level=level, callbacks=(*callbacks, kill), **kwargs)
+
+ensemble.train_level_stacked = killed
+experiment.run_many([ExperimentConfig.from_dict(c) for c in configs], RunStore(runs),
+                    stack=True, progress=False, data_dir=data, checkpoint_seconds=0)
+"""
+
+
+def stack_configs():
+    base = experiment.ExperimentConfig(model="mlp", widths=[16, 16], train_size=300,
+                                       test_size=100, epochs=2, levels=2, batch_size=50,
+                                       lr=0.01, device="cpu")
+    return [base, base.replace(seed=1, criterion="random"),
+            base.replace(noise=0.4, criterion="gradient")]
+
+
+@pytest.fixture(scope="module")
+def killed_group(tmp_path_factory):
+    """An uninterrupted stacked group, and the same group killed half way through level 1."""
+    data_dir = tmp_path_factory.getbasetemp() / "datasets"
+    root = tmp_path_factory.mktemp("stacked")
+    configs = stack_configs()
+    reference = RunStore(root / "reference")
+    experiment.run_many(configs, reference, stack=True, progress=False, data_dir=data_dir)
+    killed = subprocess.run([sys.executable, "-c", KILLED_GROUP, str(root / "killed"),
+                             str(data_dir), json.dumps([c.to_dict() for c in configs])],
+                            capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    for config in configs:
+        run = RunStore(root / "killed").find(config)
+        assert run.levels_done() == 1
+        progress = load_torch(run.file("progress.pt"))
+        assert progress["level"] == 1 and progress["iteration"] == 6  # 300 samples / 50
+    return configs, reference, root / "killed", data_dir
+
+
+def stacked_copy(killed, tmp_path):
+    import shutil
+
+    shutil.copytree(killed, tmp_path / "runs")
+    return RunStore(tmp_path / "runs")
+
+
+def record_calls(monkeypatch, module, name):
+    """Wrap ``module.name`` to record the ``(level, resume)`` of every call."""
+    calls, original = [], getattr(module, name)
+
+    def recording(*args, level, resume=None, **kwargs):
+        calls.append((level, resume))
+        return original(*args, level=level, resume=resume, **kwargs)
+    monkeypatch.setattr(module, name, recording)
+    return calls
+
+
+def assert_same_runs(store, reference, configs, atol):
+    for config in configs:
+        ours, theirs = store.find(config), reference.find(config)
+        a, b = ours.levels(), theirs.levels()
+        assert list(a.level) == list(b.level) == [0, 1, 2]
+        for column in LEVEL_COLUMNS[1:-1]:
+            assert (a[column] - b[column]).abs().max() <= atol, (config.run_name(), column)
+        for level in range(3):
+            x, y = load_torch(ours.level_dir(level) / "final.pt"), \
+                load_torch(theirs.level_dir(level) / "final.pt")
+            assert all(torch.allclose(x[k], y[k], rtol=0, atol=atol) for k in x), level
+        assert not ours.file("progress.pt").exists()
+
+
+def test_a_stacked_group_killed_mid_level_resumes_to_the_same_numbers(killed_group, tmp_path,
+                                                                    monkeypatch):
+    configs, reference, killed, data_dir = killed_group
+    store = stacked_copy(killed, tmp_path)
+    calls = record_calls(monkeypatch, experiment.ensemble, "train_level_stacked")
+    experiment.run_many(configs, store, stack=True, progress=False, data_dir=data_dir)
+    assert [level for level, _ in calls] == [1, 2]
+    assert [payload["iteration"] for payload in calls[0][1]] == [6, 6, 6]  # resumed, not redone
+    assert_same_runs(store, reference, configs, atol=1e-6)
+    names = [store.find(config).name for config in configs]
+    for config, name in zip(configs, names):
+        trained = store.find(config).meta()["trained_as"]
+        assert trained == {"stacked_with": sorted(set(names) - {name}),
+                           "stacked_levels": [0, 1, 2]}
+
+
+def test_a_stacked_members_checkpoint_resumes_it_alone(killed_group, tmp_path, monkeypatch):
+    configs, reference, killed, data_dir = killed_group
+    store = stacked_copy(killed, tmp_path)
+    calls = record_calls(monkeypatch, experiment.train, "train_level")
+    run = experiment.run_experiment(configs[1], store, progress=False, data_dir=data_dir)
+    assert [level for level, _ in calls] == [1, 2]
+    assert calls[0][1]["iteration"] == 6 and calls[0][1]["level"] == 1
+    # alone and stacked agree to float rounding; level 0 was trained stacked, 1 and 2 alone
+    assert_same_runs(store, reference, configs[1:2], atol=1e-4)
+    assert run.meta()["trained_as"]["stacked_levels"] == [0]
+
+
+def test_a_group_whose_checkpoints_disagree_restarts_the_level(killed_group, tmp_path,
+                                                              monkeypatch):
+    configs, reference, killed, data_dir = killed_group
+    store = stacked_copy(killed, tmp_path)
+    store.find(configs[2]).file("progress.pt").unlink()
+    calls = record_calls(monkeypatch, experiment.ensemble, "train_level_stacked")
+    experiment.run_many(configs, store, stack=True, progress=False, data_dir=data_dir)
+    assert calls[0][0] == 1 and calls[0][1] is None
+    assert_same_runs(store, reference, configs, atol=1e-6)
+
+
+def test_cli_run_with_seeds_stacks_them_and_prints_each_folder(tmp_path, data_dir, capsys):
+    sets = ["model=mlp", "widths=16,16", "train_size=300", "test_size=100", "epochs=1",
+            "levels=1", "batch_size=50", "device=cpu"]
+    arguments = ["run", "--quiet", "--data-dir", str(data_dir), "--seeds", "0", "1", "2",
+                 *sum([["--set", s] for s in sets], [])]
+    assert main([*arguments, "--runs-dir", str(tmp_path / "stacked")]) == 0
+    stacked = capsys.readouterr().out.strip().splitlines()
+    assert [folder.split("-")[-2] for folder in stacked] == ["seed0", "seed1", "seed2"]
+    names = [folder.split("/")[-1] for folder in stacked]
+    for folder, name in zip(stacked, names):
+        meta = json.loads((tmp_path / "stacked" / name / "meta.json").read_text())
+        assert meta["trained_as"]["stacked_with"] == sorted(set(names) - {name})
+        assert len(pd.read_csv(f"{folder}/levels.csv")) == 2
+    assert main([*arguments, "--runs-dir", str(tmp_path / "alone"), "--no-stack"]) == 0
+    alone = capsys.readouterr().out.strip().splitlines()
+    assert [folder.split("/")[-1] for folder in alone] == names
+    for folder, other in zip(alone, stacked):
+        assert "trained_as" not in json.loads(open(f"{folder}/meta.json").read())
+        a, b = pd.read_csv(f"{folder}/levels.csv"), pd.read_csv(f"{other}/levels.csv")
+        assert (a.test_loss - b.test_loss).abs().max() < 1e-4
+    # asking again reuses all three
+    assert main([*arguments, "--runs-dir", str(tmp_path / "stacked")]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip().splitlines() == stacked and err.count("reusing") == 3
