@@ -1,7 +1,7 @@
 """The ``sddlib`` command.
 
     sddlib run [CONFIG.yml] [--set key=value]... [--runs-dir DIR]   run or resume one experiment
-               [--seeds 0 1 2] [--no-stack]                          ... once per seed, stacked
+               [--seeds 0 1 2] [--[no-]stack]                        ... once per seed, stacked
     sddlib ls [--runs-dir DIR]                                       list runs and their status
     sddlib show RUN [--runs-dir DIR]                                 print a run's per-level table
     sddlib figures [--profile P] [--only NAME] [-p key=value]...     execute the book's notebooks
@@ -62,8 +62,12 @@ def _parser() -> argparse.ArgumentParser:
                      help="run the config once per seed (replaces its seed); the runs train "
                           "together as one stacked ensemble where they can (models without "
                           "BatchNorm, no rewinding); prints each run's folder")
-    run.add_argument("--no-stack", action="store_true",
-                     help="with --seeds: train the runs one by one instead of stacked")
+    stacking = run.add_mutually_exclusive_group()
+    stacking.add_argument("--stack", dest="stack", action="store_const", const=True,
+                          default="auto", help="with --seeds: train the runs as one stacked "
+                          "ensemble (default: only on CUDA, where it pays)")
+    stacking.add_argument("--no-stack", dest="stack", action="store_const", const=False,
+                          help="with --seeds: train the runs one by one")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(handler=_run)
 
@@ -139,7 +143,7 @@ def _run(args) -> int:
 
 
 def _run_seeds(args, configs: list[ExperimentConfig]) -> int:
-    """``sddlib run --seeds``: every seed's run, stacked unless ``--no-stack``."""
+    """``sddlib run --seeds``: every seed's run, stacked on CUDA or with ``--stack``."""
     from .experiment import run_many
 
     store, settings = _store(args)
@@ -147,7 +151,7 @@ def _run_seeds(args, configs: list[ExperimentConfig]) -> int:
         existing = store.find(config)
         if existing is not None and existing.is_finished():
             print(f"found finished run {existing.name}; reusing it", file=sys.stderr)
-    run_many(configs, store, progress=not args.quiet, stack=not args.no_stack,
+    run_many(configs, store, progress=not args.quiet, stack=args.stack,
              checkpoint_seconds=args.checkpoint_every,
              data_dir=args.data_dir or settings.data_dir, download=args.download)
     for config in configs:

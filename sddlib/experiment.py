@@ -95,6 +95,7 @@ def run_many(configs: list[ExperimentConfig], store: RunStore, *, compute_missin
     stderr and left out of the frame (their finished levels are not shown either, so a
     figure never mixes complete and partial curves unawares).
 
+    ``stack="auto"`` stacks where :func:`stacking_pays` (on CUDA).
     With ``stack=True`` the missing runs that differ only in seed, label noise and pruning
     criterion are trained together, level by level, as one stacked ensemble
     (:func:`run_stacked`); each is stored as its own run, its ``meta.json`` saying it was
@@ -113,6 +114,8 @@ def run_many(configs: list[ExperimentConfig], store: RunStore, *, compute_missin
         for config in missing:
             print(f"  {config.run_name()}", file=sys.stderr)
     elif missing:
+        if stack == "auto":
+            stack = stacking_pays(train.resolve_device(missing[0].device))
         groups = stack_groups(missing) if stack else [[config] for config in missing]
         # the runs that start from another run's results last, so that run can be in a group
         groups.sort(key=lambda group: group[0].retrain == "reinit"
@@ -126,6 +129,20 @@ def run_many(configs: list[ExperimentConfig], store: RunStore, *, compute_missin
     if not frame.empty:
         frame = frame[frame.level <= frame.run.map({r.name: r.config.levels for r in runs})]
     return frame.reset_index(drop=True)
+
+
+def stacking_pays(device: torch.device) -> bool:
+    """Whether ``stack="auto"`` trains groups as stacked ensembles on ``device``: on CUDA.
+
+    Stacking pays where per-step overhead dominates, as with small models on a GPU (one
+    launch instead of K). On the CPU the default 1-D CNN's time goes into convolution
+    kernels, and the grouped convolutions vmap turns them into are no cheaper per member:
+    on the 2-core machine this project is developed on, 3 to 5 stacked members cost 3.2 to
+    5.2 times one member (``benchmarks/bench_stack.py``), no faster than one after another,
+    and a stacked member's numbers depend on the group it trained in. So the CPU trains
+    one by one unless stacking is asked for (``SDDLIB_STACK=1``, ``sddlib run --stack``).
+    """
+    return device.type == "cuda"
 
 
 # What stacked members may differ in: nothing that changes a model's shape or schedule.

@@ -190,11 +190,12 @@ def gather(variants: dict[str, list[ExperimentConfig]], compute_missing: bool = 
            label: str = "variant"):
     """The tidy levels of every variant's runs, with a ``label`` column naming the variant.
 
-    The runs of all variants are computed in one :func:`experiment.run_many` call with
-    ``stack=True``, so runs that differ only in seed, label noise or pruning criterion train
-    together as stacked ensembles, across variants (see :func:`experiment.stack_groups`).
-    ``SDDLIB_STACK=0`` in the environment trains them one by one instead (for comparisons;
-    ``sddlib figures`` passes the environment on to the notebooks). A run in two variants
+    The runs of all variants are computed in one :func:`experiment.run_many` call, so on
+    CUDA runs that differ only in seed, label noise or pruning criterion train together as
+    stacked ensembles, across variants (see :func:`experiment.stack_groups`; on the CPU
+    stacking does not pay, see :func:`experiment.stacking_pays`). ``SDDLIB_STACK=1`` in the
+    environment stacks on any device, ``SDDLIB_STACK=0`` never (``sddlib figures`` passes
+    the environment on to the notebooks). A run in two variants
     is computed once (at the most ``levels`` asked for) and its rows appear under both
     labels, each cut at that variant's ``levels``. With ``compute_missing=False`` nothing is
     computed and each variant shows its finished runs, as :func:`experiment.run_many` says.
@@ -213,7 +214,7 @@ def gather(variants: dict[str, list[ExperimentConfig]], compute_missing: bool = 
                 if known is None or config.levels > known.levels:
                     wanted[config.run_name()] = config
         run_many(list(wanted.values()), store(), progress=progress,
-                 stack=os.environ.get("SDDLIB_STACK", "1") != "0", data_dir=settings.data_dir)
+                 stack=_stack_setting(), data_dir=settings.data_dir)
     frames = []
     for name, group in variants.items():  # now only reads the finished runs
         frame = run_many(group, store(), compute_missing=False, progress=progress,
@@ -224,6 +225,14 @@ def gather(variants: dict[str, list[ExperimentConfig]], compute_missing: bool = 
     if frame.empty:
         raise RuntimeError("no finished runs for this figure; run with compute_missing=True")
     return frame
+
+
+def _stack_setting():
+    value = os.environ.get("SDDLIB_STACK", "auto")
+    allowed = {"auto": "auto", "1": True, "0": False}
+    if value not in allowed:
+        raise ValueError(f"SDDLIB_STACK: {value!r} is not allowed; allowed: auto, 1, 0")
+    return allowed[value]
 
 
 def lottery_run(experiment: dict, seed: int, compute_missing: bool = True):

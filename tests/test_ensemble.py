@@ -174,6 +174,7 @@ def test_gather_stacks_across_variants_and_labels_each_variants_rows(tiny_config
     monkeypatch.setattr(figures, "load_settings",
                         lambda: ProjectSettings(tmp_path, tmp_path / "runs", data_dir))
     monkeypatch.setenv("SDDLIB_PROGRESS", "0")
+    monkeypatch.setenv("SDDLIB_STACK", "1")  # the default, auto, stacks only on CUDA
     sizes, original = [], ensemble.train_level_stacked
 
     def counting(models, *args, **kwargs):
@@ -196,13 +197,16 @@ def test_gather_stacks_across_variants_and_labels_each_variants_rows(tiny_config
     assert runs["noise"][0] == runs["short"][0] == shared.run_name()
     assert list(frame[frame.which == "short"].level) == [0]
     assert len(frame) == 2 * 2 + 2 * 2 + 1
-    # SDDLIB_STACK=0: the same runs trained one by one, in a store of their own
-    monkeypatch.setenv("SDDLIB_STACK", "0")
+    # unset (auto) on the CPU: the same runs trained one by one, in a store of their own
+    monkeypatch.delenv("SDDLIB_STACK")
     monkeypatch.setattr(figures, "load_settings",
                         lambda: ProjectSettings(tmp_path, tmp_path / "alone", data_dir))
     alone = figures.gather(variants, label="which")
     assert sizes == [3, 3]
     assert (alone.test_loss - frame.test_loss).abs().max() < 1e-4
+    monkeypatch.setenv("SDDLIB_STACK", "yes")
+    with pytest.raises(ValueError, match="SDDLIB_STACK: 'yes' is not allowed; allowed: auto, 1, 0"):
+        figures.gather(variants, label="which")
 
 
 def test_stacked_bf16_runs_train_under_autocast_and_record_their_precision(tiny_config, tmp_path,

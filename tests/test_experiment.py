@@ -413,7 +413,7 @@ def test_cli_run_with_seeds_stacks_them_and_prints_each_folder(tmp_path, data_di
             "levels=1", "batch_size=50", "device=cpu"]
     arguments = ["run", "--quiet", "--data-dir", str(data_dir), "--seeds", "0", "1", "2",
                  *sum([["--set", s] for s in sets], [])]
-    assert main([*arguments, "--runs-dir", str(tmp_path / "stacked")]) == 0
+    assert main([*arguments, "--runs-dir", str(tmp_path / "stacked"), "--stack"]) == 0
     stacked = capsys.readouterr().out.strip().splitlines()
     assert [folder.split("-")[-2] for folder in stacked] == ["seed0", "seed1", "seed2"]
     names = [folder.split("/")[-1] for folder in stacked]
@@ -421,6 +421,10 @@ def test_cli_run_with_seeds_stacks_them_and_prints_each_folder(tmp_path, data_di
         meta = json.loads((tmp_path / "stacked" / name / "meta.json").read_text())
         assert meta["trained_as"]["stacked_with"] == sorted(set(names) - {name})
         assert len(pd.read_csv(f"{folder}/levels.csv")) == 2
+    # --no-stack, and the default on the CPU (stacking only pays on CUDA): one by one
+    assert main([*arguments, "--runs-dir", str(tmp_path / "auto")]) == 0
+    auto = capsys.readouterr().out.strip().splitlines()
+    assert all("trained_as" not in json.loads(open(f"{f}/meta.json").read()) for f in auto)
     assert main([*arguments, "--runs-dir", str(tmp_path / "alone"), "--no-stack"]) == 0
     alone = capsys.readouterr().out.strip().splitlines()
     assert [folder.split("/")[-1] for folder in alone] == names
