@@ -127,13 +127,8 @@ def train_level_stacked(models: list[nn.Module], inputs: list[train.Inputs],
                 loss = stacked_loss(params, buffers, torch.stack(batches), torch.stack(targets))
             optimizer.zero_grad(set_to_none=False)
             loss.sum().backward()
-            with torch.no_grad():
-                torch._foreach_mul_([w.grad for w in weights], masks)
-            for group in optimizer.param_groups:
-                group["lr"] = recipe.lr * recipe.lr_factor(state.iteration, steps)
-            optimizer.step()
-            with torch.no_grad():
-                torch._foreach_mul_(weights, masks)
+            train.masked_step(optimizer, (weights, masks),
+                              recipe.lr * recipe.lr_factor(state.iteration, steps))
             state.iteration += 1
             for callback in callbacks:
                 callback("iteration", state)

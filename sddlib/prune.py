@@ -79,14 +79,14 @@ def masked_pairs(model: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tenso
 
 
 @torch.no_grad()
-def apply_masks(model: nn.Module, pairs=None) -> None:
+def apply_masks(model: Optional[nn.Module], pairs=None) -> None:
     weights, masks = pairs or masked_pairs(model)
     if weights:
         torch._foreach_mul_(weights, masks)
 
 
 @torch.no_grad()
-def mask_gradients(model: nn.Module, pairs=None) -> None:
+def mask_gradients(model: Optional[nn.Module], pairs=None) -> None:
     weights, masks = pairs or masked_pairs(model)
     grads = [w.grad for w in weights if w.grad is not None]
     if grads:

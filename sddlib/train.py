@@ -243,12 +243,8 @@ def train_level(model: nn.Module, inputs: Inputs, recipe: Recipe, *, seed: int, 
             loss = loss_of(model, x, inputs.y_train[index])
             optimizer.zero_grad(set_to_none=False)
             loss.backward()
-            prune.mask_gradients(model, pairs)
             # the lr is a function of the iteration alone, so resuming needs no scheduler state
-            for group in optimizer.param_groups:
-                group["lr"] = recipe.lr * recipe.lr_factor(state.iteration, steps)
-            optimizer.step()
-            prune.apply_masks(model, pairs)
+            masked_step(optimizer, pairs, recipe.lr * recipe.lr_factor(state.iteration, steps))
             state.iteration += 1
             for callback in callbacks:
                 callback("iteration", state)
@@ -256,6 +252,21 @@ def train_level(model: nn.Module, inputs: Inputs, recipe: Recipe, *, seed: int, 
         for callback in callbacks:
             callback("epoch", state)
     return state
+
+
+def masked_step(optimizer: torch.optim.Optimizer,
+                pairs: tuple[list[torch.Tensor], list[torch.Tensor]], lr: float) -> None:
+    """One optimiser step at ``lr`` that keeps masked weights at zero.
+
+    ``pairs``: the masked weights and their masks (:func:`prune.masked_pairs`, or the
+    stacked tensors of an ensemble). Gradients are masked before the step, so momentum
+    and Adam moments of pruned weights stay zero, and weights after it.
+    """
+    prune.mask_gradients(None, pairs)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.step()
+    prune.apply_masks(None, pairs)
 
 
 def checkpoint_payload(state: LevelState) -> dict:
