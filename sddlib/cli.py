@@ -1,7 +1,8 @@
 """The ``sddlib`` command.
 
     sddlib run [CONFIG.yml] [--set key=value]... [--runs-dir DIR]   run or resume one experiment
-               [--seeds 0 1 2] [--[no-]stack]                        ... once per seed, stacked
+               [--seeds 0 1 2] [--[no-]stack] [--workers N]          ... once per seed, stacked
+                                                                     or side by side
     sddlib ls [--runs-dir DIR]                                       list runs and their status
     sddlib show RUN [--runs-dir DIR]                                 print a run's per-level table
     sddlib figures [--profile P] [--only NAME] [-p key=value]...     execute the book's notebooks
@@ -68,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
                           "ensemble (default: only on CUDA, where it pays)")
     stacking.add_argument("--no-stack", dest="stack", action="store_const", const=False,
                           help="with --seeds: train the runs one by one")
+    run.add_argument("--workers", default="auto", metavar="N",
+                     help="with --seeds: processes training runs at once (default auto: one "
+                          "per core on the cpu for runs worth a process, 1 on a gpu)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(handler=_run)
 
@@ -125,6 +129,9 @@ def config_from(path: Optional[Path], sets: list[str]) -> ExperimentConfig:
 
 def _run(args) -> int:
     config = config_from(args.config, args.sets)  # fails before anything is touched
+    from .parallel import parse_workers
+
+    args.workers = parse_workers(args.workers, "--workers")
     if args.seeds:
         return _run_seeds(args, [config.replace(seed=seed)
                                  for seed in dict.fromkeys(args.seeds)])
@@ -151,7 +158,7 @@ def _run_seeds(args, configs: list[ExperimentConfig]) -> int:
         existing = store.find(config)
         if existing is not None and existing.is_finished():
             print(f"found finished run {existing.name}; reusing it", file=sys.stderr)
-    run_many(configs, store, progress=not args.quiet, stack=args.stack,
+    run_many(configs, store, progress=not args.quiet, stack=args.stack, workers=args.workers,
              checkpoint_seconds=args.checkpoint_every,
              data_dir=args.data_dir or settings.data_dir, download=args.download)
     for config in configs:

@@ -110,6 +110,10 @@ class ExperimentConfig:
     compile: str = _field("auto", "torch.compile the forward pass and loss; auto: on with cuda, "
                                   "off on the cpu", choices=COMPILE_MODES,
                           identity=False)
+    threads: Optional[int] = _field(
+        None, "torch cpu threads of the run; none = auto: 1 for mlp and cnn1d on the cpu "
+              "(several runs train at once, one per core), every core otherwise", low=1,
+        identity=False)
 
     # ------------------------------------------------------------------ public
     def __post_init__(self):
@@ -223,7 +227,8 @@ class ExperimentConfig:
 
 # Fields that accept none, with the type of their other values.
 _NULLABLE = {"train_size": int, "test_size": int, "image_size": int, "augment": bool,
-             "prune_output": bool, "width": int, "redense_level": int}
+             "prune_output": bool, "width": int, "redense_level": int,
+             "threads": int}
 
 # Fields added after the first release, with the default that keeps old identities.
 _ADDED_LATER: dict[str, Any] = {"redense_level": None, "precision": "auto"}

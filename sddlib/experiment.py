@@ -47,7 +47,7 @@ import torch
 from tqdm import tqdm
 
 from . import data as data_module
-from . import ensemble, fast, prune, train
+from . import ensemble, fast, parallel, prune, train
 from .config import ExperimentConfig
 from .models import build_model, default_prune_output
 from .store import Run, RunStore, atomic_save_torch, atomic_write_text, load_torch, table
@@ -75,10 +75,11 @@ def run_experiment(config: ExperimentConfig, store: RunStore, *, progress: bool 
                        checkpoint_seconds=checkpoint_seconds, data_dir=data_dir,
                        download=download)
     device = train.resolve_device(config.device)
-    run = store.create(config, str(device), extra=fast.speed_for(config, device).meta())
-    with run.lock():
-        Experiment(config, run, device, progress, checkpoint_seconds, data_dir, download,
-                   store).execute()
+    with parallel.torch_threads(parallel.run_threads(config, device)):
+        run = store.create(config, str(device), extra=fast.speed_for(config, device).meta())
+        with run.lock():
+            Experiment(config, run, device, progress, checkpoint_seconds, data_dir, download,
+                       store).execute()
     return run
 
 
@@ -88,7 +89,8 @@ def redense_parent(config: ExperimentConfig) -> ExperimentConfig:
 
 
 def run_many(configs: list[ExperimentConfig], store: RunStore, *, compute_missing: bool = True,
-             progress: bool = True, stack: bool = False, **options) -> pd.DataFrame:
+             progress: bool = True, stack: bool | str = False, workers: int | str = 1,
+             **options) -> pd.DataFrame:
     """The levels of every config as one tidy frame, computing the runs not yet finished.
 
     With ``compute_missing=False`` nothing is computed: the unfinished runs are listed on
@@ -100,6 +102,12 @@ def run_many(configs: list[ExperimentConfig], store: RunStore, *, compute_missin
     criterion are trained together, level by level, as one stacked ensemble
     (:func:`run_stacked`); each is stored as its own run, its ``meta.json`` saying it was
     trained stacked and with which runs.
+
+    ``workers``: how many processes train the missing runs (or stacked groups) at once;
+    ``"auto"`` is one per core on the CPU for runs worth a process (see
+    :mod:`sddlib.parallel`, which also says why a run's numbers do not depend on it).
+    Runs that start from another run's results (``reinit``, re-dense) are trained after the
+    runs they need, which are computed too if missing (and not returned unless asked for).
     """
     runs, missing = [], []
     for config in configs:
@@ -114,21 +122,60 @@ def run_many(configs: list[ExperimentConfig], store: RunStore, *, compute_missin
         for config in missing:
             print(f"  {config.run_name()}", file=sys.stderr)
     elif missing:
+        device = train.resolve_device(missing[0].device)
         if stack == "auto":
-            stack = stacking_pays(train.resolve_device(missing[0].device))
-        groups = stack_groups(missing) if stack else [[config] for config in missing]
-        # the runs that start from another run's results last, so that run can be in a group
-        groups.sort(key=lambda group: group[0].retrain == "reinit"
-                    or group[0].redense_level is not None)
-        for group in tqdm(groups, desc="runs", unit="run", disable=not progress):
-            if len(group) == 1:
-                runs.append(run_experiment(group[0], store, progress=progress, **options))
-            else:
-                runs += run_stacked(group, store, progress=progress, **options)
+            stack = stacking_pays(device)
+        rounds = _rounds(missing, store, stack)
+        count = parallel.resolve_workers(workers, [g for r in rounds for g in r], device)
+        if count > 1:
+            parallel.run_in_pool(rounds, store, count, progress, options)
+        else:
+            groups = [group for round_ in rounds for group in round_]
+            for group in tqdm(groups, desc="runs", unit="run", disable=not progress):
+                if len(group) == 1:
+                    run_experiment(group[0], store, progress=progress, **options)
+                else:
+                    run_stacked(group, store, progress=progress, **options)
+        runs += [store.find(config) for config in missing]
     frame = table(runs)
     if not frame.empty:
         frame = frame[frame.level <= frame.run.map({r.name: r.config.levels for r in runs})]
     return frame.reset_index(drop=True)
+
+
+def _rounds(missing: list[ExperimentConfig], store: RunStore, stack: bool) \
+        -> list[list[list[ExperimentConfig]]]:
+    """The missing runs, with the unfinished runs they start from, in rounds: a run's
+    round comes after the round of the run it needs (a ``reinit`` run's lottery run, a
+    re-dense run's parent); each round in groups (stacked where ``stack``)."""
+    depth: dict[str, int] = {}
+    wanted: dict[str, ExperimentConfig] = {}
+
+    def visit(config: ExperimentConfig) -> int:
+        if config.redense_level is not None:
+            needs = redense_parent(config)
+        elif config.retrain == "reinit":
+            needs = config.lottery_counterpart
+        else:
+            needs = None
+        level = 0
+        if needs is not None:
+            found = store.find(needs)
+            if found is None or not found.is_finished() or needs.levels > found.config.levels:
+                level = visit(needs) + 1
+        name = config.run_name()
+        if name not in wanted or config.levels > wanted[name].levels:
+            wanted[name] = config
+        depth[name] = max(depth.get(name, 0), level)
+        return depth[name]
+
+    for config in missing:
+        visit(config)
+    rounds = []
+    for level in range(max(depth.values()) + 1):
+        batch = [c for name, c in wanted.items() if depth[name] == level]
+        rounds.append(stack_groups(batch) if stack else [[c] for c in batch])
+    return rounds
 
 
 def stacking_pays(device: torch.device) -> bool:
@@ -203,8 +250,9 @@ def run_stacked(configs: list[ExperimentConfig], store: RunStore, *, progress: b
     # neither compiled nor channels_last (stacked models are 1-D or MLPs)
     speed = dataclasses.replace(fast.speed_for(configs[0], device), compile=False,
                                 channels_last=False)
-    runs = [store.create(config, str(device), extra=speed.meta()) for config in configs]
     with ExitStack() as held:
+        held.enter_context(parallel.torch_threads(parallel.run_threads(configs[0], device)))
+        runs = [store.create(config, str(device), extra=speed.meta()) for config in configs]
         for run in runs:
             held.enter_context(run.lock())
         members = [Experiment(config, run, device, False, checkpoint_seconds, data_dir,

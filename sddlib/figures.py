@@ -195,7 +195,9 @@ def gather(variants: dict[str, list[ExperimentConfig]], compute_missing: bool = 
     stacked ensembles, across variants (see :func:`experiment.stack_groups`; on the CPU
     stacking does not pay, see :func:`experiment.stacking_pays`). ``SDDLIB_STACK=1`` in the
     environment stacks on any device, ``SDDLIB_STACK=0`` never (``sddlib figures`` passes
-    the environment on to the notebooks). A run in two variants
+    the environment on to the notebooks). The runs (or stacked groups) train in parallel
+    processes, one per core on the CPU (see :mod:`sddlib.parallel`); ``SDDLIB_WORKERS=N``
+    sets how many (``auto`` by default, ``1``: one after another). A run in two variants
     is computed once (at the most ``levels`` asked for) and its rows appear under both
     labels, each cut at that variant's ``levels``. With ``compute_missing=False`` nothing is
     computed and each variant shows its finished runs, as :func:`experiment.run_many` says.
@@ -214,7 +216,8 @@ def gather(variants: dict[str, list[ExperimentConfig]], compute_missing: bool = 
                 if known is None or config.levels > known.levels:
                     wanted[config.run_name()] = config
         run_many(list(wanted.values()), store(), progress=progress,
-                 stack=_stack_setting(), data_dir=settings.data_dir)
+                 stack=_stack_setting(), workers=_workers_setting(),
+                 data_dir=settings.data_dir)
     frames = []
     for name, group in variants.items():  # now only reads the finished runs
         frame = run_many(group, store(), compute_missing=False, progress=progress,
@@ -233,6 +236,12 @@ def _stack_setting():
     if value not in allowed:
         raise ValueError(f"SDDLIB_STACK: {value!r} is not allowed; allowed: auto, 1, 0")
     return allowed[value]
+
+
+def _workers_setting():
+    from .parallel import parse_workers
+
+    return parse_workers(os.environ.get("SDDLIB_WORKERS", "auto"), "SDDLIB_WORKERS")
 
 
 def lottery_run(experiment: dict, seed: int, compute_missing: bool = True):
