@@ -4,7 +4,10 @@ The FLOPs of one training step (forward and backward of a full batch) are counte
 ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and convolutions; the optimiser's
 elementwise work is not counted), scaled to an epoch (FLOPs are linear in the batch) and
 divided by the seconds ``train_level`` takes per epoch. The peak is the best of several
-large float32 matmuls in the same process.
+large float32 matmuls in the same process, with all its torch threads: the machine's.
+Measured for one run alone (with the one torch thread sddlib gives it, and with torch's
+default threads) and for one run per core side by side, as ``run_many`` trains several
+runs (``common.side_by_side``): the whole machine's throughput.
 
     python benchmarks/bench_flops.py [EPOCHS]
 """
@@ -19,7 +22,7 @@ from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import common
-from sddlib import train
+from sddlib import parallel, train
 
 
 def step_flops(model: torch.nn.Module, inputs: train.Inputs, batch_size: int) -> int:
@@ -49,15 +52,29 @@ def main(epochs: int = 3) -> list[tuple[str, str]]:
     flops_per_sample = step_flops(copy.deepcopy(dense), inputs, config.batch_size) \
         / config.batch_size
     epoch_flops = flops_per_sample * inputs.num_train
-    train.train_level(copy.deepcopy(dense), inputs, common.recipe(config, 1), seed=0, level=0)
-    per_epoch = min(common.seconds(train.train_level, copy.deepcopy(dense), inputs,
-                                   common.recipe(config, epochs), seed=config.seed, level=0)
-                    for _ in range(2)) / epochs  # the best of two: a busy moment is not the model
-    achieved, peak = epoch_flops / per_epoch, matmul_peak()
+
+    def per_epoch() -> float:  # the best of two: a busy moment is not the model
+        train.train_level(copy.deepcopy(dense), inputs, common.recipe(config, 1), seed=0,
+                          level=0)
+        return min(common.seconds(train.train_level, copy.deepcopy(dense), inputs,
+                                  common.recipe(config, epochs), seed=config.seed, level=0)
+                   for _ in range(2)) / epochs
+
+    default_threads = torch.get_num_threads()
+    default_epoch = per_epoch()
+    with parallel.torch_threads(parallel.run_threads(config, "cpu")):
+        threads = torch.get_num_threads()
+        own_epoch = per_epoch()
+    processes = parallel.usable_cores()
+    side = common.side_by_side(list(range(processes)), epochs, processes)
+    peak = matmul_peak()
     rows = [("flops: training FLOPs per sample (fwd+bwd)", f"{flops_per_sample / 1e6:.2f} M"),
-            ("flops: achieved training FLOP/s", f"{achieved / 1e9:.2f} G"),
             ("flops: float32 matmul peak FLOP/s", f"{peak / 1e9:.1f} G"),
-            ("flops: achieved / peak", f"{achieved / peak:.3f}")]
+            (f"flops: one run ({threads} thread) / peak", f"{epoch_flops / own_epoch / peak:.3f}"),
+            (f"flops: one run ({default_threads} threads) / peak",
+             f"{epoch_flops / default_epoch / peak:.3f}"),
+            (f"flops: {processes} runs side by side / peak",
+             f"{processes * epochs * epoch_flops / side / peak:.3f}")]
     return common.report(rows)
 
 

@@ -71,3 +71,43 @@ def report(rows: list[tuple[str, str]]) -> list[tuple[str, str]]:
     for name, value in rows:
         print(f"{name}: {value}")
     return rows
+
+
+def side_by_side(seeds: list[int], epochs: int, processes: int) -> float:
+    """Wall seconds to train level 0 of the default config for ``seeds`` in ``processes``
+    spawned processes side by side (seeds dealt round-robin), one torch thread each, as
+    ``sddlib.parallel`` trains runs. Data, model and a warm-up epoch are prepared before
+    the clock starts, in every process at once (a barrier), so process start-up is not
+    counted: it is paid once per pool, not per run."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(processes + 1), context.Queue()
+    shares = [seeds[i::processes] for i in range(processes)]
+    workers = [context.Process(target=_side_by_side_worker,
+                               args=(share, epochs, barrier, results)) for share in shares]
+    for worker in workers:
+        worker.start()
+    barrier.wait()
+    started = time.time()
+    ends = [results.get() for _ in workers]
+    for worker in workers:
+        worker.join()
+    return max(ends) - started
+
+
+def _side_by_side_worker(seeds, epochs, barrier, results) -> None:
+    import copy
+
+    torch.set_num_threads(1)
+    prepared = []
+    for seed in seeds:
+        config = default_config(seed=seed)
+        inputs, input_shape, num_classes = load_inputs(config)
+        prepared.append((config, inputs, new_model(config, input_shape, num_classes)))
+    config, inputs, model = prepared[0]
+    train.train_level(copy.deepcopy(model), inputs, recipe(config, 1), seed=0, level=0)
+    barrier.wait()
+    for config, inputs, model in prepared:
+        train.train_level(model, inputs, recipe(config, epochs), seed=config.seed, level=0)
+    results.put(time.time())

@@ -16,7 +16,10 @@ every run stored before it keeps its identity (``tests/test_config.py`` guards t
 ``precision`` is such a field: ``bf16`` and ``fp32`` round differently, so they are part of
 the identity, while ``auto`` (the default, bf16 autocast on CUDA, fp32 elsewhere) keeps
 the hashes runs had before the field existed; what it resolved to is recorded in the
-run's ``meta.json``, with the ``compile`` setting (see :mod:`fast`).
+run's ``meta.json``, with the ``compile`` setting (see :mod:`fast`). ``threads`` (torch
+CPU threads) is left out of the identity like ``device``, though it changes float
+rounding: its default gives a run one fixed count wherever it runs (see :mod:`parallel`),
+and ``meta.json`` records the count a run trained with.
 """
 from __future__ import annotations
 

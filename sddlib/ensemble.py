@@ -125,16 +125,9 @@ def train_level_stacked(models: list[nn.Module], inputs: list[train.Inputs],
                 targets.append(member.y_train[index])
             with autocast:
                 loss = stacked_loss(params, buffers, torch.stack(batches), torch.stack(targets))
-            optimizer.zero_grad(set_to_none=False)
-            loss.sum().backward()
-            train.masked_step(optimizer, (weights, masks),
-                              recipe.lr * recipe.lr_factor(state.iteration, steps))
-            state.iteration += 1
-            for callback in callbacks:
-                callback("iteration", state)
-        state.epoch = epoch + 1
-        for callback in callbacks:
-            callback("epoch", state)
+            train.take_step(loss.sum(), optimizer, (weights, masks), recipe, steps, state,
+                            callbacks)
+        train.end_epoch(state, epoch, callbacks)
 
     with torch.no_grad():
         for k, model in enumerate(models):

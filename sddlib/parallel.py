@@ -127,8 +127,9 @@ def run_in_pool(rounds: list[list[list]], store, workers: int, progress: bool,
                 for result in [r for r in pending if r.ready()]:
                     result.get()  # raises a worker's exception here
                     pending.remove(result)
-                bar.n = sum(_done(store, config) for group in groups for config in group)
-                bar.refresh()
+                done = sum(_done(store, config) for group in groups for config in group)
+                if done > bar.n:
+                    bar.update(done - bar.n)
         pool.close()
     except BaseException:
         pool.terminate()  # the runs in flight keep their last checkpoints

@@ -241,16 +241,8 @@ def train_level(model: nn.Module, inputs: Inputs, recipe: Recipe, *, seed: int, 
                 x = crop_flip(x, offsets[:, drawn], flips[drawn])
             x = inputs.prepare(fast.to_memory_format(x, speed))
             loss = loss_of(model, x, inputs.y_train[index])
-            optimizer.zero_grad(set_to_none=False)
-            loss.backward()
-            # the lr is a function of the iteration alone, so resuming needs no scheduler state
-            masked_step(optimizer, pairs, recipe.lr * recipe.lr_factor(state.iteration, steps))
-            state.iteration += 1
-            for callback in callbacks:
-                callback("iteration", state)
-        state.epoch = epoch + 1
-        for callback in callbacks:
-            callback("epoch", state)
+            take_step(loss, optimizer, pairs, recipe, steps, state, callbacks)
+        end_epoch(state, epoch, callbacks)
     return state
 
 
@@ -267,6 +259,25 @@ def masked_step(optimizer: torch.optim.Optimizer,
         group["lr"] = lr
     optimizer.step()
     prune.apply_masks(None, pairs)
+
+
+def take_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, pairs, recipe: Recipe,
+              steps: int, state, callbacks) -> None:
+    """Backpropagate ``loss``, take one :func:`masked_step` at the recipe's lr for
+    ``state.iteration`` and tell ``callbacks``. The lr is a function of the iteration
+    alone, so resuming needs no scheduler state."""
+    optimizer.zero_grad(set_to_none=False)
+    loss.backward()
+    masked_step(optimizer, pairs, recipe.lr * recipe.lr_factor(state.iteration, steps))
+    state.iteration += 1
+    for callback in callbacks:
+        callback("iteration", state)
+
+
+def end_epoch(state, epoch: int, callbacks) -> None:
+    state.epoch = epoch + 1
+    for callback in callbacks:
+        callback("epoch", state)
 
 
 def checkpoint_payload(state: LevelState) -> dict:
