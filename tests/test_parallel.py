@@ -91,3 +91,23 @@ def test_bad_worker_counts_get_one_line_errors(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().err.strip() == ("sddlib run: error: --workers: '-1' is not "
                                                "allowed; allowed: auto or an integer >= 1")
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_notebook_kernel_trains_its_runs_in_a_pool(tmp_path, monkeypatch):
+    """SDDLIB_WORKERS reaches the notebooks, and worker processes spawned from a Jupyter
+    kernel (no __main__ file to re-import) train the page's runs."""
+    import shutil
+    from pathlib import Path
+
+    from sddlib import figures
+    from sddlib.project import load_settings
+
+    root = Path(__file__).resolve().parents[1]
+    book = tmp_path / "book"
+    shutil.copytree(root / "book", book, ignore=shutil.ignore_patterns("_build", "*.ipynb"))
+    monkeypatch.setenv("SDDLIB_WORKERS", "2")
+    figures.make_figures("smoke", only=["pruning-criteria"], settings=load_settings(root),
+                         book_dir=book, runs_dir=tmp_path / "runs", log=lambda text: None)
+    runs = RunStore(tmp_path / "runs").runs()
+    assert len(runs) >= 3 and all(run.is_finished() for run in runs)
+    assert {json.loads(run.file("meta.json").read_text())["torch_threads"] for run in runs} == {1}
