@@ -187,7 +187,8 @@ def stacking_pays(device: torch.device) -> bool:
     on the 2-core machine this project is developed on, 3 to 5 stacked members cost 3.2 to
     5.2 times one member (``benchmarks/bench_stack.py``), no faster than one after another,
     and a stacked member's numbers depend on the group it trained in. So the CPU trains
-    one by one unless stacking is asked for (``SDDLIB_STACK=1``, ``sddlib run --stack``).
+    one by one unless stacking is asked for (``SDDLIB_STACK=1``, ``sddlib run --stack``),
+    several at once in worker processes (:mod:`sddlib.parallel`), which does pay there.
     """
     return device.type == "cuda"
 
