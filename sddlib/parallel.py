@@ -120,8 +120,10 @@ def run_in_pool(rounds: list[list[list]], store, workers: int, progress: bool,
     pool = context.Pool(workers)
     try:
         for round_ in rounds:
+            # the biggest first, so that no big run starts last while the other cores idle
+            ordered = sorted(round_, key=lambda group: -sum(map(work_size, group)))
             pending = [pool.apply_async(_train_group, (group, store, options))
-                       for group in round_]
+                       for group in ordered]
             while pending:
                 pending[0].wait(timeout=2.0)
                 for result in [r for r in pending if r.ready()]:
