@@ -105,7 +105,9 @@ def run_many(configs: list[ExperimentConfig], store: RunStore, *, compute_missin
 
     ``workers``: how many processes train the missing runs (or stacked groups) at once;
     ``"auto"`` is one per core on the CPU for runs worth a process (see
-    :mod:`sddlib.parallel`, which also says why a run's numbers do not depend on it).
+    :mod:`sddlib.parallel`, which also says why a run's numbers do not depend on it; in a
+    script, start a pool under ``if __name__ == "__main__":``). The default, 1, trains
+    in this process.
     Runs that start from another run's results (``reinit``, re-dense) are trained after the
     runs they need, which are computed too if missing (and not returned unless asked for).
     """

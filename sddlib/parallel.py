@@ -1,13 +1,15 @@
 """Several runs at once on the CPU: one process per run, one torch thread each.
 
 The default 1-D CNN is too small to keep two cores busy: on the 2-core machine this
-project is developed on, a training step takes as long with one torch thread as with two
-(3.4 against 3.2 ms), while two runs side by side, one thread each, take 4.0 ms a step
-each: 1.6 times the throughput of one run after another (``benchmarks/bench_stack.py``
-measures it on whole levels). So :func:`experiment.run_many` trains the runs it has to
-compute in a pool of worker processes (``workers="auto"``: one per core on the CPU, when
-the runs are big enough to be worth starting a process for), and a run of a small model
-(``mlp``, ``cnn1d``) trains with one torch thread on the CPU wherever it runs.
+project is developed on, a level trains only 1.2 to 1.3 times faster on two torch threads
+than on one, while two runs side by side, one thread each, take 0.130 s per epoch each
+against 0.236 for one run on one thread: 1.8 times the throughput, 1.3 times that of one
+run on two threads (``benchmarks/bench_level.py``, ``bench_stack.py``; 2026-11-23). So
+:func:`experiment.run_many` with ``workers="auto"`` (what the book and ``sddlib run
+--seeds`` use) trains the runs it has to compute in a pool of worker processes, one per
+core on the CPU when the runs are big enough to be worth starting a process for, and a
+run of a small model (``mlp``, ``cnn1d``) trains with one torch thread on the CPU
+wherever it runs.
 
 That last rule is about reproducibility, not speed: the number of torch threads changes
 how oneDNN and MKL split their sums, so the same config and seed trained with one thread
@@ -18,7 +20,9 @@ from the book. ``meta.json`` records ``torch_threads``.
 
 The pool is :mod:`multiprocessing` with the ``spawn`` start method (a forked child of a
 process whose OpenMP threads have started can hang); each worker imports torch once and
-takes run after run. Runs that start from another run's results (``reinit``, re-dense)
+takes run after run. As always with ``spawn``, a script that starts a pool must do so
+under ``if __name__ == "__main__":`` (the workers import the script); notebooks and the
+``sddlib`` command need nothing. Runs that start from another run's results (``reinit``, re-dense)
 wait for a later round, after the runs they need. A worker's failure stops the pool (its
 runs keep their checkpoints, as after a kill) and is raised in the caller.
 """
@@ -67,10 +71,9 @@ def torch_threads(count: int) -> Iterator[None]:
 
 
 def work_size(config) -> int:
-    """Samples trained by a whole run (levels x epochs x training samples)."""
-    samples = config.train_size or 50_000
-    levels = 1 if config.redense_level is not None else config.levels + 1
-    return levels * config.epochs * samples
+    """Samples trained by a whole run (levels x epochs x training samples; a full-size
+    image set counted as 50,000)."""
+    return _levels(config) * config.epochs * (config.train_size or 50_000)
 
 
 def resolve_workers(workers: Union[str, int], groups: list[list], device) -> int:
