@@ -10,7 +10,7 @@ each way's cost for the K seeds as a multiple of one seed (K means no gain over 
 another; the issue's goal was 1.5 for K = 3), and the largest weight difference between
 stacked and alone. That difference is float rounding grown
 by training: the batched kernels sum in another order, and on the real data a few
-epochs of Adam amplify it to ~1e-2 in some weights, as much as training one model with 1
+epochs of Adam amplify it to 1e-2 to 5e-2 in some weights, as much as training one model with 1
 thread instead of 2 does (tests/test_ensemble.py checks 1e-5 on a small problem).
 
     python benchmarks/bench_stack.py [EPOCHS] [K]

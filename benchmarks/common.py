@@ -75,8 +75,8 @@ def report(rows: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 def side_by_side(seeds: list[int], epochs: int, processes: int) -> float:
     """Wall seconds to train level 0 of the default config for ``seeds`` in ``processes``
-    spawned processes side by side (seeds dealt round-robin), one torch thread each, as
-    ``sddlib.parallel`` trains runs. Data, model and a warm-up epoch are prepared before
+    spawned processes side by side (seeds dealt round-robin), each with the torch threads
+    ``sddlib.parallel`` gives such a run (one), as ``run_many`` trains runs. Data, model and a warm-up epoch are prepared before
     the clock starts, in every process at once (a barrier), so process start-up is not
     counted: it is paid once per pool, not per run."""
     import multiprocessing
@@ -99,7 +99,9 @@ def side_by_side(seeds: list[int], epochs: int, processes: int) -> float:
 def _side_by_side_worker(seeds, epochs, barrier, results) -> None:
     import copy
 
-    torch.set_num_threads(1)
+    from sddlib import parallel
+
+    torch.set_num_threads(parallel.run_threads(default_config(), "cpu"))
     prepared = []
     for seed in seeds:
         config = default_config(seed=seed)

@@ -92,10 +92,7 @@ def resolve_workers(workers: Union[str, int], groups: list[list], device) -> int
             return 1
         threads = max(run_threads(config, device) for group in groups for config in group)
         return max(1, min(len(groups), usable_cores() // threads))
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers: {workers!r} is not allowed; allowed: auto or an "
-                         "integer >= 1")
-    return min(workers, max(1, len(groups)))
+    return min(_checked(workers, workers), max(1, len(groups)))
 
 
 def parse_workers(text: Optional[str], name: str = "workers") -> Union[str, int]:
@@ -103,11 +100,15 @@ def parse_workers(text: Optional[str], name: str = "workers") -> Union[str, int]
     if text is None or text == "auto":
         return "auto"
     try:
-        value = int(text)
+        return _checked(int(text), text, name)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError(f"{name}: {text!r} is not allowed; allowed: auto or an integer >= 1")
+        return _checked(None, text, name)
+
+
+def _checked(value, given, name: str = "workers") -> int:
+    """``value`` if it is an integer >= 1, else the one-line error naming ``given``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: {given!r} is not allowed; allowed: auto or an integer >= 1")
     return value
 
 
@@ -144,14 +145,13 @@ def run_in_pool(rounds: list[list[list]], store, workers: int, progress: bool,
         bar.close()
 
 
-def _train_group(group: list, store, options: dict) -> list[str]:
+def _train_group(group: list, store, options: dict) -> None:
     from .experiment import run_experiment, run_stacked
 
     if len(group) == 1:
-        runs = [run_experiment(group[0], store, progress=False, **options)]
+        run_experiment(group[0], store, progress=False, **options)
     else:
-        runs = run_stacked(group, store, progress=False, **options)
-    return [run.name for run in runs]
+        run_stacked(group, store, progress=False, **options)
 
 
 def _levels(config) -> int:

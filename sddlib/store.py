@@ -27,6 +27,7 @@ import contextlib
 import fcntl
 import io
 import json
+import multiprocessing
 import os
 import platform
 import subprocess
@@ -264,6 +265,7 @@ def environment(device: str) -> dict:
         "code_revision": code_revision(),
         "device": device,
         "torch_threads": torch.get_num_threads(),
+        "process": multiprocessing.current_process().name,  # SpawnPoolWorker-N in a pool
     }
     if device.startswith("cuda") and torch.cuda.is_available():
         meta["gpu"] = torch.cuda.get_device_name(torch.device(device))

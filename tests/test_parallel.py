@@ -36,7 +36,10 @@ def test_a_pool_gives_the_numbers_of_one_by_one_and_waits_for_lottery_runs(tmp_p
     store = RunStore(tmp_path / "pool")
     assert store.find(base) is not None and store.find(base).is_finished()
     for run in store.runs():
-        assert json.loads(run.file("meta.json").read_text())["torch_threads"] == 1
+        meta = json.loads(run.file("meta.json").read_text())
+        assert meta["torch_threads"] == 1 and meta["process"].startswith("SpawnPoolWorker")
+    for run in RunStore(tmp_path / "alone").runs():
+        assert json.loads(run.file("meta.json").read_text())["process"] == "MainProcess"
 
 
 def test_a_failing_worker_stops_the_pool_and_raises_in_the_caller(tmp_path, data_dir):
@@ -110,4 +113,6 @@ def test_a_notebook_kernel_trains_its_runs_in_a_pool(tmp_path, monkeypatch):
                          book_dir=book, runs_dir=tmp_path / "runs", log=lambda text: None)
     runs = RunStore(tmp_path / "runs").runs()
     assert len(runs) >= 3 and all(run.is_finished() for run in runs)
-    assert {json.loads(run.file("meta.json").read_text())["torch_threads"] for run in runs} == {1}
+    metas = [json.loads(run.file("meta.json").read_text()) for run in runs]
+    assert {meta["torch_threads"] for meta in metas} == {1}
+    assert all(meta["process"].startswith("SpawnPoolWorker") for meta in metas)
