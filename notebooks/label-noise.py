@@ -15,7 +15,9 @@
 #
 # **The paper's claim** (He et al. 2022): label noise makes sparse double descent visible.
 # More label noise moves the start of the training-accuracy drop to lower sparsity and
-# needs more pruning to escape overfitting. The paper's noise rates are
+# needs more pruning to escape overfitting. Behind both is memorisation: a lightly pruned
+# network fits the noisy labels, and test accuracy recovers once it is pruned too far to
+# fit them. The paper's noise rates are
 # 20%, 40% and 80% "random labels" (a fraction of the training samples gets a label drawn
 # uniformly from all classes), beside runs without noise; asymmetric noise flips chosen
 # classes into similar ones.
@@ -24,7 +26,10 @@
 # standard deviation over seeds. The training-accuracy drop starts at the first level,
 # after training accuracy peaks, where it falls a fixed margin below that peak
 # (`metrics.train_drop_sparsity`); "escaping overfitting" is read as reaching the sweet
-# spot, the best test accuracy.
+# spot, the best test accuracy. Memorisation is the agreement with the noisy label on the
+# training samples whose label was changed: it stops where it falls below half its dense
+# value (`metrics.memorisation_drop_sparsity`), and test accuracy recovers where it has
+# climbed half way from its worst point back to its best (`metrics.recovery_sparsity`).
 
 # %% tags=["parameters"]
 profile = "quick"
@@ -41,14 +46,24 @@ import pandas as pd
 from sddlib import figures, metrics, plots
 
 drop_threshold = 0.05
+memorisation_fraction = 0.5
 variants = figures.configs(experiment, seeds, noises)
 frame = figures.gather(variants, compute_missing, label="label noise")
 table = metrics.summaries(frame, "label noise").set_index("label noise")
 groups = dict(iter(frame.groupby("label noise", sort=False)))
 table["train_drop_sparsity"] = [metrics.train_drop_sparsity(groups[label], drop_threshold)
                                 for label in table.index]
+table["memorisation_dense"] = [
+    metrics.mean_curve(groups[label], "train_acc_corrupted")["mean"].iloc[0]
+    for label in table.index]
+table["memorisation_drop_sparsity"] = [
+    metrics.memorisation_drop_sparsity(groups[label], memorisation_fraction)
+    for label in table.index]
+table["recovery_sparsity"] = [metrics.recovery_sparsity(groups[label], memorisation_fraction)
+                              for label in table.index]
 table = table.join(frame.groupby("label noise")[["noise", "noise_kind"]].first())
 random_labels = table[table.noise_kind == "random"].sort_values("noise")
+noisy = table[table.noise > 0]
 
 
 def trend(values, decreasing):
@@ -69,9 +84,56 @@ figures.glue("best_by_noise", ", ".join(
 figures.glue("drop_verdict", trend(random_labels.train_drop_sparsity, decreasing=True))
 figures.glue("best_verdict", trend(random_labels.best_sparsity, decreasing=False))
 
-figures.glue("fig_noise", plots.train_test_figure(frame, "label noise"))
-shown = table.reset_index()[["label noise", "train_drop_sparsity", "dense_acc", "worst_acc",
-                             "worst_sparsity", "best_acc", "best_sparsity", "last_acc"]]
+# %% tags=["hide-input"]
+# the claim holds for a setting when memorisation stops on the climb out of the dip:
+# after the worst test point, at or before the best
+judged = noisy.dropna(subset=["memorisation_drop_sparsity", "worst_sparsity"])
+on_climb = ((judged.memorisation_drop_sparsity > judged.worst_sparsity)
+            & (judged.memorisation_drop_sparsity <= judged.best_sparsity))
+figures.glue("memorisation_fraction", memorisation_fraction)
+figures.glue("noisy_count", len(noisy))
+figures.glue("judged_count", len(judged))
+figures.glue("memorisation_dense_by_noise", ", ".join(
+    f"{label} {value:.1%}" for label, value in noisy.memorisation_dense.items()))
+figures.glue("memorisation_by_noise", "; ".join(
+    (f"{label}: memorisation falls at sparsity {row.memorisation_drop_sparsity:.1%}"
+     if pd.notna(row.memorisation_drop_sparsity) else f"{label}: memorisation never falls")
+    + (f", test accuracy is half way back at {row.recovery_sparsity:.1%}"
+       if pd.notna(row.recovery_sparsity) else ", test accuracy has no dip to recover from")
+    for label, row in noisy.iterrows()))
+if judged.empty:
+    memorisation_verdict = ("cannot be judged here: no noisy setting has both a memorisation "
+                            "drop and a dip in test accuracy")
+elif on_climb.all():
+    memorisation_verdict = "holds for every setting where it can be judged"
+else:
+    memorisation_verdict = (f"holds for {int(on_climb.sum())} of the {len(judged)} settings "
+                            "where it can be judged")
+figures.glue("memorisation_verdict", memorisation_verdict)
+
+# %% tags=["hide-input"]
+colours = plots.palette(list(table.index))
+figures.glue("fig_noise", plots.train_test_figure(frame, "label noise", palette=colours))
+
+fig, axes = plots.figure(1, 2)
+noisy_frame = frame[frame["label noise"].isin(noisy.index)]
+plots.curves(axes[0, 0], noisy_frame, "train_acc_corrupted", hue="label noise",
+             palette=colours)
+plots.mark_sparsities(axes[0, 0], noisy.memorisation_drop_sparsity.to_dict())
+axes[0, 0].set_title("memorisation of the noisy labels")
+plots.curves(axes[0, 1], noisy_frame, "test_acc", hue="label noise", palette=colours)
+plots.mark_sparsities(axes[0, 1], noisy.recovery_sparsity.to_dict(), linestyle=":")
+axes[0, 1].set_title("test accuracy")
+fig.tight_layout()
+figures.glue("fig_memorisation", fig)
+
+headers = {"label noise": "label noise", "train_drop_sparsity": "training drop (sparsity)",
+           "memorisation_dense": "dense memorisation",
+           "memorisation_drop_sparsity": "memorisation falls (sparsity)",
+           "recovery_sparsity": "test half way back (sparsity)", "dense_acc": "dense",
+           "worst_acc": "worst", "worst_sparsity": "worst (sparsity)", "best_acc": "best",
+           "best_sparsity": "best (sparsity)", "last_acc": "last"}
+shown = table.reset_index()[list(headers)].rename(columns=headers)
 figures.glue("noise_table", shown.style.format(
     {c: "{:.1%}" for c in shown.columns[1:]}, na_rep="-").hide(axis="index"))
 
@@ -88,10 +150,29 @@ figures.glue("noise_table", shown.style.format(
 # **Measured.** Training accuracy first falls more than {glue:text}`drop_threshold:.2f`
 # below its peak at sparsity {glue:text}`drop_by_noise` (means over seeds,
 # {glue:text}`seed_count` in this profile; "none" where it never falls that far). Over the
-# random-label settings, ordered by noise rate, the claim that more noise starts the drop at lower (or
-# equal) sparsity {glue:text}`drop_verdict`. The best test accuracy is reached at sparsity
+# random-label settings, ordered by noise rate, the claim that more noise starts the drop
+# at lower (or equal) sparsity {glue:text}`drop_verdict`. The best test accuracy is reached at sparsity
 # {glue:text}`best_by_noise`; the claim that more noise needs more (or equal) pruning to
-# reach it {glue:text}`best_verdict`. The landmarks of every setting:
+# reach it {glue:text}`best_verdict`.
+#
+# ```{glue:figure} fig_memorisation
+# :name: fig-memorisation
+#
+# Left: memorisation, the share of the training samples whose label was changed on which
+# the network predicts the noisy label, against the share of weights left, one curve per
+# noisy setting, mean ± std over the profile's seeds; dashed lines mark where it falls
+# below half its dense value. Right: test accuracy of the same settings; dotted lines mark
+# where it has climbed half way from its worst point back to its best.
+# ```
+#
+# **Memorisation.** The dense networks predict the noisy label on
+# {glue:text}`memorisation_dense_by_noise` of the changed samples. Pruned further
+# ({glue:text}`memorisation_fraction:.0%` of the dense value being the mark):
+# {glue:text}`memorisation_by_noise`. The claim that the network stops memorising the noisy
+# labels where test accuracy climbs out of its dip (after its worst point, at or before its
+# best) {glue:text}`memorisation_verdict` ({glue:text}`judged_count` of the
+# {glue:text}`noisy_count` noisy settings have both a memorisation drop and a dip). The
+# landmarks of every setting (test accuracy unless the column says otherwise):
 #
 # ```{glue:} noise_table
 # ```

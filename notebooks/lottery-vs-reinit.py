@@ -20,8 +20,9 @@
 # good or better.
 #
 # **Our reproduction** trains, per seed, the lottery run and a reinit run that borrows the
-# lottery run's masks level by level, and plots mean ± one standard deviation over seeds,
-# together with the level-by-level difference lottery − reinit (paired by seed).
+# lottery run's masks level by level, and plots training and test accuracy (mean ± one
+# standard deviation over seeds), as the paper's figure does, together with the
+# level-by-level difference lottery − reinit of both (paired by seed).
 
 # %% tags=["parameters"]
 profile = "quick"
@@ -30,6 +31,8 @@ seeds = [0]
 compute_missing = True
 
 # %% tags=["hide-input"]
+import math
+
 from sddlib import figures, metrics, plots
 
 variants = figures.configs(experiment, seeds, {"lottery": {"retrain": "lottery"},
@@ -43,6 +46,8 @@ figures.glue_summary(reinit, prefix="reinit_")
 figures.glue("seed_count", len(seeds))
 
 difference = metrics.paired_difference(frame, "retrain", "lottery", "reinit")
+train_difference = metrics.paired_difference(frame, "retrain", "lottery", "reinit",
+                                             value="train_acc")
 mean_difference = metrics.mean_curve(difference, "difference")
 pruned = mean_difference[mean_difference.level > 0]
 figures.glue("pruned_levels", len(pruned))
@@ -50,15 +55,29 @@ figures.glue("lottery_wins", int((pruned["mean"] > 0).sum()))
 figures.glue("mean_difference_points", 100 * float(pruned["mean"].mean()))
 figures.glue("shift_verdict", "holds" if reinit.best_sparsity < lottery.best_sparsity
              else "does not hold here")
+drop_threshold = 0.05
+train_drops = {name: metrics.train_drop_sparsity(frame[frame.retrain == name], drop_threshold)
+               for name in ("lottery", "reinit")}
+figures.glue("drop_threshold", drop_threshold)
+figures.glue("train_drops", ", ".join(
+    f"{name} {sparsity:.1%}" if not math.isnan(sparsity) else f"{name} none"
+    for name, sparsity in train_drops.items()))
 
-fig, axes = plots.figure(1, 2)
-plots.curves(axes[0, 0], frame, "test_acc", hue="retrain")
-plots.mark_phases(axes[0, 0], lottery)
-axes[0, 0].set_title("test accuracy")
-plots.curves(axes[0, 1], difference, "difference", label="lottery − reinit")
-axes[0, 1].axhline(0.0, color="0.3", lw=0.8)
-axes[0, 1].set_ylabel("test accuracy difference")
-axes[0, 1].set_title("lottery − reinit, paired by seed")
+fig, axes = plots.figure(2, 2)
+plots.curves(axes[0, 0], frame, "train_acc", hue="retrain")
+plots.mark_sparsities(axes[0, 0], train_drops)
+axes[0, 0].set_title("training accuracy (noisy labels)")
+plots.curves(axes[0, 1], frame, "test_acc", hue="retrain")
+for ax in axes[0]:
+    ax.get_legend().set_title("retraining")
+plots.mark_phases(axes[0, 1], lottery)
+axes[0, 1].set_title("test accuracy")
+for ax, table_difference, what in ((axes[1, 0], train_difference, "training"),
+                                   (axes[1, 1], difference, "test")):
+    plots.curves(ax, table_difference, "difference", label="lottery − reinit")
+    ax.axhline(0.0, color="0.3", lw=0.8)
+    ax.set_ylabel(f"{what} accuracy difference")
+    ax.set_title(f"{what} accuracy, lottery − reinit, paired by seed")
 fig.tight_layout()
 figures.glue("fig_reinit", fig)
 figures.glue("summary_table", figures.summary_table(table, "retrain"))
@@ -67,10 +86,13 @@ figures.glue("summary_table", figures.summary_table(table, "retrain"))
 # ```{glue:figure} fig_reinit
 # :name: fig-lottery-vs-reinit
 #
-# Left: test accuracy of the lottery (rewound) and reinitialised networks against the
-# share of weights left, mean ± std over the profile's seeds; the shading marks the phases
-# of the lottery curve. Right: lottery minus reinit test accuracy at each level, mean ± std
-# over seeds; above zero the winning ticket wins.
+# Top: training accuracy on the noisy labels (left) and test accuracy (right) of the
+# lottery (rewound) and reinitialised networks against the share of weights left, mean ±
+# std over the profile's seeds; dashed lines mark where each training curve drops, the
+# shading the phases of the lottery test curve (light, critical, sweet spot, collapsed;
+# names from Quétu & Tartaglione {cite}`quetu2024dsd2`, boundaries from `metrics.phases`).
+# Bottom: lottery minus reinit training (left) and test (right) accuracy at each level,
+# mean ± std over seeds; above zero the winning ticket is ahead.
 # ```
 #
 # **Measured.** The lottery curve bottoms out at {glue:text}`lottery_worst_sparsity:.1%`
@@ -82,7 +104,10 @@ figures.glue("summary_table", figures.summary_table(table, "retrain"))
 # the sweet spot, the claim that reinit shifts the curve to lower sparsity
 # {glue:text}`shift_verdict`. The lottery network is better at {glue:text}`lottery_wins`
 # of the {glue:text}`pruned_levels` pruned levels, by {glue:text}`mean_difference_points:+.1f`
-# percentage points on average over them. The landmarks of both curves:
+# percentage points on average over them. Training accuracy first falls more than
+# {glue:text}`drop_threshold:.2f` below its peak (`metrics.train_drop_sparsity`), where the
+# network stops fitting the noisy labels, at sparsity {glue:text}`train_drops` ("none"
+# where it never falls that far). The landmarks of both curves:
 #
 # ```{glue:} summary_table
 # ```

@@ -19,7 +19,9 @@
 # The paper checks this under the ways of retraining after each pruning step:
 #
 # - *lottery*: rewind the surviving weights to the rewind point and train the full schedule;
-# - *finetune*: continue from the pruned trained weights at a small constant learning rate;
+# - *finetune*: continue from the pruned trained weights at a small constant learning rate
+#   (`finetune_lr`; by default a hundredth of the starting rate, the paper's 0.001 after
+#   0.1);
 # - *lr-rewind*: continue from the pruned trained weights with the full learning-rate
 #   schedule;
 # - *scratch*: a fresh random initialisation at every level, then the full schedule.
@@ -50,6 +52,10 @@ figures.glue_summary(headline)
 figures.glue("main_mode", main)
 figures.glue("seed_count", len(seeds))
 figures.glue("mode_count", len(modes))
+base = variants[main][0]
+figures.glue("start_lr", f"{base.lr:g}")
+figures.glue("finetune_rate", f"{base.replace(retrain='finetune').finetune_rate:g}")
+figures.glue("schedule", base.schedule)
 figures.glue("three_phase_count", int(table.three_phases.sum()))
 figures.glue("best_by_mode", ", ".join(
     f"{mode} {accuracy:.1%} at {sparsity:.1%}"
@@ -64,7 +70,8 @@ figures.glue("summary_table", figures.summary_table(table, "retrain"))
 #
 # Training (left) and test (right) accuracy against the share of weights left, one curve
 # per retraining mode, mean ± std over the profile's seeds. The shading marks the phases
-# of the first mode's test curve: light, critical, sweet spot, collapse.
+# of the first mode's test curve: light, critical, sweet spot, collapsed (names from
+# Quétu & Tartaglione {cite}`quetu2024dsd2`, boundaries from `metrics.phases`).
 # ```
 #
 # **Measured.** With {glue:text}`main_mode` retraining the dense network reaches
@@ -72,7 +79,10 @@ figures.glue("summary_table", figures.summary_table(table, "retrain"))
 # is {glue:text}`worst_acc:.1%` at {glue:text}`worst_sparsity:.1%` sparsity, the best
 # {glue:text}`best_acc:.1%` at {glue:text}`best_sparsity:.1%`, and the sparsest network
 # ({glue:text}`last_sparsity:.2%` sparsity) ends at {glue:text}`last_acc:.1%` (means over
-# seeds, {glue:text}`seed_count` in this profile).
+# seeds, {glue:text}`seed_count` in this profile). On this profile lottery, lr-rewind and
+# scratch train every level from a learning rate of {glue:text}`start_lr`
+# ({glue:text}`schedule` schedule), finetune its pruned levels at a constant
+# {glue:text}`finetune_rate`.
 # The best test accuracy of each mode (and the sparsity where it is reached):
 # {glue:text}`best_by_mode`. {glue:text}`three_phase_count` of the
 # {glue:text}`mode_count` modes show all three phases (fall, rise, fall) by the thresholds of

@@ -27,7 +27,10 @@
 profile = "quick"
 experiment = {"train_size": 4000, "test_size": 1000, "levels": 20}
 seeds = [0, 1]
-datasets = {"mnist1d": {},
+datasets = {"mnist-5k": {"model": "mlp", "widths": [300, 100], "optimizer": "sgd", "lr": 0.1,
+                         "momentum": 0.0, "epochs": 40, "levels": 30, "train_size": None,
+                         "test_size": None},
+            "mnist1d": {},
             "digits": {"model": "mlp", "epochs": 40, "levels": 25, "train_size": None,
                        "test_size": None}}
 compute_missing = True
@@ -55,7 +58,8 @@ figures.glue("summary_table", figures.summary_table(table, "dataset_name"))
 #
 # Training (left) and test (right) accuracy against the share of weights left, per
 # dataset, mean ± std over the profile's seeds. The shading marks the phases of the
-# first dataset's test curve: light, critical, sweet spot, collapse.
+# first dataset's test curve: light, critical, sweet spot, collapsed (names from Quétu &
+# Tartaglione {cite}`quetu2024dsd2`, boundaries from `metrics.phases`).
 # ```
 #
 # **Measured.** On {glue:text}`main_dataset` the dense network reaches

@@ -32,6 +32,8 @@ profile = "quick"
 linear = {"n": 100, "d": 500, "s": 50, "trials": 50, "sigma2": 0.1}
 isotropic = {"n": 100, "d": 400, "s": 20, "trials": 200, "sigma2": 0.2}
 random_features = {"n": 100, "k": 20, "s": 20, "trials": 20}
+correlated = {"structures": ["equicorrelated", "ar1"], "correlations": [0.0, 0.3, 0.6, 0.9],
+              "p_over_n": [2, 5]}
 network = {"experiment": {"train_size": 4000, "test_size": 1000},
            "widths": [8, 16, 32, 64, 128], "target_weights": 2304, "seeds": [0]}
 seed = 0
@@ -39,12 +41,14 @@ compute_missing = True
 
 # %% tags=["hide-input"]
 import numpy as np
+import pandas as pd
 
 from sddlib import figures, plots, theory
 
 METHOD_STYLE = {"dense": ("0.2", "-"), "magnitude": ("C0", "-"), "magnitude+refit": ("C0", "--"),
                 "random": ("C3", "-"), "random+refit": ("C3", "--"), "oracle": ("C2", ":"),
                 "small": ("C2", ":")}
+STRUCTURE_NAMES = {"equicorrelated": "equicorrelated", "ar1": "AR(1)"}
 
 
 def risk_panel(ax, frame, title, analytic=None):
@@ -98,6 +102,10 @@ figures.glue("wins_refit", theory.describe_intervals(wins["magnitude+refit"], gr
 rf_wins = theory.beats_oracle(rf_frame, random_features["s"])
 rf_grid = np.sort(rf_frame[rf_frame.p > random_features["s"]].p_over_n.unique())
 figures.glue("rf_wins_refit", theory.describe_intervals(rf_wins["magnitude+refit"], rf_grid))
+figures.glue("claim_wins_linear", theory.verdict(
+    theory.wins_past_threshold(linear_frame, linear["s"], "magnitude")))
+figures.glue("claim_wins_rf", theory.verdict(
+    theory.wins_past_threshold(rf_frame, random_features["s"], "magnitude+refit")))
 dense_curve = linear_frame[linear_frame.method == "dense"]
 figures.glue("dense_peak_p_over_n", float(dense_curve.loc[dense_curve.risk_mean.idxmax(),
                                                           "p_over_n"]))
@@ -133,11 +141,149 @@ figures.glue("fig_theory", fig)
 # (s/n = {glue:text}`rf_s_over_n:.2f`), pruning with refit beats the small model for p/n
 # in {glue:text}`rf_wins_refit`.
 #
+# **The claim that past the threshold training large then pruning can beat the small
+# model** (judged: does pruning win at some p/n above 1?): in the linear model, for
+# magnitude pruning without refit against the oracle, it {glue:text}`claim_wins_linear`;
+# with random features, for magnitude pruning with refit against the small model, it
+# {glue:text}`claim_wins_rf`.
+#
 # **Analytic vs simulated.** The dense analytic risk agrees with simulation to within
 # {glue:text}`dense_max_z:.1f` standard errors (largest relative difference
 # {glue:text}`dense_max_rel:.1%`); the predicted magnitude-pruned risk to within
 # {glue:text}`pruned_max_rel:.1%` ({glue:text}`pruned_max_z:.1f` standard errors). The test
 # suite holds both to these standards (`tests/test_theory.py`).
+
+# %% [markdown]
+# ## The sparse model's own double descent
+#
+# **The claim.** Growing the original model while keeping the target sparsity `s` gives a
+# new double descent: the pruned model's test risk, as a function of p/n at fixed s/n,
+# rises to a peak at the interpolation threshold p = n and descends again beyond it.
+#
+# **How it is judged** (`theory.sparse_double_descent`, on the curves of the figure above,
+# pruned models only, p > s): the peak is the p/n of the largest mean risk; it is near the
+# threshold when within a factor {glue:text}`dd_window` of p/n = 1; the risk descends
+# after it when its lowest mean beyond the peak is lower by more than {glue:text}`dd_z`
+# standard errors.
+
+# %% tags=["hide-input"]
+double_descent = pd.DataFrame([
+    {"model": model, "method": method, **theory.sparse_double_descent(frame, s, method)}
+    for model, frame, s in (("linear", linear_frame, linear["s"]),
+                            ("random features", rf_frame, random_features["s"]))
+    for method in ("magnitude", "magnitude+refit")])
+double_descent["verdict"] = double_descent.holds.map(theory.verdict)
+figures.glue("dd_window", theory.THRESHOLD_WINDOW)
+figures.glue("dd_z", theory.SIGNIFICANCE_Z)
+for row in double_descent.itertuples():
+    key = f"dd_{'rf' if row.model == 'random features' else 'linear'}_" + \
+        ("refit" if row.method.endswith("refit") else "magnitude")
+    figures.glue(f"{key}_peak", row.peak_p_over_n)
+    figures.glue(f"{key}_peak_risk", row.peak_risk)
+    figures.glue(f"{key}_low", row.low_p_over_n)
+    figures.glue(f"{key}_low_risk", row.low_risk)
+    figures.glue(f"{key}_verdict", row.verdict)
+shown = double_descent[["model", "method", "peak_p_over_n", "peak_risk", "low_p_over_n",
+                        "low_risk", "descent", "verdict"]]
+figures.glue("dd_table", shown.style.format(
+    {"peak_p_over_n": "{:.2f}", "peak_risk": "{:.3g}", "low_p_over_n": "{:.2f}",
+     "low_risk": "{:.3g}", "descent": "{:.1%}"}).hide(axis="index"))
+
+# %% [markdown]
+# ```{glue:} dd_table
+# ```
+#
+# **Measured.** In the linear model the magnitude-pruned model's risk peaks at
+# p/n = {glue:text}`dd_linear_magnitude_peak:.2f` (risk
+# {glue:text}`dd_linear_magnitude_peak_risk:.3g`) and falls to
+# {glue:text}`dd_linear_magnitude_low_risk:.3g` at p/n =
+# {glue:text}`dd_linear_magnitude_low:.2f`: the claim {glue:text}`dd_linear_magnitude_verdict`.
+# Refitted on its support, the pruned model peaks at p/n =
+# {glue:text}`dd_linear_refit_peak:.2f` (risk {glue:text}`dd_linear_refit_peak_risk:.3g`,
+# lowest beyond it {glue:text}`dd_linear_refit_low_risk:.3g`): the claim
+# {glue:text}`dd_linear_refit_verdict`. With random features the magnitude-pruned model
+# peaks at p/n = {glue:text}`dd_rf_magnitude_peak:.2f` (the claim
+# {glue:text}`dd_rf_magnitude_verdict`), the refitted one at p/n =
+# {glue:text}`dd_rf_refit_peak:.2f` (risk {glue:text}`dd_rf_refit_peak_risk:.3g`, lowest
+# beyond it {glue:text}`dd_rf_refit_low_risk:.3g`; the claim {glue:text}`dd_rf_refit_verdict`).
+
+# %% [markdown]
+# ## Retraining and correlated features
+#
+# **The claim.** Retraining after pruning helps, and the more so the more correlated the
+# features are. In the figure above, with independent features, the least-squares refit
+# on the kept support is the oracle's estimator on a worse support, and past the threshold
+# it can lose to the pruned min-norm model it replaces.
+#
+# **How it is tested** (`theory.refit_benefit`): the linear task of the first figure
+# (power-law spectrum and signal, same n, d, s), with its features correlated with
+# parameter rho, the signal energy held fixed so that risks compare across rho. Two
+# structures: *equicorrelated* (every pair of features has correlation rho, one factor
+# shared by all) and *AR(1)* (correlation rho^|i-j| between the i-th and j-th strongest
+# features, local). The benefit of refit is the risk of the magnitude-pruned model without
+# refit minus its risk with refit, a difference of full prediction risks (positive: refit
+# helps). Every rho reuses the same random draws, so differences between correlations are
+# paired trial by trial. The claim holds at a p/n when the benefit's increase from the
+# lowest to the highest rho exceeds {glue:text}`dd_z` standard errors and no step between
+# neighbouring rho values falls by more than that (`theory.grows`); it does not hold when
+# the benefit falls by more than that; otherwise it cannot be judged. It holds for a
+# structure when it holds at every p/n shown.
+
+# %% tags=["hide-input"]
+per_trial = pd.concat([
+    theory.refit_benefit(correlated["correlations"],
+                         [int(round(r * linear["n"])) for r in correlated["p_over_n"]],
+                         n=linear["n"], d=linear["d"], s=linear["s"], trials=linear["trials"],
+                         sigma2=linear["sigma2"], structure=structure, seed=seed)
+    for structure in correlated["structures"]], ignore_index=True)
+benefit = per_trial.groupby(["structure", "p_over_n", "correlation"], sort=False).agg(
+    benefit=("benefit", "mean"), benefit_se=("benefit", "sem"),
+    risk_pruned=("risk_pruned", "mean"), risk_refit=("risk_refit", "mean")).reset_index()
+judged = theory.refit_benefit_grows(per_trial)
+widest = max(correlated["p_over_n"])
+low_rho, high_rho = min(correlated["correlations"]), max(correlated["correlations"])
+figures.glue("corr_low", low_rho)
+figures.glue("corr_high", high_rho)
+figures.glue("corr_widest", widest)
+for structure, group in judged.groupby("structure", sort=False):
+    figures.glue(f"refit_verdict_{structure}", theory.verdict(
+        theory.combine_verdicts(group.grows)))
+    at_widest = benefit[(benefit.structure == structure) & (benefit.p_over_n == widest)]
+    at_widest = at_widest.set_index("correlation").benefit
+    figures.glue(f"refit_benefit_{structure}_low", float(at_widest[low_rho]))
+    figures.glue(f"refit_benefit_{structure}_high", float(at_widest[high_rho]))
+
+fig, axes = plots.figure(1, len(correlated["structures"]), width=11, height=4)
+for ax, structure in zip(axes[0], correlated["structures"]):
+    for index, (ratio, group) in enumerate(
+            benefit[benefit.structure == structure].groupby("p_over_n")):
+        ax.errorbar(group.correlation, group.benefit, yerr=2 * group.benefit_se, marker="o",
+                    ms=4, capsize=3, color=f"C{index}", label=f"p/n = {ratio:g}")
+    ax.axhline(0.0, color="0.6", lw=0.8)
+    ax.set(xlabel="feature correlation rho",
+           ylabel="risk without refit - risk with refit",
+           title=f"{STRUCTURE_NAMES.get(structure, structure)} features")
+    ax.legend(fontsize=8)
+fig.tight_layout()
+figures.glue("fig_refit_correlation", fig)
+
+# %% [markdown]
+# ```{glue:figure} fig_refit_correlation
+# :name: fig-refit-correlation
+#
+# The benefit of refitting the magnitude-pruned least-squares model on its kept support,
+# against the correlation of the features (bars: ±2 standard errors over trials), for
+# equicorrelated features (left) and AR(1) features (right), at several p/n past the
+# interpolation threshold. Above the grey line refitting helps.
+# ```
+#
+# **Measured.** At p/n = {glue:text}`corr_widest:g`, the benefit of refit goes from
+# {glue:text}`refit_benefit_equicorrelated_low:.3f` at rho = {glue:text}`corr_low:g` to
+# {glue:text}`refit_benefit_equicorrelated_high:.3f` at rho = {glue:text}`corr_high:g`
+# with equicorrelated features, and from {glue:text}`refit_benefit_ar1_low:.3f` to
+# {glue:text}`refit_benefit_ar1_high:.3f` with AR(1) features. The claim that refitting
+# helps more the more correlated the features {glue:text}`refit_verdict_equicorrelated`
+# for equicorrelated features and {glue:text}`refit_verdict_ar1` for AR(1) features.
 
 # %% [markdown]
 # ## The network check
@@ -157,7 +303,11 @@ mean_error = network_frame.groupby(["method", "width"], as_index=False).test_err
 small = mean_error[mean_error.method == "small (trained directly)"]
 pruned = mean_error[mean_error.method == "magnitude, retrained"]
 widest = pruned.loc[pruned.width.idxmax()] if not pruned.empty else None
-figures.glue("net_target", network["target_weights"])
+# the weights the pruned networks kept, counted from their masks (the target if none ran)
+kept = network_frame[network_frame.method.str.endswith("retrained")].weights \
+    if not network_frame.empty else pd.Series(dtype=int)
+figures.glue("net_target", int(kept.max()) if not kept.empty else network["target_weights"])
+figures.glue("net_kept_uniform", "all" if kept.nunique() <= 1 else "not all")
 figures.glue("net_small_best", float(small.test_error.min()) if not small.empty
              else float("nan"))
 figures.glue("net_pruned_widest", float(widest.test_error) if widest is not None
@@ -189,7 +339,8 @@ figures.glue("fig_network", fig)
 # directly.
 # ```
 #
-# **Measured.** Pruned to {glue:text}`net_target` weights and retrained, the
+# **Measured.** Pruned to {glue:text}`net_target` weights (counted from the masks;
+# {glue:text}`net_kept_uniform` pruned networks keep the same count) and retrained, the
 # widest network (width {glue:text}`net_widest`) reaches a test error of
 # {glue:text}`net_pruned_widest:.1%`; the best small network trained directly reaches
 # {glue:text}`net_small_best:.1%`: training large and pruning {glue:text}`net_verdict` it.

@@ -15,6 +15,7 @@ touched.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Optional
@@ -27,24 +28,69 @@ from .project import load_settings
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit:  # --help, or a bad flag (one line, see _Parser.error)
+        return exit.code if isinstance(exit.code, int) else 2
     if args.command is None:
-        parser.print_help()
+        print("sddlib: error: give a command: run, ls, show, figures or keys (see sddlib --help)",
+              file=sys.stderr)
         return 2
     try:
         return args.handler(args)
-    except (ConfigError, KeyError, FileNotFoundError, ValueError) as error:
-        message = error.args[0] if error.args else str(error)
-        print(f"sddlib {args.command}: error: {message}", file=sys.stderr)
+    except yaml.YAMLError as error:  # a YAML file read without a name to give (see _settings)
+        _error(args.command, f"YAML: {_yaml_problem(error)}")
+        return 2
+    except (ConfigError, KeyError, ValueError, OSError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+        if isinstance(error, OSError) and error.filename:
+            message = f"{error.filename}: {error.strerror}"
+        _error(args.command, message)
         return 2
     except RuntimeError as error:
-        print(f"sddlib {args.command}: error: {error}", file=sys.stderr)
+        _error(args.command, str(error))
         return 1
 
 
+def _error(command: str, message: str) -> None:
+    """Bad input: one line on stderr, whatever the message held."""
+    message = "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
+    # the data layer speaks to Python callers; on the command line the switch is a flag
+    message = message.replace("download=True", "--download")
+    print(f"sddlib {command}: error: {message}", file=sys.stderr)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (no usage block) and exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; allowed: integers >= 0")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; allowed: a number of "
+                                         "seconds >= 0")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sddlib", description="Sparse double descent "
-                                     "experiments: run, list and show stored runs.")
+    parser = _Parser(prog="sddlib", description="Sparse double descent "
+                     "experiments: run, list and show stored runs.")
     commands = parser.add_subparsers(dest="command")
 
     run = commands.add_parser("run", help="run or resume one experiment",
@@ -56,10 +102,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", type=Path, help="dataset cache (default: from _config.yml)")
     run.add_argument("--download", action="store_true",
                      help="download torchvision datasets that are missing")
-    run.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
+    run.add_argument("--checkpoint-every", type=_seconds, default=60.0, metavar="SECONDS",
                      help="save a mid-level checkpoint at the first epoch end after this "
                           "many seconds (default 60)")
-    run.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+    run.add_argument("--seeds", type=_seed, nargs="+", metavar="SEED",
                      help="run the config once per seed (replaces its seed); the runs train "
                           "together as one stacked ensemble where they can (models without "
                           "BatchNorm, no rewinding); prints each run's folder")
@@ -91,7 +137,9 @@ def _parser() -> argparse.ArgumentParser:
     figures.add_argument("--only", action="append", metavar="NAME",
                          help="only this notebook (repeatable)")
     figures.add_argument("-p", dest="parameters", action="append", default=[],
-                         metavar="KEY=VALUE", help="override a notebook parameter; YAML values, "
+                         metavar="KEY=VALUE", help="override a notebook parameter (in "
+                         "every notebook run that has it; all are checked before the first "
+                         "runs); YAML values, "
                          "dotted keys into dicts: -p seeds=[0,1,2] -p experiment.noise=0.4")
     _store_option(figures)
     figures.add_argument("--build", action="store_true",
@@ -112,18 +160,63 @@ def _store_option(parser: argparse.ArgumentParser) -> None:
 def _store(args):
     from .store import RunStore
 
-    settings = load_settings()
+    settings = _settings()
+    _check_folder(args.runs_dir, "--runs-dir")
     return RunStore(args.runs_dir or settings.runs_dir), settings
+
+
+def _check_folder(path: Optional[Path], flag: str) -> None:
+    if path is not None and path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag}: {path} is not a folder")
+
+
+def _settings():
+    """The project settings; a broken ``_config.yml`` is one line naming it."""
+    try:
+        return load_settings()
+    except yaml.YAMLError as error:
+        here = Path.cwd().resolve()
+        for folder in (here, *here.parents):
+            candidate = folder / "_config.yml"
+            if candidate.is_file():
+                try:
+                    yaml.safe_load(candidate.read_text())
+                except yaml.YAMLError as found:
+                    raise ConfigError(f"_config.yml: {candidate}: {_yaml_problem(found)}") \
+                        from None
+        raise ConfigError(f"_config.yml: {_yaml_problem(error)}") from None
+    except (AttributeError, TypeError) as error:
+        raise ConfigError(f"_config.yml: its sddlib and profiles sections must hold key: value "
+                          f"pairs ({error})") from None
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """``line L, column C: problem`` of a YAML error, in one line."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    problem = getattr(error, "problem", None) or getattr(error, "context", None) or str(error)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"invalid YAML at {where}{problem}" if where else f"invalid YAML: {problem}"
 
 
 def config_from(path: Optional[Path], sets: list[str]) -> ExperimentConfig:
     values = {}
     if path is not None:
         if not path.is_file():
-            raise FileNotFoundError(f"config: no file {path}")
-        values = yaml.safe_load(path.read_text()) or {}
+            raise ConfigError(f"config: no file {path}" + (" (a folder)" if path.is_dir() else ""))
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"config: cannot read {path}: "
+                              f"{getattr(error, 'strerror', None) or error.reason}") from None
+        try:
+            values = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config: {path}: {_yaml_problem(error)}") from None
+        if values is None:
+            values = {}
         if not isinstance(values, dict):
-            raise ConfigError(f"config: {path} must hold key: value pairs")
+            raise ConfigError(f"config: {path} must hold key: value pairs (a YAML mapping), "
+                              f"not a {type(values).__name__}")
     return ExperimentConfig.from_dict(values).with_sets(sets)
 
 
@@ -132,6 +225,7 @@ def _run(args) -> int:
     from .parallel import parse_workers
 
     args.workers = parse_workers(args.workers, "--workers")
+    _check_folder(args.data_dir, "--data-dir")
     if args.seeds:
         return _run_seeds(args, [config.replace(seed=seed)
                                  for seed in dict.fromkeys(args.seeds)])
@@ -139,11 +233,12 @@ def _run(args) -> int:
 
     store, settings = _store(args)
     existing = store.find(config)
-    if existing is not None and existing.is_finished():
-        print(f"found finished run {existing.name}; reusing it", file=sys.stderr)
+    reused = existing is not None and existing.is_finished()
     run = run_experiment(config, store, progress=not args.quiet,
                          checkpoint_seconds=args.checkpoint_every,
                          data_dir=args.data_dir or settings.data_dir, download=args.download)
+    if reused:  # said after run_experiment checked that it was trained on this data
+        print(f"found finished run {existing.name}; reused it", file=sys.stderr)
     print(_format_table(run.levels(), config.levels), file=sys.stderr)
     print(run.path)
     return 0
@@ -154,13 +249,13 @@ def _run_seeds(args, configs: list[ExperimentConfig]) -> int:
     from .experiment import run_many
 
     store, settings = _store(args)
-    for config in configs:
-        existing = store.find(config)
-        if existing is not None and existing.is_finished():
-            print(f"found finished run {existing.name}; reusing it", file=sys.stderr)
+    reused = [found.name for config in configs
+              if (found := store.find(config)) is not None and found.is_finished()]
     run_many(configs, store, progress=not args.quiet, stack=args.stack, workers=args.workers,
              checkpoint_seconds=args.checkpoint_every,
              data_dir=args.data_dir or settings.data_dir, download=args.download)
+    for name in reused:
+        print(f"found finished run {name}; reused it", file=sys.stderr)
     for config in configs:
         run = store.find(config)
         print(f"{run.name}:", file=sys.stderr)
@@ -185,7 +280,21 @@ def _ls(args) -> int:
 
 def _show(args) -> int:
     store, _ = _store(args)
-    run = store.get(args.run)
+    name = args.run.strip()
+    if not name:
+        raise ConfigError("run: give a run's folder name, a unique prefix of it or its hash "
+                          "(`sddlib ls` lists them)")
+    try:
+        run = store.get(name)
+    except KeyError:
+        names = [r.name for r in store.runs()]
+        matches = [n for n in names if n.startswith(name) or n.endswith(name)]
+        shown = lambda found: ", ".join(found[:10]) + (", ..." if len(found) > 10 else "")
+        if len(matches) > 1:
+            raise ConfigError(f"run: {name!r} matches {len(matches)} runs: {shown(matches)}; "
+                              "give more of the name") from None
+        raise ConfigError(f"run: no run named {name!r} in {store.root}; allowed: "
+                          f"{shown(names) if names else 'none (the store is empty)'}") from None
     print(run.path)
     print(_format_table(run.levels(), run.config.levels))
     return 0
@@ -194,7 +303,8 @@ def _show(args) -> int:
 def _figures(args) -> int:
     from .figures import make_figures, parse_assignments
 
-    settings = load_settings()
+    settings = _settings()
+    _check_folder(args.runs_dir, "--runs-dir")
     overrides = parse_assignments(args.parameters)
     make_figures(args.profile, args.only, overrides, settings, runs_dir=args.runs_dir,
                  log=lambda text: print(text, file=sys.stderr))

@@ -29,7 +29,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .data import DATASETS, NOISE_KINDS
+from .data import DATASETS, MNIST1D_TEST_SIZE, MNIST1D_TRAIN_SIZE, NOISE_KINDS
 from .fast import COMPILE_MODES, PRECISIONS
 
 MODELS = ("mlp", "cnn1d", "resnet18", "resnet101", "vgg16", "vgglike")
@@ -44,8 +44,11 @@ class ConfigError(ValueError):
     """Bad input: one line naming the key and what is allowed."""
 
 
-def _field(default, help: str, choices=None, low=None, high=None, identity=True):
-    meta = {"help": help, "choices": choices, "low": low, "high": high, "identity": identity}
+def _field(default, help: str, choices=None, low=None, high=None, identity=True, above=None,
+           below=None):
+    """``low``/``high``: inclusive bounds; ``above``/``below``: exclusive ones."""
+    meta = {"help": help, "choices": choices, "low": low, "high": high, "above": above,
+            "below": below, "identity": identity}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -56,9 +59,11 @@ class ExperimentConfig:
     # data
     dataset: str = _field("mnist1d", "dataset name", choices=DATASETS)
     train_size: Optional[int] = _field(
-        8000, "training samples (mnist1d: generated; others: a fixed subset; none = all)", low=1)
+        None, "training samples (mnist1d: generated; others: a fixed subset); none = the "
+              "dataset's default (mnist1d: 8000; others: the whole split)", low=1)
     test_size: Optional[int] = _field(
-        2000, "test samples (mnist1d: generated; others: a fixed subset; none = all)", low=1)
+        None, "test samples (mnist1d: generated; others: a fixed subset); none = the "
+              "dataset's default (mnist1d: 2000; others: the whole split)", low=1)
     image_size: Optional[int] = _field(
         None, "resize image sets to this side (tinyimagenet: 32 as the paper; none = native)", low=4)
     noise: float = _field(0.2, "fraction of training labels made noisy", low=0.0, high=1.0)
@@ -76,7 +81,7 @@ class ExperimentConfig:
     criterion: str = _field("magnitude", "pruning score", choices=CRITERIA)
     scope: str = _field("global", "one threshold over all layers, or one per layer", choices=SCOPES)
     rate: float = _field(0.2, "fraction of the remaining weights pruned at each level",
-                         low=0.0, high=1.0)
+                         above=0.0, below=1.0)
     prune_output: Optional[bool] = _field(
         None, "prune the output layer too; none = the paper's choice per model "
               "(resnet: yes; mlp, vgg: no)")
@@ -86,7 +91,9 @@ class ExperimentConfig:
     retrain: str = _field("lottery", "what happens after each pruning step", choices=RETRAIN_MODES)
     rewind_iteration: int = _field(
         0, "lottery: iteration of the dense run to rewind to (0 = original init)", low=0)
-    finetune_lr: float = _field(1e-3, "constant learning rate of finetune mode", low=0.0)
+    finetune_lr: Optional[float] = _field(
+        None, "constant learning rate of finetune mode; none = lr/100, the paper's ratio "
+              "(0.001 after 0.1 for CIFAR)", above=0.0)
     redense_level: Optional[int] = _field(
         None, "train the run's level-L sparse solution on with every weight free (re-dense); "
               "none = off", low=0)
@@ -94,12 +101,12 @@ class ExperimentConfig:
     epochs: int = _field(30, "epochs per level", low=1)
     batch_size: int = _field(128, "mini-batch size", low=1)
     optimizer: str = _field("adam", "optimiser", choices=OPTIMIZERS)
-    lr: float = _field(1e-3, "learning rate", low=0.0)
-    momentum: float = _field(0.9, "SGD momentum", low=0.0, high=1.0)
+    lr: float = _field(1e-3, "learning rate", above=0.0)
+    momentum: float = _field(0.9, "SGD momentum", low=0.0, below=1.0)
     weight_decay: float = _field(0.0, "L2 weight decay", low=0.0)
     schedule: str = _field("constant", "learning-rate schedule", choices=SCHEDULES)
     milestones: list = _field([], "multistep: epochs at which the lr is multiplied by gamma")
-    gamma: float = _field(0.1, "multistep: lr factor at each milestone", low=0.0)
+    gamma: float = _field(0.1, "multistep: lr factor at each milestone", above=0.0)
     seed: int = _field(0, "seed of init, label noise, data order and pruning", low=0)
     precision: str = _field(
         "auto", "float precision of the forward pass and loss; auto: bf16 autocast on cuda, "
@@ -126,6 +133,9 @@ class ExperimentConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad key and its allowed values."""
+        import math
+        import re
+
         for f in dataclasses.fields(self):
             value, meta = getattr(self, f.name), f.metadata
             if value is None:
@@ -134,10 +144,16 @@ class ExperimentConfig:
                 raise ConfigError(
                     f"{f.name}: {value!r} is not allowed; allowed: {', '.join(meta['choices'])}")
             bounds = _bounds_text(meta)
+            low, high = meta["low"], meta["high"]
+            above, below = meta.get("above"), meta.get("below")
             for item in (value if isinstance(value, list) else [value]):
                 if isinstance(item, (int, float)) and not isinstance(item, bool):
-                    if (meta["low"] is not None and item < meta["low"]) or (
-                            meta["high"] is not None and item > meta["high"]):
+                    if not math.isfinite(item):
+                        raise ConfigError(f"{f.name}: {item!r} is not a finite number"
+                                          + (f"; allowed: {bounds}" if bounds else ""))
+                    if ((low is not None and item < low) or (high is not None and item > high)
+                            or (above is not None and item <= above)
+                            or (below is not None and item >= below)):
                         raise ConfigError(f"{f.name}: {item!r} is out of range; allowed: {bounds}")
         if self.model == "mlp" and (not self.widths or min(self.widths) < 1):
             raise ConfigError("widths: need one or more positive hidden widths, e.g. 300,100")
@@ -153,19 +169,52 @@ class ExperimentConfig:
                               "mlp, cnn1d")
         if self.dataset != "mnist1d" and self.model == "cnn1d":
             raise ConfigError("model: cnn1d reads 1-D signals; allowed dataset: mnist1d")
-        if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise ConfigError(f"device: {self.device!r} is not allowed; allowed: auto, cpu, "
                               "cuda, cuda:N")
+        if self.dataset == "mnist1d":
+            from . import data
+
+            train = data.MNIST1D_TRAIN_SIZE if self.train_size is None else self.train_size
+            test = data.MNIST1D_TEST_SIZE if self.test_size is None else self.test_size
+            if (train + test) % 10:
+                raise ConfigError(f"train_size: mnist1d makes whole classes, so train_size + "
+                                  f"test_size must be a multiple of 10; got {train} + {test}")
+            if self.image_size is not None:
+                raise ConfigError(f"image_size: mnist1d has no images; allowed: none, got "
+                                  f"{self.image_size!r}")
+        elif self.image_size is not None and self.dataset != "tinyimagenet":
+            from . import data
+
+            native = data.NATIVE_IMAGE_SIZE.get(self.dataset)
+            if native is not None and self.image_size != native:
+                raise ConfigError(f"image_size: only tinyimagenet is resized; allowed with "
+                                  f"{self.dataset}: none, {native}; got {self.image_size!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "ExperimentConfig":
+        import difflib
+
+        # keys new users try that are options of the command, not of the experiment
+        options = {"data_dir": "--data-dir DIR", "runs_dir": "--runs-dir DIR",
+                   "download": "--download", "seeds": "--seeds 0 1 2 (the config key is seed)",
+                   "workers": "--workers N", "checkpoint_every": "--checkpoint-every SECONDS",
+                   "stack": "--stack or --no-stack", "quiet": "--quiet"}
+        if not isinstance(values, dict):
+            raise ConfigError(f"config: expected key: value pairs, got {values!r}")
         known = {f.name for f in dataclasses.fields(cls)}
         for key in values:
+            if key in options:
+                raise ConfigError(f"{key}: not a config key but an option of `sddlib run`: "
+                                  f"{options[key]}")
             if key not in known:
-                raise ConfigError(f"{key}: unknown key; allowed: {', '.join(sorted(known))}")
+                close = difflib.get_close_matches(str(key), sorted(known), n=1)
+                hint = f"did you mean {close[0]}? " if close else ""
+                raise ConfigError(f"{key}: unknown key; {hint}allowed: "
+                                  f"{', '.join(sorted(known))}")
         return cls(**values)
 
     def replace(self, **changes) -> "ExperimentConfig":
@@ -174,14 +223,14 @@ class ExperimentConfig:
     def with_sets(self, assignments: list[str]) -> "ExperimentConfig":
         """Apply ``key=value`` strings as given on the command line."""
         changes = {}
+        fields = {f.name: f for f in dataclasses.fields(self)}
         for text in assignments:
-            if "=" not in text:
-                raise ConfigError(f"--set: expected key=value, got {text!r}")
-            key, raw = text.split("=", 1)
+            key, _, raw = text.partition("=")
             key = key.strip().replace("-", "_")
-            fields = {f.name: f for f in dataclasses.fields(self)}
+            if not _ or not key:
+                raise ConfigError(f"--set: expected key=value, e.g. --set rate=0.2; got {text!r}")
             if key not in fields:
-                raise ConfigError(f"{key}: unknown key; allowed: {', '.join(sorted(fields))}")
+                type(self).from_dict({key: raw})  # raises: names the key, or the option meant
             changes[key] = _parse(fields[key], raw.strip())
         return self.replace(**changes)
 
@@ -191,7 +240,7 @@ class ExperimentConfig:
         for f in dataclasses.fields(self):
             if not f.metadata["identity"]:
                 continue
-            value = getattr(self, f.name)
+            value = _stable_value(self, f.name, getattr(self, f.name))
             if f.name in _ADDED_LATER and value == _ADDED_LATER[f.name]:
                 continue
             values[f.name] = value
@@ -223,6 +272,11 @@ class ExperimentConfig:
         return 32 if self.model == "cnn1d" else 64
 
     @property
+    def finetune_rate(self) -> float:
+        """The constant learning rate finetune levels train at."""
+        return self.lr / 100 if self.finetune_lr is None else self.finetune_lr
+
+    @property
     def lottery_counterpart(self) -> "ExperimentConfig":
         """reinit borrows its masks from the lottery run with the same everything else."""
         return self.replace(retrain="lottery")
@@ -230,11 +284,35 @@ class ExperimentConfig:
 
 # Fields that accept none, with the type of their other values.
 _NULLABLE = {"train_size": int, "test_size": int, "image_size": int, "augment": bool,
+             "finetune_lr": float,
              "prune_output": bool, "width": int, "redense_level": int,
              "threads": int}
 
 # Fields added after the first release, with the default that keeps old identities.
 _ADDED_LATER: dict[str, Any] = {"redense_level": None, "precision": "auto"}
+
+
+# Fields whose default changed, hashed as the runs stored before the change had them.
+_MNIST1D_SIZES = {"train_size": MNIST1D_TRAIN_SIZE, "test_size": MNIST1D_TEST_SIZE}
+_OLD_FINETUNE_LR = 1e-3
+
+
+def _stable_value(config: "ExperimentConfig", name: str, value):
+    """``value`` as :meth:`ExperimentConfig.identity` hashes it.
+
+    - ``train_size``/``test_size`` of none mean mnist1d's default sizes (8000/2000), which
+      were the fields' explicit defaults before none meant "the dataset's default", so
+      such runs keep their names.
+    - ``finetune_lr`` does nothing outside finetune: there it is hashed as its old default
+      (1e-3), so lottery and other runs keep their names whatever it is set to; in finetune
+      the rate actually used is hashed, so a finetune run stored under the old default with
+      another ``lr`` (which trained at 1e-3, not at lr/100) is not taken for a new one.
+    """
+    if name in _MNIST1D_SIZES and value is None and config.dataset == "mnist1d":
+        return _MNIST1D_SIZES[name]
+    if name == "finetune_lr":
+        return config.finetune_rate if config.retrain == "finetune" else _OLD_FINETUNE_LR
+    return value
 
 
 def help_table() -> list[tuple[str, str, str]]:
@@ -251,13 +329,19 @@ def help_table() -> list[tuple[str, str, str]]:
 
 def _bounds_text(meta) -> str:
     low, high = meta["low"], meta["high"]
+    above, below = meta.get("above"), meta.get("below")
     if low is not None and high is not None:
         return f"{low} to {high}"
+    parts = []
     if low is not None:
-        return f">= {low}"
+        parts.append(f">= {low}")
+    if above is not None:
+        parts.append(f"> {above}")
     if high is not None:
-        return f"<= {high}"
-    return ""
+        parts.append(f"<= {high}")
+    if below is not None:
+        parts.append(f"< {below}")
+    return " and ".join(parts)
 
 
 def _format(value) -> str:
@@ -285,8 +369,8 @@ def _parse(f, raw: str):
             if raw.lower() in ("false", "no", "0", "off"):
                 return False
             raise ValueError
-        if kind is list:
-            return [int(v) for v in raw.replace(" ", "").split(",") if v]
+        if kind is list:  # 300,100 or, as in YAML, [300, 100]
+            return [int(v) for v in raw.replace(" ", "").strip("[]").split(",") if v]
         if kind is int:
             return int(raw)
         if kind is float:
@@ -295,16 +379,21 @@ def _parse(f, raw: str):
     except ValueError:
         expected = {bool: "true or false", list: "comma-separated integers", int: "an integer",
                     float: "a number"}[kind]
-        raise ConfigError(f"{f.name}: {raw!r} is not {expected}") from None
+        allowed = _bounds_text(f.metadata)
+        raise ConfigError(f"{f.name}: {raw!r} is not {expected}"
+                          + (f"; allowed: {allowed}" if allowed else "")) from None
 
 
 def _coerce(f, value):
     """Check types of values given in Python or YAML (ints where floats are fine)."""
     kind = _base_type(f)
+    allowed = (", ".join(f.metadata["choices"]) if f.metadata["choices"]
+               else _bounds_text(f.metadata))
+    allowed = f"; allowed: {allowed}" if allowed else ""
     if value is None:
         if f.name in _NULLABLE:
             return None
-        raise ConfigError(f"{f.name}: none is not allowed; give a value")
+        raise ConfigError(f"{f.name}: none is not allowed; give a value{allowed}")
     if isinstance(value, str) and kind is not str:
         return _parse(f, value)
     if kind is str and isinstance(value, bool) and {"on", "off"} <= set(f.metadata["choices"]
@@ -321,7 +410,7 @@ def _coerce(f, value):
     if not ok:
         expected = {bool: "true or false", list: "a list of integers", int: "an integer",
                     float: "a number", str: "a string"}[kind]
-        raise ConfigError(f"{f.name}: {value!r} is not {expected}")
+        raise ConfigError(f"{f.name}: {value!r} is not {expected}{allowed}")
     if kind is float:
         return float(value)
     if kind is list:

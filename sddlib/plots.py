@@ -14,10 +14,16 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
-from .metrics import CurveSummary
+from . import metrics
+from .metrics import PHASES, CurveSummary
 
-PHASE_COLOURS = {"light": "#dbe9f6", "critical": "#f8d9d2", "sweet": "#dcefd9",
-                 "collapsed": "#e8e8e8"}
+PHASE_COLOURS = dict(zip(PHASES, ["#dbe9f6", "#f8d9d2", "#dcefd9", "#e8e8e8"]))
+
+# axis labels in words for the tidy frame's columns
+LABELS = {"train_acc": "training accuracy", "test_acc": "test accuracy",
+          "train_acc_clean": "training accuracy (true labels)",
+          "train_acc_corrupted": "agreement with noisy labels",
+          "learning_distance": "learning distance"}
 
 
 def with_remaining(frame: pd.DataFrame) -> pd.DataFrame:
@@ -46,44 +52,50 @@ def curves(ax, frame: pd.DataFrame, y: str = "test_acc", hue: str | None = None,
     sns.lineplot(data=data, x="remaining", y=y, hue=hue, errorbar="sd", marker="o",
                  markersize=3, ax=ax, **kwargs)
     sparsity_axis(ax)
-    ax.set_ylabel(y.replace("_", " "))
+    ax.set_ylabel(LABELS.get(y, y.replace("_", " ")))
     return ax
 
 
-def mark_phases(ax, summary: CurveSummary) -> None:
-    """Shade the phases of one curve: light, critical, sweet spot and collapse.
-
-    Boundaries are the landmarks of :func:`metrics.curve_summary`: the light phase ends at
-    the worst point, the critical phase climbs to the best point, the sweet spot is the
-    best level's neighbourhood and the collapse follows it.
-    """
-    def remaining(sparsity):
-        return 100.0 * (1.0 - sparsity)
-
+def mark_phases(ax, summary: CurveSummary, rate: float = 0.2) -> None:
+    """Shade the phases of one curve (light, critical, sweet spot, collapsed), placed by
+    :func:`metrics.phases`; the first and last run to the edges of the axis."""
     left, right = ax.get_xlim()  # inverted: left is the dense end
-    edges = [left]
-    names = []
-    if not np.isnan(summary.worst_sparsity):
-        edges.append(remaining(summary.worst_sparsity))
-        names.append("light")
-    names.append("critical" if names else "light")
-    best = remaining(summary.best_sparsity)
-    edges += [best * 1.1, best / 1.1, right]
-    names += ["sweet", "collapsed"]
-    for (start, end), name in zip(zip(edges[:-1], edges[1:]), names):
-        ax.axvspan(start, end, color=PHASE_COLOURS[name], alpha=0.6, lw=0, zorder=0)
-        ax.text(np.sqrt(start * end), 0.02, name, transform=ax.get_xaxis_transform(),
-                ha="center", va="bottom", fontsize=7, color="0.35", rotation=90)
+    for phase in metrics.phases(summary, rate):
+        start = left if phase.start <= 0 else min(left, 100.0 * (1.0 - phase.start))
+        end = right if phase.end >= 1 else max(right, 100.0 * (1.0 - phase.end))
+        if start <= end:  # outside the axis
+            continue
+        ax.axvspan(start, end, color=PHASE_COLOURS[phase.name], alpha=0.6, lw=0, zorder=0)
+        ax.text(np.sqrt(start * end), 0.02, phase.name, transform=ax.get_xaxis_transform(),
+                ha="center", va="bottom", fontsize=8, color="0.3", rotation=90)
     ax.set_xlim(left, right)
 
 
-def train_test_figure(frame: pd.DataFrame, hue: str, phases: CurveSummary | None = None):
+def palette(labels) -> dict:
+    """One colour per label, to keep a curve's colour the same across a page's figures."""
+    return dict(zip(labels, sns.color_palette(n_colors=len(labels))))
+
+
+def mark_sparsities(ax, sparsities: dict, linestyle: str = "--") -> None:
+    """A vertical line at each curve's sparsity, in the colour of the curve its label
+    names in the axis legend; NaN (never reached) draws nothing."""
+    handles, labels = ax.get_legend_handles_labels()
+    colours = {label: handle.get_color() for handle, label in zip(handles, labels)}
+    for label, sparsity in sparsities.items():
+        if not np.isnan(sparsity):
+            ax.axvline(100.0 * (1.0 - sparsity), color=colours.get(label, "0.3"),
+                       linestyle=linestyle, lw=1.2, zorder=1)
+
+
+def train_test_figure(frame: pd.DataFrame, hue: str, phases: CurveSummary | None = None,
+                      **kwargs):
     """The standard two panels: training accuracy (noisy labels) and test accuracy against
-    remaining weights, one line per ``hue``; the phases of ``phases`` shaded on the right."""
+    remaining weights, one line per ``hue``; the phases of ``phases`` shaded on the right.
+    ``kwargs`` go to :func:`curves` (``palette``, ``hue_order``)."""
     fig, axes = figure(1, 2)
-    curves(axes[0, 0], frame, "train_acc", hue=hue)
+    curves(axes[0, 0], frame, "train_acc", hue=hue, **kwargs)
     axes[0, 0].set_title("training accuracy (noisy labels)")
-    curves(axes[0, 1], frame, "test_acc", hue=hue)
+    curves(axes[0, 1], frame, "test_acc", hue=hue, **kwargs)
     if phases is not None:
         mark_phases(axes[0, 1], phases)
     axes[0, 1].set_title("test accuracy")

@@ -250,7 +250,7 @@ def environment(device: str) -> dict:
     from importlib import metadata
 
     versions = {}
-    for package in ("sddlib", "torch", "torchvision", "numpy", "pandas", "mnist1d",
+    for package in ("sddlib", "torch", "torchvision", "numpy", "pandas", "mnist1d", "mlxtend",
                     "scikit-learn"):
         try:
             versions[package] = metadata.version(package)

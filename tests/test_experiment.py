@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from importlib import metadata
 
 import pandas as pd
 import pytest
@@ -36,8 +37,9 @@ def test_a_run_stores_its_table_config_environment_and_checkpoints(tiny_config, 
     config = json.loads(result.file("config.json").read_text())
     assert config["widths"] == [32, 32] and config["noise"] == 0.2
     meta = json.loads(result.file("meta.json").read_text())
-    assert meta["versions"]["torch"] == torch.__version__.split("+")[0] or \
-        meta["versions"]["torch"] == torch.__version__
+    # the installed distribution's version, the release of the torch that ran
+    assert meta["versions"]["torch"] == metadata.version("torch")
+    assert meta["versions"]["torch"].split("+")[0] == torch.__version__.split("+")[0]
     assert "code_revision" in meta and meta["device"] == "cpu"
     for level in range(4):
         assert result.level_dir(level).joinpath("final.pt").exists()
@@ -49,15 +51,6 @@ def test_a_run_stores_its_table_config_environment_and_checkpoints(tiny_config, 
     frame = store.load()
     assert {"run", "level", "test_acc", "dataset", "noise", "retrain", "seed"} <= set(frame)
     assert len(frame) == 4
-
-
-def test_learning_distance_is_measured_from_the_original_init(tiny_config, tmp_path, data_dir):
-    result, _ = run(tiny_config, tmp_path, data_dir)
-    init = load_torch(result.file("checkpoints", "init.pt"))
-    final = load_torch(result.level_dir(2) / "final.pt")
-    names = ["hidden.1.weight", "hidden.3.weight", "output.weight"]
-    expected = sum(float((final[n] - init[n]).pow(2).sum()) for n in names) ** 0.5
-    assert abs(result.levels().learning_distance[2] - expected) < 1e-4 * expected
 
 
 def test_a_finished_run_is_reused_and_a_longer_one_extends_it(tiny_config, tmp_path, data_dir,
@@ -88,8 +81,8 @@ def test_same_config_and_seed_give_the_same_numbers(tiny_config, tmp_path, data_
     pd.testing.assert_frame_equal(a.levels().drop(columns="seconds"),
                                   b.levels().drop(columns="seconds"))
     c, _ = run(tiny_config.replace(seed=1), tmp_path / "a", data_dir)
-    assert not a.levels().test_acc.equals(c.levels().test_acc) or \
-        not a.levels().learning_distance.equals(c.levels().learning_distance)
+    # another seed: another init, so every level ends at another training loss
+    assert (a.levels().train_loss != c.levels().train_loss).all()
 
 
 @pytest.mark.parametrize("mode", ["finetune", "lr-rewind", "scratch"])
@@ -137,21 +130,38 @@ def test_lottery_rewinds_to_iteration_k_of_the_dense_run(tiny_config, tmp_path, 
     assert not torch.equal(rewind["output.weight"], init["output.weight"])
 
 
-@pytest.mark.parametrize("changes", [{"criterion": "gradient"}, {"criterion": "random"},
-                                     {"scope": "layerwise"}, {"optimizer": "sgd", "lr": 0.05,
-                                                              "schedule": "cosine"}])
-def test_other_criteria_scopes_and_recipes_run(changes, tiny_config, tmp_path, data_dir):
+@pytest.mark.parametrize("changes", [{"scope": "layerwise"},
+                                     {"optimizer": "sgd", "lr": 0.05, "schedule": "cosine"}])
+def test_other_scopes_and_recipes_run(changes, tiny_config, tmp_path, data_dir):
     result, _ = run(tiny_config.replace(levels=2, **changes), tmp_path, data_dir)
     table = result.levels()
     assert len(table) == 3 and abs(table.sparsity[2] - 0.36) < 1e-3
 
 
-def test_random_pruning_is_not_magnitude_pruning(tiny_config, tmp_path, data_dir):
-    magnitude, _ = run(tiny_config.replace(levels=1), tmp_path, data_dir)
-    random, _ = run(tiny_config.replace(levels=1, criterion="random"), tmp_path, data_dir)
-    a = load_torch(magnitude.level_dir(1) / "mask.pt")["hidden.3.weight"]
-    b = load_torch(random.level_dir(1) / "mask.pt")["hidden.3.weight"]
-    assert not torch.equal(a, b)
+def test_layerwise_scope_prunes_every_layer_by_the_same_share(tiny_config, tmp_path, data_dir):
+    result, _ = run(tiny_config.replace(levels=1, scope="layerwise"), tmp_path, data_dir)
+    masks = load_torch(result.level_dir(1) / "mask.pt")
+    assert {name: round(prune.sparsity({name: mask}), 2) for name, mask in masks.items()} \
+        == {name: 0.2 for name in masks}
+
+
+def test_criteria_choose_different_weights_and_magnitude_keeps_the_largest(tiny_config,
+                                                                          tmp_path, data_dir):
+    masks, finals = {}, {}
+    for criterion in ("magnitude", "gradient", "random"):
+        result, _ = run(tiny_config.replace(levels=1, criterion=criterion), tmp_path, data_dir)
+        masks[criterion] = load_torch(result.level_dir(1) / "mask.pt")
+        finals[criterion] = load_torch(result.level_dir(0) / "final.pt")
+    for first, second in [("magnitude", "gradient"), ("magnitude", "random"),
+                          ("gradient", "random")]:
+        assert any(not torch.equal(masks[first][name], masks[second][name])
+                   for name in masks[first]), (first, second)
+    # global magnitude: level 1 keeps exactly the largest |w| of level 0's final weights
+    magnitude, final0 = masks["magnitude"], finals["magnitude"]
+    kept = torch.cat([final0[name][mask == 1].abs() for name, mask in magnitude.items()])
+    dropped = torch.cat([final0[name][mask == 0].abs() for name, mask in magnitude.items()])
+    assert len(dropped) == round(0.2 * (len(kept) + len(dropped)))
+    assert kept.min() >= dropped.max()
 
 
 # ---------------------------------------------------------------------------- command line
@@ -230,7 +240,7 @@ def test_cli_run_prints_the_run_folder_and_reuses_it(tmp_path, data_dir):
     second = subprocess.run(cli_run(tmp_path / "runs", data_dir), capture_output=True,
                             text=True, check=True)
     assert second.stdout.strip().splitlines()[-1] == folder
-    assert "reusing" in second.stderr
+    assert "reused it" in second.stderr
 
 
 def test_evaluate_pruned_reproduces_the_stored_accuracy(tiny_config, tmp_path, data_dir):
@@ -435,4 +445,4 @@ def test_cli_run_with_seeds_stacks_them_and_prints_each_folder(tmp_path, data_di
     # asking again reuses all three
     assert main([*arguments, "--runs-dir", str(tmp_path / "stacked")]) == 0
     out, err = capsys.readouterr()
-    assert out.strip().splitlines() == stacked and err.count("reusing") == 3
+    assert out.strip().splitlines() == stacked and err.count("reused it") == 3

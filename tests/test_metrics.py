@@ -83,3 +83,151 @@ def test_learning_distances_from_checkpoints_match_the_stored_column(tmp_path):
     assert set(layers.layer) == {"hidden.1", "hidden.3", "output"}
     summed = layers.assign(square=layers.distance ** 2).groupby("level").square.sum() ** 0.5
     assert summed.to_numpy() == pytest.approx(whole.distance.to_numpy(), rel=1e-6)
+
+
+# ---------------------------------------------------------------------------- landmarks
+# A curve with a known shape: dense 0.80, a dip to 0.70 at level 2, the best 0.90 at
+# level 4, a collapse to 0.40 at level 6 (means over the seeds below).
+SHAPE = [0.80, 0.75, 0.70, 0.78, 0.90, 0.60, 0.40]
+
+
+def two_seeds(means, spread):
+    """Seeds 0 and 1 at ``means`` +- ``spread`` (per level), so their mean is ``means``."""
+    first = levels_frame({"test_acc": [m + s for m, s in zip(means, spread)]}, seeds=[0])
+    second = levels_frame({"test_acc": [m - s for m, s in zip(means, spread)]}, seeds=[1])
+    return pd.concat([first, second], ignore_index=True)
+
+
+def test_curve_summary_takes_the_landmarks_of_the_mean_over_seeds():
+    # alone, seed 0 would peak at level 3 (0.78 + 0.15 > 0.90 + 0.01): the mean peaks at 4
+    frame = two_seeds(SHAPE, [0.0, 0.0, 0.0, 0.15, 0.01, 0.0, 0.0])
+    summary = metrics.curve_summary(frame)
+    assert summary.dense_acc == pytest.approx(0.80)
+    assert (summary.worst_level, summary.best_level, summary.last_level) == (2, 4, 6)
+    assert summary.worst_acc == pytest.approx(0.70)
+    assert summary.best_acc == pytest.approx(0.90)
+    assert summary.last_acc == pytest.approx(0.40)
+    assert summary.worst_sparsity == pytest.approx(0.36)
+    assert summary.best_sparsity == pytest.approx(1 - 0.8 ** 4)
+    assert summary.last_sparsity == pytest.approx(1 - 0.8 ** 6)
+    assert summary.seeds == 2
+
+
+def test_curve_summary_worst_is_a_pruned_level_before_the_best():
+    # the dense level is the lowest and level 5 lower than level 2, yet neither is the worst
+    frame = levels_frame({"test_acc": [0.50, 0.70, 0.60, 0.90, 0.80, 0.55]})
+    summary = metrics.curve_summary(frame)
+    assert (summary.worst_level, summary.worst_acc) == (2, pytest.approx(0.60))
+    assert summary.best_level == 3
+
+
+def test_curve_summary_has_no_worst_point_when_the_first_pruned_level_is_best():
+    summary = metrics.curve_summary(levels_frame({"test_acc": [0.80, 0.90, 0.85, 0.70]}))
+    assert summary.best_level == 1 and summary.worst_level == -1
+    assert math.isnan(summary.worst_acc) and math.isnan(summary.worst_sparsity)
+    assert not summary.three_phases()
+
+
+def test_three_phases_needs_the_dip_the_rise_and_the_fall():
+    from dataclasses import replace
+
+    shape = metrics.curve_summary(levels_frame({"test_acc": SHAPE}))
+    assert shape.three_phases()  # dip 0.10, rise 0.20, fall 0.50
+    assert not replace(shape, worst_acc=0.795).three_phases()           # dip 0.005 < 0.01
+    assert not replace(shape, best_acc=0.72, last_acc=0.60).three_phases()  # rise 0.02
+    assert not replace(shape, last_acc=0.88).three_phases()             # fall 0.02 < 0.03
+    assert replace(shape, last_acc=0.88).three_phases(fall=0.02)        # thresholds are knobs
+    assert not replace(shape, worst_acc=float("nan")).three_phases()
+
+
+# ---------------------------------------------------------------------------- sharpness
+def sharpness_table(values):
+    return pd.DataFrame({"level": range(len(values)),
+                         "sparsity": [1 - 0.8 ** level for level in range(len(values))],
+                         "top_eigenvalue": values})
+
+
+def test_sharpness_trend_rising_with_sparsity_and_over_the_rise():
+    frame = levels_frame({"test_acc": SHAPE}, seeds=[0, 1])
+    trend = metrics.sharpness_trend(frame, sharpness_table([1, 2, 3, 4, 5, 6, 7]))
+    assert trend.rho_sparsity == pytest.approx(1.0)
+    assert trend.rise_levels == 3  # levels 2, 3, 4: worst to best
+    assert trend.rho_rise == pytest.approx(1.0)  # sharper while accuracy rises
+
+
+def test_sharpness_trend_rise_window_is_worst_to_best_only():
+    # flatter (lower) from level 2 to 4 while accuracy rises; sharp elsewhere
+    frame = levels_frame({"test_acc": SHAPE})
+    trend = metrics.sharpness_trend(frame, sharpness_table([1, 2, 9, 5, 3, 10, 11]))
+    assert trend.rise_levels == 3
+    assert trend.rho_rise == pytest.approx(-1.0)
+    # ranks 1,2,5,4,3,6,7 against 1..7: 1 - 6 * (2² + 2²) / (7 * (7² - 1)) = 6/7
+    assert trend.rho_sparsity == pytest.approx(6 / 7)
+
+
+def test_sharpness_trend_without_a_worst_point_has_no_rise():
+    frame = levels_frame({"test_acc": [0.80, 0.90, 0.85, 0.70]})
+    trend = metrics.sharpness_trend(frame, sharpness_table([1, 2, 3, 4]))
+    assert trend.rise_levels == 0 and math.isnan(trend.rho_rise)
+    assert trend.rho_sparsity == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------------------- training drop
+def test_train_drop_sparsity_crosses_at_a_known_level_and_is_strict():
+    frame = levels_frame({"train_acc": [1.0, 1.0, 0.97, 0.95, 0.94, 0.5]})
+    assert metrics.train_drop_sparsity(frame) == pytest.approx(1 - 0.8 ** 4)  # 0.94 < 0.95
+    assert metrics.train_drop_sparsity(frame, threshold=0.02) == pytest.approx(0.36)
+    assert math.isnan(metrics.train_drop_sparsity(
+        levels_frame({"train_acc": [0.90, 0.95, 0.97, 1.0]})))  # never drops
+
+
+# ---------------------------------------------------------------------------- memorisation
+def test_memorisation_drop_sparsity_is_the_first_level_below_half_the_dense_value():
+    frame = levels_frame({"train_acc_corrupted": [0.90, 0.95, 0.60, 0.44, 0.10, 0.02]})
+    assert metrics.memorisation_drop_sparsity(frame) == pytest.approx(1 - 0.8 ** 3)  # < 0.45
+    assert metrics.memorisation_drop_sparsity(frame, fraction=0.7) == pytest.approx(0.36)
+    assert metrics.memorisation_drop_sparsity(frame, fraction=0.05) == pytest.approx(
+        1 - 0.8 ** 5)
+
+
+def test_memorisation_drop_sparsity_averages_seeds_and_is_nan_without_a_drop_or_noise():
+    frame = pd.concat([levels_frame({"train_acc_corrupted": [1.0, 0.9, 0.2]}, seeds=[0]),
+                       levels_frame({"train_acc_corrupted": [0.8, 0.3, 0.6]}, seeds=[1])])
+    # means 0.9, 0.6, 0.4: below 0.45 only at level 2 (seed 1 alone would drop at level 1)
+    assert metrics.memorisation_drop_sparsity(frame) == pytest.approx(0.36)
+    assert math.isnan(metrics.memorisation_drop_sparsity(
+        levels_frame({"train_acc_corrupted": [1.0, 0.9, 0.8]})))
+    clean = levels_frame({"train_acc_corrupted": [float("nan")] * 3})  # no label changed
+    assert math.isnan(metrics.memorisation_drop_sparsity(clean))
+
+
+def test_recovery_sparsity_is_half_way_from_the_worst_back_to_the_best():
+    frame = levels_frame({"test_acc": SHAPE})  # worst 0.70, best 0.90: half way is 0.80
+    assert metrics.recovery_sparsity(frame) == pytest.approx(1 - 0.8 ** 4)  # 0.78 < 0.80
+    assert metrics.recovery_sparsity(frame, fraction=0.4) == pytest.approx(1 - 0.8 ** 3)
+    assert math.isnan(metrics.recovery_sparsity(
+        levels_frame({"test_acc": [0.80, 0.90, 0.85, 0.70]})))  # no dip to recover from
+
+
+# ---------------------------------------------------------------------------- phases
+def test_phases_tile_the_sparsity_axis_at_the_landmarks():
+    summary = metrics.curve_summary(levels_frame({"test_acc": SHAPE}))
+    phases = metrics.phases(summary)
+    assert [phase.name for phase in phases] == list(metrics.PHASES)
+    assert phases[0].start == 0.0 and phases[-1].end == 1.0
+    assert all(a.end == b.start for a, b in zip(phases, phases[1:]))
+    assert phases[0].end == pytest.approx(summary.worst_sparsity)
+    # the sweet spot spans half a pruning level (20%) either side of the best level
+    sweet = phases[2]
+    assert 1 - sweet.start == pytest.approx(0.8 ** 4 / 0.8 ** 0.5)
+    assert 1 - sweet.end == pytest.approx(0.8 ** 4 * 0.8 ** 0.5)
+    assert sweet.start < summary.best_sparsity < sweet.end
+
+
+def test_phases_without_a_dip_have_no_critical_phase():
+    summary = metrics.curve_summary(levels_frame({"test_acc": [0.80, 0.90, 0.85, 0.70]}))
+    phases = metrics.phases(summary)
+    assert [phase.name for phase in phases] == ["light", "sweet spot", "collapsed"]
+    assert 1 - phases[0].end == pytest.approx(0.8 / 0.8 ** 0.5)
+    dense_only = metrics.curve_summary(levels_frame({"test_acc": [0.80]}))
+    assert [phase.name for phase in metrics.phases(dense_only)] == ["sweet spot", "collapsed"]
