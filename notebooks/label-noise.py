@@ -26,10 +26,12 @@
 # standard deviation over seeds. The training-accuracy drop starts at the first level,
 # after training accuracy peaks, where it falls a fixed margin below that peak
 # (`metrics.train_drop_sparsity`); "escaping overfitting" is read as reaching the sweet
-# spot, the best test accuracy. Memorisation is the agreement with the noisy label on the
+# spot, the best test accuracy; each claim asks whether a landmark moves one way as the
+# noise rate grows (`metrics.monotone`). Memorisation is the agreement with the noisy label on the
 # training samples whose label was changed: it stops where it falls below half its dense
 # value (`metrics.memorisation_drop_sparsity`), and test accuracy recovers where it has
-# climbed half way from its worst point back to its best (`metrics.recovery_sparsity`).
+# climbed half way from its worst point back to its best (`metrics.recovery_sparsity`);
+# memorisation should stop between the two (`metrics.memorisation_on_climb`).
 
 # %% tags=["parameters"]
 profile = "quick"
@@ -65,34 +67,24 @@ table = table.join(frame.groupby("label noise")[["noise", "noise_kind"]].first()
 random_labels = table[table.noise_kind == "random"].sort_values("noise")
 noisy = table[table.noise > 0]
 
-
-def trend(values, decreasing):
-    """Whether a landmark moves the claimed way as the random-label rate grows."""
-    if len(values) < 2 or values.isna().any():
-        return "cannot be judged here"
-    moves = values.is_monotonic_decreasing if decreasing else values.is_monotonic_increasing
-    return "holds" if moves else "does not hold here"
-
-
 figures.glue("drop_threshold", drop_threshold)
 figures.glue("seed_count", len(seeds))
-figures.glue("drop_by_noise", ", ".join(
-    f"{label} {sparsity:.1%}" if pd.notna(sparsity) else f"{label} none"
-    for label, sparsity in table.train_drop_sparsity.items()))
-figures.glue("best_by_noise", ", ".join(
-    f"{label} {sparsity:.1%}" for label, sparsity in table.best_sparsity.items()))
-figures.glue("drop_verdict", trend(random_labels.train_drop_sparsity, decreasing=True))
-figures.glue("best_verdict", trend(random_labels.best_sparsity, decreasing=False))
+figures.glue("drop_by_noise", figures.sparsity_list(table.train_drop_sparsity))
+figures.glue("best_by_noise", figures.sparsity_list(table.best_sparsity))
+# the claims: as the random-label rate grows, the drop comes at lower (or equal) sparsity
+# and the sweet spot at higher (or equal) sparsity
+figures.glue("drop_verdict", metrics.verdict(
+    metrics.monotone(random_labels.train_drop_sparsity, decreasing=True)))
+figures.glue("best_verdict", metrics.verdict(
+    metrics.monotone(random_labels.best_sparsity, decreasing=False)))
 
 # %% tags=["hide-input"]
 # the claim holds for a setting when memorisation stops on the climb out of the dip:
 # after the worst test point, at or before the best
-judged = noisy.dropna(subset=["memorisation_drop_sparsity", "worst_sparsity"])
-on_climb = ((judged.memorisation_drop_sparsity > judged.worst_sparsity)
-            & (judged.memorisation_drop_sparsity <= judged.best_sparsity))
+on_climb = metrics.memorisation_on_climb(noisy)
 figures.glue("memorisation_fraction", memorisation_fraction)
 figures.glue("noisy_count", len(noisy))
-figures.glue("judged_count", len(judged))
+figures.glue("judged_count", len(on_climb))
 figures.glue("memorisation_dense_by_noise", ", ".join(
     f"{label} {value:.1%}" for label, value in noisy.memorisation_dense.items()))
 figures.glue("memorisation_by_noise", "; ".join(
@@ -101,15 +93,9 @@ figures.glue("memorisation_by_noise", "; ".join(
     + (f", test accuracy is half way back at {row.recovery_sparsity:.1%}"
        if pd.notna(row.recovery_sparsity) else ", test accuracy has no dip to recover from")
     for label, row in noisy.iterrows()))
-if judged.empty:
-    memorisation_verdict = ("cannot be judged here: no noisy setting has both a memorisation "
-                            "drop and a dip in test accuracy")
-elif on_climb.all():
-    memorisation_verdict = "holds for every setting where it can be judged"
-else:
-    memorisation_verdict = (f"holds for {int(on_climb.sum())} of the {len(judged)} settings "
-                            "where it can be judged")
-figures.glue("memorisation_verdict", memorisation_verdict)
+figures.glue("memorisation_verdict", metrics.verdict_of_cases(
+    on_climb, "setting",
+    why_none="no noisy setting has both a memorisation drop and a dip in test accuracy"))
 
 # %% tags=["hide-input"]
 colours = plots.palette(list(table.index))
@@ -133,9 +119,8 @@ headers = {"label noise": "label noise", "train_drop_sparsity": "training drop (
            "recovery_sparsity": "test half way back (sparsity)", "dense_acc": "dense",
            "worst_acc": "worst", "worst_sparsity": "worst (sparsity)", "best_acc": "best",
            "best_sparsity": "best (sparsity)", "last_acc": "last"}
-shown = table.reset_index()[list(headers)].rename(columns=headers)
-figures.glue("noise_table", shown.style.format(
-    {c: "{:.1%}" for c in shown.columns[1:]}, na_rep="-").hide(axis="index"))
+figures.glue("noise_table", figures.percent_table(table.reset_index(), headers,
+                                                  plain=["label noise"]))
 
 # %% [markdown]
 # ```{glue:figure} fig_noise

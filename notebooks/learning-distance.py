@@ -35,7 +35,7 @@
 # the seed-averaged distance peaks beside where test accuracy is lowest, how low it ends,
 # and Spearman's rank correlation between distance and test accuracy over the levels from
 # dense to the best pruned level (`metrics.distance_peak`,
-# `metrics.distance_accuracy_correlation`).
+# `metrics.distance_accuracy_correlation`; the claim judged by `metrics.distance_claims`).
 
 # %% tags=["parameters"]
 profile = "quick"
@@ -50,39 +50,16 @@ compute_missing = True
 # %% tags=["hide-input"]
 import math
 
-import pandas as pd
-
 from sddlib import figures, metrics, plots
 
 variants = figures.configs(experiment, seeds,
                            {name: {"dataset": name, "retrain": "lottery", **changes}
                             for name, changes in datasets.items()})
 frame = figures.gather(variants, compute_missing, label="dataset_name")
-
-
-def judged(rho: float, peak: metrics.DistancePeak) -> str:
-    """The claim needs both: the distance peaks inside the curve (not at the dense or the
-    sparsest level) and it moves against test accuracy up to the sweet spot."""
-    if math.isnan(rho):  # too few levels before the peak, or a flat curve
-        return "cannot be judged here"
-    return "holds" if rho < 0 and peak.interior else "does not hold here"
-
-
-rows = []
-for name in datasets:
-    curve = frame[frame.dataset_name == name]
-    peak = metrics.distance_peak(curve)
-    correlation = metrics.distance_accuracy_correlation(curve)
-    rows.append({"dataset": name, "optimizer": variants[name][0].optimizer,
-                 "peak_sparsity": peak.sparsity,
-                 "worst_sparsity": peak.worst_sparsity,
-                 "levels_apart": abs(peak.level - peak.worst_level)
-                 if peak.worst_level >= 0 else float("nan"),
-                 "peak_distance": peak.distance, "last_distance": peak.last_distance,
-                 "last_over_peak": peak.last_distance / peak.distance,
-                 "interior_peak": peak.interior, "rho": correlation.rho,
-                 "rho_levels": correlation.levels, "verdict": judged(correlation.rho, peak)})
-claims = pd.DataFrame(rows)
+# the claim needs both an interior peak and a distance moving against test accuracy
+claims = metrics.distance_claims({name: frame[frame.dataset_name == name]
+                                  for name in datasets})
+claims.insert(1, "optimizer", [variants[name][0].optimizer for name in datasets])
 
 main = next(iter(datasets))
 headline = metrics.curve_summary(frame[frame.dataset_name == main])
@@ -98,28 +75,8 @@ figures.glue("peak_where", "an interior level" if first["interior_peak"] else
              "an end of the curve")
 figures.glue("levels_apart", "no dip to compare with" if math.isnan(first["levels_apart"])
              else f"{int(first['levels_apart'])} pruning level(s) from the test minimum")
-figures.glue("claims_table", claims.rename(columns={
-    "peak_sparsity": "distance peak (sparsity)", "worst_sparsity": "test minimum (sparsity)",
-    "levels_apart": "levels apart", "peak_distance": "peak distance",
-    "last_distance": "last distance", "last_over_peak": "last / peak",
-    "interior_peak": "interior peak", "rho": "Spearman ρ", "rho_levels": "levels in ρ",
-}).style.format({"distance peak (sparsity)": "{:.1%}", "test minimum (sparsity)": "{:.1%}",
-                 "levels apart": "{:.0f}", "peak distance": "{:.2f}",
-                 "last distance": "{:.2f}", "last / peak": "{:.0%}", "Spearman ρ": "{:.2f}"},
-                na_rep="-").hide(axis="index"))
-
-fig, axes = plots.figure(len(datasets), 2, width=11.0, height=3.8)
-for row, name in enumerate(datasets):
-    curve = frame[frame.dataset_name == name]
-    summary = metrics.curve_summary(curve)
-    plots.curves(axes[row, 0], curve, "learning_distance")
-    plots.mark_phases(axes[row, 0], summary)
-    axes[row, 0].set(ylabel="learning distance", title=f"{name}: learning distance")
-    plots.curves(axes[row, 1], curve, "test_acc")
-    plots.mark_phases(axes[row, 1], summary)
-    axes[row, 1].set(ylabel="test accuracy", title=f"{name}: test accuracy")
-fig.tight_layout()
-figures.glue("fig_distance", fig)
+figures.glue("claims_table", figures.distance_claims_table(claims))
+figures.glue("fig_distance", plots.distance_figure(frame, datasets, by="dataset_name"))
 
 # %% [markdown]
 # ```{glue:figure} fig_distance
@@ -159,6 +116,7 @@ figures.glue("fig_distance", fig)
 # two coincide and only one is drawn).
 
 # %% tags=["hide-input"]
+import pandas as pd
 import seaborn as sns
 
 run = figures.store().find(variants[main][0])

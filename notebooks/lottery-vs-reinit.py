@@ -31,8 +31,6 @@ seeds = [0]
 compute_missing = True
 
 # %% tags=["hide-input"]
-import math
-
 from sddlib import figures, metrics, plots
 
 variants = figures.configs(experiment, seeds, {"lottery": {"retrain": "lottery"},
@@ -53,33 +51,16 @@ pruned = mean_difference[mean_difference.level > 0]
 figures.glue("pruned_levels", len(pruned))
 figures.glue("lottery_wins", int((pruned["mean"] > 0).sum()))
 figures.glue("mean_difference_points", 100 * float(pruned["mean"].mean()))
-figures.glue("shift_verdict", "holds" if reinit.best_sparsity < lottery.best_sparsity
-             else "does not hold here")
+figures.glue("shift_verdict", metrics.verdict(reinit.best_sparsity < lottery.best_sparsity))
 drop_threshold = 0.05
 train_drops = {name: metrics.train_drop_sparsity(frame[frame.retrain == name], drop_threshold)
                for name in ("lottery", "reinit")}
 figures.glue("drop_threshold", drop_threshold)
-figures.glue("train_drops", ", ".join(
-    f"{name} {sparsity:.1%}" if not math.isnan(sparsity) else f"{name} none"
-    for name, sparsity in train_drops.items()))
+figures.glue("train_drops", figures.sparsity_list(train_drops))
 
-fig, axes = plots.figure(2, 2)
-plots.curves(axes[0, 0], frame, "train_acc", hue="retrain")
-plots.mark_sparsities(axes[0, 0], train_drops)
-axes[0, 0].set_title("training accuracy (noisy labels)")
-plots.curves(axes[0, 1], frame, "test_acc", hue="retrain")
-for ax in axes[0]:
-    ax.get_legend().set_title("retraining")
-plots.mark_phases(axes[0, 1], lottery)
-axes[0, 1].set_title("test accuracy")
-for ax, table_difference, what in ((axes[1, 0], train_difference, "training"),
-                                   (axes[1, 1], difference, "test")):
-    plots.curves(ax, table_difference, "difference", label="lottery − reinit")
-    ax.axhline(0.0, color="0.3", lw=0.8)
-    ax.set_ylabel(f"{what} accuracy difference")
-    ax.set_title(f"{what} accuracy, lottery − reinit, paired by seed")
-fig.tight_layout()
-figures.glue("fig_reinit", fig)
+figures.glue("fig_reinit", plots.paired_figure(
+    frame, "retrain", {"training": train_difference, "test": difference}, "lottery − reinit",
+    drops=train_drops, phases=lottery, legend_title="retraining"))
 figures.glue("summary_table", figures.summary_table(table, "retrain"))
 
 # %% [markdown]

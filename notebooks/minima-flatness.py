@@ -28,7 +28,8 @@
 # eigenvalue of the training-loss Hessian (Lanczos) and its trace (Hutch++), both over the
 # weights left after pruning and on a few seeded training batches
 # (`landscape.sharpness_by_level`; Hessian-vector products by finite differences of
-# gradients, see `landscape.restricted_hessian`).
+# gradients, see `landscape.restricted_hessian`). What the sharpness over the rise of the
+# curve says about the claim is worded by `metrics.flatness_verdict`.
 
 # %% tags=["parameters"]
 profile = "quick"
@@ -42,10 +43,6 @@ hessian_method = "finite_difference"
 compute_missing = True
 
 # %% tags=["hide-input"]
-import math
-
-import seaborn as sns
-
 from sddlib import figures, landscape, metrics, plots
 from sddlib.project import load_settings
 
@@ -69,37 +66,9 @@ figures.glue("last_eigenvalue", float(by_level.top_eigenvalue[summary.last_level
 figures.glue("rho_sparsity", trend.rho_sparsity)
 figures.glue("rho_rise", trend.rho_rise)
 figures.glue("rise_levels", trend.rise_levels)
-if math.isnan(trend.rho_rise):  # no worst point before the sweet spot, or too few levels
-    verdict = "cannot be judged here"
-elif trend.rho_rise < 0:
-    verdict = "is consistent with flatness explaining the rise"
-else:
-    verdict = "does not support flatness as the explanation, as the paper found"
-figures.glue("verdict", verdict)
+figures.glue("verdict", metrics.flatness_verdict(trend))
 
-curves["remaining"] = [f"{100 * (1 - s):.3g}% left" for s in curves.sparsity]
-fig, axes = plots.figure(2, 3, width=13.5, height=3.4)
-for ax, (split, y, title) in zip(axes.flat, [
-        ("train", "loss", "training loss (noisy labels)"), ("test", "loss", "test loss"),
-        (None, None, None), ("test", "accuracy", "test accuracy along the direction")]):
-    if split is None:
-        continue
-    sns.lineplot(data=curves[curves.split == split], x="alpha", y=y, hue="remaining",
-                 marker="o", markersize=3, ax=ax)
-    ax.set(title=title, xlabel="step along the filter-normalised direction")
-    ax.legend(fontsize=7)
-plots.curves(axes[0, 2], frame, "test_acc")
-plots.mark_phases(axes[0, 2], summary)
-axes[0, 2].set_title("test accuracy of the run")
-for ax, column, title in ((axes[1, 1], "top_eigenvalue", "top Hessian eigenvalue"),
-                          (axes[1, 2], "trace", "Hessian trace (Hutch++)")):
-    plots.curves(ax, sharpness, column)
-    plots.mark_phases(ax, summary)
-    if (sharpness[column] > 0).all():
-        ax.set_yscale("log")
-    ax.set_title(title)
-fig.tight_layout()
-figures.glue("fig_flatness", fig)
+figures.glue("fig_flatness", plots.flatness_figure(curves, frame, sharpness, summary))
 
 # %% [markdown]
 # ```{glue:figure} fig_flatness

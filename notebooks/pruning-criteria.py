@@ -23,7 +23,9 @@
 # criterion and plots mean ± one standard deviation over seeds. We measure the
 # interpolation threshold on the *training* curve, as the label-noise page does: the first
 # level, after training accuracy peaks, where it falls a fixed margin below that peak
-# (`metrics.train_drop_sparsity`). The worst point of the test curve is listed beside it.
+# (`metrics.train_drop_sparsity`), and compare magnitude's with random's
+# (`metrics.interpolation_threshold_order`). The worst point of the test curve is listed
+# beside it.
 
 # %% tags=["parameters"]
 profile = "quick"
@@ -33,10 +35,6 @@ criteria = ["magnitude", "gradient", "random"]
 compute_missing = True
 
 # %% tags=["hide-input"]
-import math
-
-import pandas as pd
-
 from sddlib import figures, metrics, plots
 
 drop_threshold = 0.05
@@ -52,27 +50,12 @@ figures.glue_summary(headline)
 figures.glue("main_criterion", main)
 figures.glue("seed_count", len(seeds))
 figures.glue("drop_threshold", drop_threshold)
-
-
-def listed(column):
-    return ", ".join(f"{name} {sparsity:.1%}" if pd.notna(sparsity) else f"{name} none"
-                     for name, sparsity in zip(table.criterion, table[column]))
-
-
-figures.glue("drop_by_criterion", listed("train_drop_sparsity"))
-figures.glue("worst_by_criterion", listed("worst_sparsity"))
-
-drop = table.set_index("criterion").train_drop_sparsity.reindex(["magnitude", "random"])
-if drop.isna().any():
-    verdict = ("cannot be judged here: it needs magnitude and random curves whose training "
-               "accuracy both drop")
-elif math.isclose(1 - drop["magnitude"], 1 - drop["random"], rel_tol=0.01):  # same level
-    verdict = "does not hold here (both drop at the same level)"
-elif drop["magnitude"] > drop["random"]:
-    verdict = "holds"
-else:
-    verdict = "does not hold here (random pruning drops at higher sparsity)"
-figures.glue("verdict", verdict)
+by_criterion = table.set_index("criterion")
+figures.glue("drop_by_criterion", figures.sparsity_list(by_criterion.train_drop_sparsity))
+figures.glue("worst_by_criterion", figures.sparsity_list(by_criterion.worst_sparsity))
+# the claim: magnitude pruning's training accuracy drops at higher sparsity than random's
+figures.glue("verdict", metrics.verdict(
+    *metrics.interpolation_threshold_order(by_criterion.train_drop_sparsity)))
 
 # %% tags=["hide-input"]
 fig = plots.train_test_figure(frame, "criterion", headline)
@@ -82,10 +65,8 @@ headers = {"criterion": "criterion", "train_drop_sparsity": "training drop (spar
            "dense_acc": "dense", "worst_acc": "worst", "worst_sparsity": "worst (sparsity)",
            "best_acc": "best", "best_sparsity": "best (sparsity)", "last_acc": "last",
            "last_sparsity": "last (sparsity)", "seeds": "seeds"}
-shown = table[list(headers)].rename(columns=headers)
-figures.glue("summary_table", shown.style.format(
-    {c: "{:.1%}" for c in shown.columns if c not in ("criterion", "seeds")},
-    na_rep="-").hide(axis="index"))
+figures.glue("summary_table", figures.percent_table(table, headers,
+                                                    plain=["criterion", "seeds"]))
 
 # %% [markdown]
 # ```{glue:figure} fig_criteria

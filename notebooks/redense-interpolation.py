@@ -27,7 +27,8 @@
 # trained weights with every weight free, stored in the run store like any run
 # (`redense_level` in the config). On the path every weight, bias and BatchNorm entry is
 # interpolated; the barrier is the largest rise of the loss above the straight line
-# between the two ends (`landscape.barrier_height`).
+# between the two ends (`landscape.barrier_height`, read off every path by
+# `landscape.barrier_table`).
 
 # %% tags=["parameters"]
 profile = "quick"
@@ -38,9 +39,6 @@ alphas = [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0]
 compute_missing = True
 
 # %% tags=["hide-input"]
-import pandas as pd
-import seaborn as sns
-
 from sddlib import figures, landscape, plots
 from sddlib.project import load_settings
 
@@ -50,13 +48,7 @@ if levels_shown == "auto":
                           - {-1, 0})
 paths = landscape.redense_paths(run, figures.store(), levels_shown, alphas,
                                 data_dir=load_settings().data_dir)
-rows = []
-for (level, split), path in paths.groupby(["level", "split"]):
-    ends = path.set_index("alpha")
-    rows.append({"level": level, "sparsity": path.sparsity.iloc[0], "split": split,
-                 "barrier": landscape.barrier_height(path),
-                 "sparse_acc": ends.accuracy[alphas[0]], "redense_acc": ends.accuracy[alphas[-1]]})
-barriers = pd.DataFrame(rows)
+barriers = landscape.barrier_table(paths)
 test = barriers[barriers.split == "test"].set_index("level")
 train = barriers[barriers.split == "train"].set_index("level")
 sweet = summary.best_level if summary.best_level in test.index else test.index[0]
@@ -72,22 +64,8 @@ figures.glue("max_train_barrier", float(train.barrier.max()))
 figures.glue("max_barrier_level", int(train.barrier.idxmax()))
 figures.glue("mean_redense_gain", 100 * float((test.redense_acc - test.sparse_acc).mean()))
 
-paths["remaining"] = [f"{100 * (1 - s):.3g}% left" for s in paths.sparsity]
-fig, axes = plots.figure(1, 3, width=13.5, height=3.4)
-for ax, (split, y, title) in zip(axes.flat, [("train", "loss", "training loss (noisy labels)"),
-                                             ("test", "loss", "test loss"),
-                                             ("test", "accuracy", "test accuracy")]):
-    sns.lineplot(data=paths[paths.split == split], x="alpha", y=y, hue="remaining",
-                 marker="o", markersize=3, ax=ax)
-    ax.set(title=title, xlabel="α (0: sparse solution, 1: re-dense solution)")
-    ax.legend(fontsize=7)
-fig.tight_layout()
-figures.glue("fig_redense", fig)
-shown = barriers.pivot(index="level", columns="split", values="barrier").add_suffix(" barrier")
-shown = shown.join(test[["sparsity", "sparse_acc", "redense_acc"]]).reset_index()
-figures.glue("barrier_table", shown.style.format(
-    {"sparsity": "{:.1%}", "sparse_acc": "{:.1%}", "redense_acc": "{:.1%}",
-     "train barrier": "{:.3f}", "test barrier": "{:.3f}"}).hide(axis="index"))
+figures.glue("fig_redense", plots.redense_figure(paths))
+figures.glue("barrier_table", figures.barrier_table(barriers))
 
 # %% [markdown]
 # ```{glue:figure} fig_redense

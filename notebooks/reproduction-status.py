@@ -60,17 +60,7 @@ figures.glue("paper_count", len(paper))
 figures.glue("ours_three_phases", int(ours.three_phases.sum()))
 figures.glue("ours_count", len(ours))
 figures.glue("comparison_table", figures.comparison_table(comparison))
-theirs = comparison[comparison.who.eq("paper")].set_index("dataset")
-sentences = []
-for _, row in comparison[comparison.who.eq("ours") & comparison.source.eq("both")].iterrows():
-    their = theirs.loc[row["dataset"]]
-    sentences.append(
-        f"our {row['data']} ({row['training images']:,.0f} training images) stands in for the "
-        f"paper's {row['dataset']} ({their['training images']:,.0f}): a dip of {row['dip']:.1%} "
-        f"below dense against the paper's {their['dip']:.1%}, a rise of {row['rise']:.1%} out "
-        f"of it against {their['rise']:.1%}")
-figures.glue("stand_in_text", "; ".join(sentences) or
-             "No dataset of this profile stands in for one of the paper's")
+figures.glue("stand_in_text", figures.stand_in_text(comparison))
 
 fig, axes = plots.figure(1, 2)
 plots.landmark_shapes(axes[0, 0], axes[0, 1], comparison)

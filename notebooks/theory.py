@@ -40,86 +40,41 @@ seed = 0
 compute_missing = True
 
 # %% tags=["hide-input"]
-import numpy as np
 import pandas as pd
 
-from sddlib import figures, plots, theory
-
-METHOD_STYLE = {"dense": ("0.2", "-"), "magnitude": ("C0", "-"), "magnitude+refit": ("C0", "--"),
-                "random": ("C3", "-"), "random+refit": ("C3", "--"), "oracle": ("C2", ":"),
-                "small": ("C2", ":")}
-STRUCTURE_NAMES = {"equicorrelated": "equicorrelated", "ar1": "AR(1)"}
-
-
-def risk_panel(ax, frame, title, analytic=None):
-    for method, group in frame.groupby("method", sort=False):
-        colour, style = METHOD_STYLE[method]
-        ax.plot(group.p_over_n, group.risk_mean, style, color=colour, label=method)
-        sem = group.risk_std / np.sqrt(group.trials)
-        ax.fill_between(group.p_over_n, group.risk_mean - 2 * sem, group.risk_mean + 2 * sem,
-                        color=colour, alpha=0.15, lw=0)
-    if analytic is not None:
-        for method, group in analytic.groupby("method", sort=False):
-            ax.plot(group.p_over_n, group.risk, "o", ms=3, mfc="none",
-                    color=METHOD_STYLE[method][0], label=f"{method} (analytic)")
-    ax.axvline(1.0, color="0.6", lw=0.8)
-    ax.set(xscale="log", yscale="log", xlabel="p / n (model size over samples)",
-           ylabel="test risk", title=title)
-    ax.legend(fontsize=7, ncol=2)
-
+from sddlib import figures, metrics, plots, theory
+from sddlib.network_check import network_check
 
 linear_frame = theory.simulate_linear(**linear, seed=seed)
 rf_frame = theory.simulate_random_features(**random_features, seed=seed)
-
-iso_problem = theory.linear_problem(isotropic["d"], sigma2=isotropic["sigma2"],
-                                    spectrum="isotropic")
 # near p = n the risk's variance explodes; the comparison leaves |p/n - 1| < 0.25 out
-iso_p = [p for p in theory.default_p_values(isotropic["n"], isotropic["d"], 16)
-         if abs(p / isotropic["n"] - 1) >= 0.25]
-iso_frame = theory.simulate_linear(**isotropic, spectrum="isotropic", p_values=iso_p,
-                                   problem=iso_problem, seed=seed)
-iso_frame = iso_frame[iso_frame.method.isin(["dense", "magnitude", "random", "oracle"])]
-analytic = theory.predict_linear_isotropic(isotropic["n"], isotropic["s"], iso_p,
-                                           iso_problem.beta, isotropic["sigma2"])
-analytic = analytic[analytic.method.isin(["dense", "magnitude"])]
+iso_frame, analytic = theory.isotropic_comparison(**isotropic, seed=seed)
 
 # agreement of the analytic curves with simulation, in standard errors and relative terms
-merged = iso_frame.merge(analytic, on=["p", "method"])
-merged["z"] = (merged.risk_mean - merged.risk) / (merged.risk_std / np.sqrt(merged.trials))
-merged["relative"] = (merged.risk_mean - merged.risk).abs() / merged.risk
-dense_check = merged[merged.method == "dense"]
-pruned_check = merged[merged.method == "magnitude"]
-figures.glue("dense_max_z", float(dense_check.z.abs().max()))
-figures.glue("dense_max_rel", float(dense_check.relative.max()))
-figures.glue("pruned_max_rel", float(pruned_check.relative.max()))
-figures.glue("pruned_max_z", float(pruned_check.z.abs().max()))
+agreement = theory.analytic_agreement(iso_frame, analytic)
+figures.glue("dense_max_z", agreement["dense_max_z"])
+figures.glue("dense_max_rel", agreement["dense_max_rel"])
+figures.glue("pruned_max_rel", agreement["magnitude_max_rel"])
+figures.glue("pruned_max_z", agreement["magnitude_max_z"])
 
-
-wins = theory.beats_oracle(linear_frame, linear["s"])
-grid = np.sort(linear_frame[linear_frame.p > linear["s"]].p_over_n.unique())
-figures.glue("wins_magnitude", theory.describe_intervals(wins["magnitude"], grid))
-figures.glue("wins_refit", theory.describe_intervals(wins["magnitude+refit"], grid))
-rf_wins = theory.beats_oracle(rf_frame, random_features["s"])
-rf_grid = np.sort(rf_frame[rf_frame.p > random_features["s"]].p_over_n.unique())
-figures.glue("rf_wins_refit", theory.describe_intervals(rf_wins["magnitude+refit"], rf_grid))
-figures.glue("claim_wins_linear", theory.verdict(
+figures.glue("wins_magnitude", theory.describe_wins(linear_frame, linear["s"], "magnitude"))
+figures.glue("wins_refit", theory.describe_wins(linear_frame, linear["s"], "magnitude+refit"))
+figures.glue("rf_wins_refit", theory.describe_wins(rf_frame, random_features["s"],
+                                                   "magnitude+refit"))
+figures.glue("claim_wins_linear", metrics.verdict(
     theory.wins_past_threshold(linear_frame, linear["s"], "magnitude")))
-figures.glue("claim_wins_rf", theory.verdict(
+figures.glue("claim_wins_rf", metrics.verdict(
     theory.wins_past_threshold(rf_frame, random_features["s"], "magnitude+refit")))
-dense_curve = linear_frame[linear_frame.method == "dense"]
-figures.glue("dense_peak_p_over_n", float(dense_curve.loc[dense_curve.risk_mean.idxmax(),
-                                                          "p_over_n"]))
-for name, value in (("linear_s_over_n", linear["s"] / linear["n"]),
-                    ("rf_s_over_n", random_features["s"] / random_features["n"])):
-    figures.glue(name, value)
+figures.glue("dense_peak_p_over_n", theory.dense_peak_p_over_n(linear_frame))
+figures.glue("linear_s_over_n", linear["s"] / linear["n"])
+figures.glue("rf_s_over_n", random_features["s"] / random_features["n"])
 
-fig, axes = plots.figure(1, 3, width=15, height=4.2)
-risk_panel(axes[0, 0], linear_frame, "linear, power-law spectrum")
-axes[0, 0].axvline(linear["s"] / linear["n"], color="C2", lw=0.8, ls=":")
-risk_panel(axes[0, 1], iso_frame, "linear, isotropic: simulation vs analytic", analytic)
-risk_panel(axes[0, 2], rf_frame, "random ReLU features")
-fig.tight_layout()
-figures.glue("fig_theory", fig)
+figures.glue("fig_theory", plots.risk_figure(
+    {"frame": linear_frame, "title": "linear, power-law spectrum",
+     "mark": linear["s"] / linear["n"]},
+    {"frame": iso_frame, "title": "linear, isotropic: simulation vs analytic",
+     "analytic": analytic},
+    {"frame": rf_frame, "title": "random ReLU features"}))
 
 # %% [markdown]
 # ```{glue:figure} fig_theory
@@ -172,7 +127,7 @@ double_descent = pd.DataFrame([
     for model, frame, s in (("linear", linear_frame, linear["s"]),
                             ("random features", rf_frame, random_features["s"]))
     for method in ("magnitude", "magnitude+refit")])
-double_descent["verdict"] = double_descent.holds.map(theory.verdict)
+double_descent["verdict"] = double_descent.holds.map(metrics.verdict)
 figures.glue("dd_window", theory.THRESHOLD_WINDOW)
 figures.glue("dd_z", theory.SIGNIFICANCE_Z)
 for row in double_descent.itertuples():
@@ -236,9 +191,7 @@ per_trial = pd.concat([
                          n=linear["n"], d=linear["d"], s=linear["s"], trials=linear["trials"],
                          sigma2=linear["sigma2"], structure=structure, seed=seed)
     for structure in correlated["structures"]], ignore_index=True)
-benefit = per_trial.groupby(["structure", "p_over_n", "correlation"], sort=False).agg(
-    benefit=("benefit", "mean"), benefit_se=("benefit", "sem"),
-    risk_pruned=("risk_pruned", "mean"), risk_refit=("risk_refit", "mean")).reset_index()
+benefit = theory.mean_refit_benefit(per_trial)
 judged = theory.refit_benefit_grows(per_trial)
 widest = max(correlated["p_over_n"])
 low_rho, high_rho = min(correlated["correlations"]), max(correlated["correlations"])
@@ -246,26 +199,15 @@ figures.glue("corr_low", low_rho)
 figures.glue("corr_high", high_rho)
 figures.glue("corr_widest", widest)
 for structure, group in judged.groupby("structure", sort=False):
-    figures.glue(f"refit_verdict_{structure}", theory.verdict(
+    figures.glue(f"refit_verdict_{structure}", metrics.verdict(
         theory.combine_verdicts(group.grows)))
     at_widest = benefit[(benefit.structure == structure) & (benefit.p_over_n == widest)]
     at_widest = at_widest.set_index("correlation").benefit
     figures.glue(f"refit_benefit_{structure}_low", float(at_widest[low_rho]))
     figures.glue(f"refit_benefit_{structure}_high", float(at_widest[high_rho]))
 
-fig, axes = plots.figure(1, len(correlated["structures"]), width=11, height=4)
-for ax, structure in zip(axes[0], correlated["structures"]):
-    for index, (ratio, group) in enumerate(
-            benefit[benefit.structure == structure].groupby("p_over_n")):
-        ax.errorbar(group.correlation, group.benefit, yerr=2 * group.benefit_se, marker="o",
-                    ms=4, capsize=3, color=f"C{index}", label=f"p/n = {ratio:g}")
-    ax.axhline(0.0, color="0.6", lw=0.8)
-    ax.set(xlabel="feature correlation rho",
-           ylabel="risk without refit - risk with refit",
-           title=f"{STRUCTURE_NAMES.get(structure, structure)} features")
-    ax.legend(fontsize=8)
-fig.tight_layout()
-figures.glue("fig_refit_correlation", fig)
+figures.glue("fig_refit_correlation",
+             plots.refit_benefit_figure(benefit, correlated["structures"]))
 
 # %% [markdown]
 # ```{glue:figure} fig_refit_correlation
@@ -296,9 +238,9 @@ figures.glue("fig_refit_correlation", fig)
 # target are trained directly: they are the "train small" baseline.
 
 # %% tags=["hide-input"]
-network_frame = theory.network_check(network["experiment"], network["widths"],
-                                     network["target_weights"], seeds=network["seeds"],
-                                     compute_missing=compute_missing)
+network_frame = network_check(network["experiment"], network["widths"],
+                              network["target_weights"], seeds=network["seeds"],
+                              compute_missing=compute_missing)
 mean_error = network_frame.groupby(["method", "width"], as_index=False).test_error.mean()
 small = mean_error[mean_error.method == "small (trained directly)"]
 pruned = mean_error[mean_error.method == "magnitude, retrained"]

@@ -22,8 +22,11 @@ from typing import Optional
 
 import yaml
 
+from .checkpoints import upgrade_learning_distance
 from .config import ConfigError, ExperimentConfig, help_table
+from .experiment import run_experiment
 from .project import load_settings
+from .sweep import run_many
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -229,8 +232,6 @@ def _run(args) -> int:
     if args.seeds:
         return _run_seeds(args, [config.replace(seed=seed)
                                  for seed in dict.fromkeys(args.seeds)])
-    from .experiment import run_experiment
-
     store, settings = _store(args)
     existing = store.find(config)
     reused = existing is not None and existing.is_finished()
@@ -246,8 +247,6 @@ def _run(args) -> int:
 
 def _run_seeds(args, configs: list[ExperimentConfig]) -> int:
     """``sddlib run --seeds``: every seed's run, stacked on CUDA or with ``--stack``."""
-    from .experiment import run_many
-
     store, settings = _store(args)
     reused = [found.name for config in configs
               if (found := store.find(config)) is not None and found.is_finished()]
@@ -279,7 +278,7 @@ def _ls(args) -> int:
 
 
 def _show(args) -> int:
-    store, _ = _store(args)
+    store, settings = _store(args)
     name = args.run.strip()
     if not name:
         raise ConfigError("run: give a run's folder name, a unique prefix of it or its hash "
@@ -295,6 +294,7 @@ def _show(args) -> int:
                               "give more of the name") from None
         raise ConfigError(f"run: no run named {name!r} in {store.root}; allowed: "
                           f"{shown(names) if names else 'none (the store is empty)'}") from None
+    upgrade_learning_distance(run, settings.data_dir)  # a run stored before the correction
     print(run.path)
     print(_format_table(run.levels(), run.config.levels))
     return 0

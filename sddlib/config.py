@@ -31,11 +31,12 @@ from typing import Any, Optional
 
 from .data import DATASETS, MNIST1D_TEST_SIZE, MNIST1D_TRAIN_SIZE, NOISE_KINDS
 from .fast import COMPILE_MODES, PRECISIONS
+from .retrain import MODES, mode_of
 
 MODELS = ("mlp", "cnn1d", "resnet18", "resnet101", "vgg16", "vgglike")
 CRITERIA = ("magnitude", "gradient", "random")
 SCOPES = ("global", "layerwise")
-RETRAIN_MODES = ("lottery", "finetune", "lr-rewind", "scratch", "reinit")
+RETRAIN_MODES = tuple(MODES)  # sddlib.retrain: one entry per mode
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "multistep", "cosine")
 
@@ -159,9 +160,8 @@ class ExperimentConfig:
             raise ConfigError("widths: need one or more positive hidden widths, e.g. 300,100")
         if any(m < 0 for m in self.milestones):
             raise ConfigError("milestones: epochs must be >= 0")
-        if self.retrain == "finetune" and self.rewind_iteration:
-            raise ConfigError("rewind_iteration: only the lottery (and reinit) modes rewind; "
-                              "allowed with finetune: 0")
+        if (complaint := mode_of(self).validate(self)) is not None:
+            raise ConfigError(complaint)
         if self.model in ("mlp",) and self.dataset != "mnist1d" and self.augment:
             raise ConfigError("augment: crop/flip needs an image model; allowed with mlp: false")
         if self.dataset == "mnist1d" and self.model not in ("mlp", "cnn1d"):

@@ -41,6 +41,7 @@ trainer converts with ``x.float() / 255`` and normalises with the bundle's
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -224,6 +225,16 @@ def load_clean(
     x_test, y_test = _subset(x_test, y_test, test_size, "test_size")
     bundle = _bundle(name, x_train, y_train, x_test, y_test, is_image=True, mean=mean, std=std)
     return replace(bundle, source=_source(name, data_dir))
+
+
+@functools.lru_cache(maxsize=2)
+def load_clean_cached(name: str, data_dir: str, train_size: int | None = None,
+                      test_size: int | None = None, image_size: int | None = None) -> DataBundle:
+    """:func:`load_clean`, kept for the next call with the same arguments (the last two
+    sets): checking many stored runs of one dataset loads it once. Do not modify the
+    bundle it returns."""
+    return load_clean(name, data_dir, train_size=train_size, test_size=test_size,
+                      image_size=image_size)
 
 
 def _check_name(name) -> None:

@@ -17,7 +17,7 @@ penalty sums ``||param - init||^2`` over the level's own masked starting state.
 An earlier sddlib measured ``||w_init - w_final||`` over all weights, pruned ones counted
 as 0 against the dense init: that tends to ``||w_init||`` as sparsity grows, so it
 measured sparsity, not learning. Runs stored with it are recomputed from their
-checkpoints (``experiment.upgrade_learning_distance``); :data:`VERSION` marks which
+checkpoints (``checkpoints.upgrade_learning_distance``); :data:`VERSION` marks which
 definition a run's ``levels.csv`` holds.
 
 Which tensors count is not published. We take every conv and linear weight (state-dict

@@ -7,7 +7,10 @@ be trained as one model whose every parameter carries a leading member axis:
 ``torch.func.stack_module_state`` stacks the weights (and the mask buffers), ``torch.vmap``
 over ``torch.func.functional_call`` runs each member's forward on its own batch, and one
 backward and one optimiser step serve all members. On a GPU this turns K small launches
-into one larger one; on a CPU it mainly saves per-step Python and dispatch work.
+into one larger one. On a CPU it saves only per-step Python and dispatch work, while the
+grouped convolutions vmap makes cost about as much per member as K separate runs, so
+there it does not pay (``benchmarks/bench_stack.py`` measures both; the reference page's
+Measurements has the numbers of the development machine).
 
 Each member keeps everything that makes it its own run: its weights and masks, its
 (noisy) labels, its data order and augmentation, drawn from

@@ -1,26 +1,9 @@
-"""One sparse double descent experiment: train, prune, retrain, level after level.
+"""One sparse double descent run: train, prune, retrain, level after level.
 
-Level 0 trains the dense model from its initialisation. Each later level prunes
-``rate`` of the remaining weights, scored on the previous level's trained weights
-(``reinit`` borrows the lottery run's masks instead), sets the starting weights as the
-retraining mode says, and trains:
-
-=============  ================================================================
-``lottery``    surviving weights reset to the rewind point (iteration ``k`` of
-               the dense run; ``k = 0`` is the original init), schedule from ``k``
-``finetune``   continue from the pruned trained weights at ``finetune_lr``, constant
-               (none: ``lr``/100, the paper's 0.001 after 0.1)
-``lr-rewind``  continue from the pruned trained weights with the full schedule
-``scratch``    a fresh random init (seeded per level), the full schedule
-``reinit``     the lottery run's masks, a fresh random init, the full schedule
-=============  ================================================================
-
-Re-dense (``redense_level = L``) is a branch off a finished run, stored as a run of its
-own: one level (its level 0) that starts from the parent run's (the same config without
-``redense_level``) level-``L`` trained weights, lets every pruned weight grow back from
-zero (all-ones masks) and trains the full recipe. The parent is computed first if missing.
-Its ``checkpoints/init.pt`` is that sparse solution, so its learning distance is how far
-re-dense training moves away from it.
+Level 0 trains the dense model from its initialisation. Each later level gets its masks
+(by default the run's criterion prunes ``rate`` of the remaining weights, scored on the
+previous level's trained weights), its start weights and its recipe from the run's
+retraining mode or branch (:mod:`sddlib.retrain`), and trains.
 
 After each level the run stores its row (see ``store.LEVEL_COLUMNS``): sparsity measured
 from the masks, accuracy on the noisy training labels, on the clean training labels and
@@ -32,29 +15,27 @@ training moved its trainable weights from where the mode started them: see
 A run knows its data: the dataset is loaded (and every size checked) before the store is
 touched, its fingerprint (:func:`data.fingerprint`) and source go into ``meta.json``, and a
 stored run is reused or resumed only on data with the same fingerprint
-(:func:`check_data`).
+(:func:`check_data`). Many runs at once, stacked or in worker processes:
+:mod:`sddlib.sweep`; reading stored checkpoints for analysis: :mod:`sddlib.checkpoints`.
 """
 from __future__ import annotations
 
-import dataclasses
-import functools
 import json
-import sys
 import time
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Optional
 
-import pandas as pd
 import torch
 from tqdm import tqdm
 
 from . import data as data_module
-from . import distance, ensemble, fast, parallel, prune, train
+from . import distance, fast, parallel, prune, train
 from .config import ConfigError, ExperimentConfig
-from .models import build_model, default_prune_output
-from .store import (Run, RunBusyError, RunStore, atomic_save_torch, atomic_write_text,
-                    load_torch, table)
+from .files import atomic_save_torch, atomic_write_text, load_torch
+from .checkpoints import cpu_state, fresh_state, mean, new_model, upgrade_learning_distance
+from .models import default_prune_output
+from .retrain import mode_of
+from .store import Run, RunStore
 
 
 def run_experiment(config: ExperimentConfig, store: RunStore, *, progress: bool = True,
@@ -63,13 +44,14 @@ def run_experiment(config: ExperimentConfig, store: RunStore, *, progress: bool 
     """Run or resume ``config`` in ``store`` and return the finished run.
 
     A finished run is returned as it is; a partial one continues from its last finished
-    level and its newest mid-level checkpoint.
+    level and its newest mid-level checkpoint. The runs its mode needs first (a reinit
+    run's lottery run, a re-dense branch's parent) are computed first if missing.
     """
-    if config.redense_level is not None:
-        run_experiment(redense_parent(config), store, progress=progress,
-                       checkpoint_seconds=checkpoint_seconds, data_dir=data_dir,
-                       download=download)
-        config = config.replace(levels=0)  # one level: the re-dense training
+    mode = mode_of(config)
+    options = dict(progress=progress, checkpoint_seconds=checkpoint_seconds,
+                   data_dir=data_dir, download=download)
+    needs = mode.needs(config)
+    config = config.replace(levels=mode.levels(config))
     bundle = load_data(config, data_dir, download)  # bad sizes fail here, store untouched
     found = store.find(config)
     if found is not None:
@@ -77,14 +59,11 @@ def run_experiment(config: ExperimentConfig, store: RunStore, *, progress: bool 
         upgrade_learning_distance(found, data_dir)
         if found.is_finished():
             return found
-    if config.retrain == "reinit":
-        # reinit needs the lottery run's masks, level by level
-        run_experiment(config.lottery_counterpart, store, progress=progress,
-                       checkpoint_seconds=checkpoint_seconds, data_dir=data_dir,
-                       download=download)
+    for needed in needs:
+        run_experiment(needed, store, **options)
     device = train.resolve_device(config.device)
     with parallel.torch_threads(parallel.run_threads(config, device)):
-        run = store.create(config, str(device), extra=_run_meta(
+        run = store.create(config, str(device), extra=run_meta(
             fast.speed_for(config, device), bundle))
         with run.lock():
             Experiment(config, run, device, progress, checkpoint_seconds, data_dir, download,
@@ -137,291 +116,25 @@ def check_data(run: Run, bundle: data_module.DataBundle) -> None:
             "another --runs-dir")
 
 
-def _run_meta(speed, bundle: data_module.DataBundle) -> dict:
+def run_meta(speed, bundle: data_module.DataBundle) -> dict:
     """What ``meta.json`` records beside the environment: speed settings, the data, and
     which learning-distance definition ``levels.csv`` holds."""
     return {**speed.meta(), "data": data_module.describe(bundle),
             "learning_distance_version": distance.VERSION}
 
 
-def redense_parent(config: ExperimentConfig) -> ExperimentConfig:
-    """The run whose level-``redense_level`` solution a re-dense run starts from."""
-    return config.replace(redense_level=None, levels=max(config.levels, config.redense_level))
-
-
-def run_many(configs: list[ExperimentConfig], store: RunStore, *, compute_missing: bool = True,
-             progress: bool = True, stack: bool | str = False, workers: int | str = 1,
-             **options) -> pd.DataFrame:
-    """The levels of every config as one tidy frame, computing the runs not yet finished.
-
-    With ``compute_missing=False`` nothing is computed: the unfinished runs are listed on
-    stderr and left out of the frame (their finished levels are not shown either, so a
-    figure never mixes complete and partial curves unawares).
-
-    ``stack="auto"`` stacks where :func:`stacking_pays` (on CUDA).
-    With ``stack=True`` the missing runs that differ only in seed, label noise and pruning
-    criterion are trained together, level by level, as one stacked ensemble
-    (:func:`run_stacked`); each is stored as its own run, its ``meta.json`` saying it was
-    trained stacked and with which runs.
-
-    ``workers``: how many processes train the missing runs (or stacked groups) at once;
-    ``"auto"`` is one per core on the CPU for runs worth a process (see
-    :mod:`sddlib.parallel`, which also says why a run's numbers do not depend on it; in a
-    script, start a pool under ``if __name__ == "__main__":``). The default, 1, trains
-    in this process.
-    Runs that start from another run's results (``reinit``, re-dense) are trained after the
-    runs they need, which are computed too if missing (and not returned unless asked for).
-    """
-    runs, missing = [], []
-    data_dir = options.get("data_dir", "data/datasets")
-    for config in configs:
-        found = store.find(config)
-        if found is not None and found.is_finished():
-            check_data(found, _clean_data(config, data_dir))
-            upgrade_learning_distance(found, data_dir)
-            runs.append(found)
-        else:
-            missing.append(config)
-    if missing and not compute_missing:
-        print(f"{len(missing)} of {len(configs)} runs are missing (compute_missing=False):",
-              file=sys.stderr)
-        for config in missing:
-            print(f"  {config.run_name()}", file=sys.stderr)
-    elif missing:
-        device = train.resolve_device(missing[0].device)
-        if stack == "auto":
-            stack = stacking_pays(device)
-        rounds = _rounds(missing, store, stack)
-        count = parallel.resolve_workers(workers, [g for r in rounds for g in r], device)
-        if count > 1:
-            parallel.run_in_pool(rounds, store, count, progress, options)
-        else:
-            groups = [group for round_ in rounds for group in round_]
-            for group in tqdm(groups, desc="runs", unit="run", disable=not progress):
-                if len(group) == 1:
-                    run_experiment(group[0], store, progress=progress, **options)
-                else:
-                    run_stacked(group, store, progress=progress, **options)
-        runs += [store.find(config) for config in missing]
-    frame = table(runs)
-    if not frame.empty:
-        frame = frame[frame.level <= frame.run.map({r.name: r.config.levels for r in runs})]
-    return frame.reset_index(drop=True)
-
-
-@functools.lru_cache(maxsize=2)
-def _clean_data_cached(dataset: str, data_dir: str, train_size, test_size, image_size):
-    return data_module.load_clean(dataset, data_dir, train_size=train_size,
-                                  test_size=test_size, image_size=image_size)
-
-
-def _clean_data(config: ExperimentConfig, data_dir) -> data_module.DataBundle:
+def clean_data(config: ExperimentConfig, data_dir) -> data_module.DataBundle:
     """The data ``config`` reads, without noise, loaded once per process for a run of
     checks (every seed and noise level of one dataset shares it)."""
-    return _clean_data_cached(config.dataset, str(data_dir), config.train_size,
-                              config.test_size, config.image_size)
-
-
-def _rounds(missing: list[ExperimentConfig], store: RunStore, stack: bool) \
-        -> list[list[list[ExperimentConfig]]]:
-    """The missing runs, with the unfinished runs they start from, in rounds: a run's
-    round comes after the round of the run it needs (a ``reinit`` run's lottery run, a
-    re-dense run's parent); each round in groups (stacked where ``stack``)."""
-    depth: dict[str, int] = {}
-    wanted: dict[str, ExperimentConfig] = {}
-
-    def visit(config: ExperimentConfig) -> int:
-        if config.redense_level is not None:
-            needs = redense_parent(config)
-        elif config.retrain == "reinit":
-            needs = config.lottery_counterpart
-        else:
-            needs = None
-        level = 0
-        if needs is not None:
-            found = store.find(needs)
-            if found is None or not found.is_finished() or needs.levels > found.config.levels:
-                level = visit(needs) + 1
-        name = config.run_name()
-        if name not in wanted or config.levels > wanted[name].levels:
-            wanted[name] = config
-        depth[name] = max(depth.get(name, 0), level)
-        return depth[name]
-
-    for config in missing:
-        visit(config)
-    rounds = []
-    for level in range(max(depth.values()) + 1):
-        batch = [c for name, c in wanted.items() if depth[name] == level]
-        rounds.append(stack_groups(batch) if stack else [[c] for c in batch])
-    return rounds
-
-
-def stacking_pays(device: torch.device) -> bool:
-    """Whether ``stack="auto"`` trains groups as stacked ensembles on ``device``: on CUDA.
-
-    Stacking pays where per-step overhead dominates, as with small models on a GPU (one
-    launch instead of K). On the CPU the default 1-D CNN's time goes into convolution
-    kernels, and the grouped convolutions vmap turns them into are no cheaper per member:
-    on the 2-core machine this project is developed on, 3 to 5 stacked members cost 3.2 to
-    5.2 times one member (``benchmarks/bench_stack.py``), no faster than one after another,
-    and a stacked member's numbers depend on the group it trained in. So the CPU trains
-    one by one unless stacking is asked for (``SDDLIB_STACK=1``, ``sddlib run --stack``),
-    several at once in worker processes (:mod:`sddlib.parallel`), which does pay there.
-    """
-    return device.type == "cuda"
-
-
-# What stacked members may differ in: nothing that changes a model's shape or schedule.
-_STACK_FREE = ("seed", "noise", "noise_kind", "criterion")
-_WITHOUT_BATCHNORM = ("mlp", "cnn1d")
-
-
-def stack_groups(configs: list[ExperimentConfig]) -> list[list[ExperimentConfig]]:
-    """``configs`` in groups that can train as one stacked ensemble (a group may be one).
-
-    Left alone: models with BatchNorm (see :mod:`ensemble`), ``reinit`` (it waits for its
-    lottery run), rewinding (level 0 saves the rewind point mid-level) and re-dense
-    branches. Repeats of one run are dropped.
-    """
-    groups: dict[str, dict[str, ExperimentConfig]] = {}
-    for config in configs:
-        if (config.model in _WITHOUT_BATCHNORM and config.retrain != "reinit"
-                and config.rewind_iteration == 0 and config.redense_level is None):
-            key = json.dumps({k: v for k, v in config.to_dict().items()
-                              if k not in _STACK_FREE}, sort_keys=True)
-        else:
-            key = config.run_name()
-        groups.setdefault(key, {})[config.run_name()] = config
-    return [list(group.values()) for group in groups.values()]
-
-
-def run_stacked(configs: list[ExperimentConfig], store: RunStore, *, progress: bool = True,
-                checkpoint_seconds: float = 60.0, data_dir: Path | str = "data/datasets",
-                download: bool = False) -> list[Run]:
-    """Run one of :func:`stack_groups`' groups level by level as a stacked ensemble.
-
-    Each run gets the same files and rows as from :func:`run_experiment`; its ``seconds``
-    are its share of each stacked level's wall time. The weights equal training the run
-    alone only to float rounding (batched kernels sum in another order, and for the
-    convolutions that order can also depend on how many members are stacked), and training
-    amplifies it over epochs and levels: on the quick profile's MNIST-1D CNN, a stacked run
-    and the same config trained alone differ by up to about 2 points of accuracy at some
-    levels. So each member's ``meta.json`` records how it was trained::
-
-        "trained_as": {"stacked_with": [the other members' run names],
-                       "stacked_levels": [the levels trained stacked]}
-
-    (runs trained alone have no ``trained_as``). A finished run is reused either way: the
-    config, not the way it was trained, identifies it.
-
-    Mid-level checkpoints, as for single runs: at the first epoch end after every
-    ``checkpoint_seconds``, each member's ``progress.pt`` is written (atomically) in the
-    single-run format (:func:`ensemble.member_checkpoint`), so a member can also resume
-    alone, and a group can resume from single runs' checkpoints. On resume, if every member
-    still to train the current level holds a checkpoint of that level at the same
-    iteration, the group resumes from them (on the same machine, with the same members
-    still to train, to the same numbers as an uninterrupted group); otherwise (a member
-    without one, or a process killed between two members' writes) the checkpoints are
-    discarded and the group restarts the level.
-    """
-    device = train.resolve_device(configs[0].device)
-    # members share one precision (it is part of the group key); vmapped training is
-    # neither compiled nor channels_last (stacked models are 1-D or MLPs)
-    speed = dataclasses.replace(fast.speed_for(configs[0], device), compile=False,
-                                channels_last=False)
-    with ExitStack() as held:
-        held.enter_context(parallel.torch_threads(parallel.run_threads(configs[0], device)))
-        bundles = [load_data(config, data_dir, download) for config in configs]
-        for config, bundle in zip(configs, bundles):
-            if (found := store.find(config)) is not None:
-                check_data(found, bundle)
-                upgrade_learning_distance(found, data_dir)
-        runs = [store.create(config, str(device), extra=_run_meta(speed, bundle))
-                for config, bundle in zip(configs, bundles)]
-        for run in runs:
-            held.enter_context(run.lock())
-        members = [Experiment(config, run, device, False, checkpoint_seconds, data_dir,
-                              download, store, bundle=bundle)
-                   for config, run, bundle in zip(configs, runs, bundles)]
-        for member in members:
-            member.setup()
-            member.speed = speed
-        first = min(run.levels_done() for run in runs)
-        for level in tqdm(range(first, configs[0].levels + 1), desc=f"{len(runs)} stacked runs",
-                          unit="level", disable=not progress):
-            todo = [member for member in members if member.run.levels_done() <= level]
-            started = time.time()
-            models, resume = _prepare_stacked_level(todo, level)
-            before = [0.0] * len(todo) if resume is None else \
-                [payload.get("seconds", 0.0) for payload in resume]
-            ensemble.train_level_stacked(
-                models, [member.inputs for member in todo], todo[0]._recipe(level),
-                seeds=[member.config.seed for member in todo], level=level,
-                callbacks=(_stacked_checkpointer(todo, level, before, checkpoint_seconds),),
-                resume=resume, precision=speed.precision)
-            share = (time.time() - started) / len(todo)
-            for member, model, seconds in zip(todo, models, before):
-                _record_stacked(member.run, [other.run.name for other in todo
-                                             if other is not member], level)
-                member.finish_level(level, model, seconds + share)
-    return runs
-
-
-def _prepare_stacked_level(todo: list["Experiment"], level: int) \
-        -> tuple[list[torch.nn.Module], Optional[list[dict]]]:
-    """The members' models for ``level`` and their checkpoints, if all of them can resume.
-
-    Resuming needs a checkpoint of this level from every member, all at one iteration;
-    otherwise every member's checkpoint is deleted and the level starts from the beginning.
-    """
-    prepared = [member.prepare_level(level) for member in todo]
-    models = [model for model, _ in prepared]
-    resume = [payload for _, payload in prepared]
-    if all(payload is not None for payload in resume) and \
-            len({payload["iteration"] for payload in resume}) == 1:
-        return models, resume
-    for member, model, payload in zip(todo, models, resume):
-        member.run.file("progress.pt").unlink(missing_ok=True)
-        if payload is not None:  # prepare_level left it for the checkpoint to fill
-            member._set_start_weights(level, model)
-    return models, None
-
-
-def _stacked_checkpointer(todo: list["Experiment"], level: int, before: list[float],
-                          checkpoint_seconds: float):
-    """Experiment._checkpointer for a group: each member's ``progress.pt``, single-run format.
-
-    ``seconds`` is the member's share of the level's wall time, ``before`` included.
-    """
-    last = [time.time()]
-    started = time.time()
-
-    def save(event, state):
-        if event != "epoch" or state.iteration >= state.total_iterations:
-            return
-        if time.time() - last[0] < checkpoint_seconds:
-            return
-        share = (time.time() - started) / len(todo)
-        for k, member in enumerate(todo):
-            payload = ensemble.member_checkpoint(state, k)
-            payload.update(level=level, seconds=before[k] + share)
-            atomic_save_torch(member.run.file("progress.pt"), payload)
-        last[0] = time.time()
-    return save
-
-
-def _record_stacked(run: Run, others: list[str], level: int) -> None:
-    """Note in ``meta.json`` that ``level`` of ``run`` was trained stacked with ``others``."""
-    meta = run.meta()
-    trained = meta.get("trained_as") or {}
-    trained["stacked_with"] = sorted(set(trained.get("stacked_with", [])) | set(others))
-    trained["stacked_levels"] = sorted(set(trained.get("stacked_levels", [])) | {level})
-    meta["trained_as"] = trained
-    atomic_write_text(run.file("meta.json"), json.dumps(meta, indent=2))
+    return data_module.load_clean_cached(config.dataset, str(data_dir), config.train_size,
+                                         config.test_size, config.image_size)
 
 
 class Experiment:
+    """The run of one config in its folder: what its mode (:mod:`sddlib.retrain`) reads
+    through (``config``, ``run``, ``store``, ``init_state``, :meth:`fresh_init`,
+    :meth:`prune_previous`), and the level loop."""
+
     def __init__(self, config: ExperimentConfig, run: Run, device: torch.device,
                  progress: bool, checkpoint_seconds: float, data_dir, download: bool,
                  store: RunStore, bundle: Optional[data_module.DataBundle] = None):
@@ -432,6 +145,7 @@ class Experiment:
         self.prune_output = (default_prune_output(config.model) if config.prune_output is None
                              else config.prune_output)
         self.speed = fast.speed_for(config, device)  # bf16, compile, channels_last: see fast
+        self.mode = mode_of(config)
 
     # ------------------------------------------------------------------ main loop
     def execute(self) -> None:
@@ -455,7 +169,7 @@ class Experiment:
         started = time.time()
         model, resume = self.prepare_level(level)
         callbacks = [self._checkpointer(level, (resume or {}).get("seconds", 0.0))]
-        if level == 0 and self._needs_rewind_point():
+        if level == 0 and self.mode.saves_rewind_point(self.config):
             callbacks.append(self._rewind_saver())
         epochs = tqdm(total=self.config.epochs, desc=f"level {level}", unit="epoch",
                       leave=False, disable=not self.progress)
@@ -465,7 +179,7 @@ class Experiment:
                 epochs.n = state.epoch
                 epochs.refresh()
         callbacks.append(show)
-        recipe = self._recipe(level)
+        recipe = self.recipe(level)
         train.train_level(model, self.inputs, recipe, seed=self.config.seed, level=level,
                           callbacks=tuple(callbacks), resume=resume, speed=self.speed)
         epochs.close()
@@ -485,14 +199,14 @@ class Experiment:
             self.run.file("progress.pt").unlink(missing_ok=True)
         resume = self._resume_state(level)
         if resume is None:
-            self._set_start_weights(level, model)
+            self.set_start_weights(level, model)
         return model, resume
 
     def finish_level(self, level: int, model, spent: float) -> dict:
         """Check the masks held, store the trained weights and the level's row."""
         if (leak := prune.check_masks_hold(model)) is not None:
             raise RuntimeError(f"pruned weights of {leak} moved away from zero")
-        atomic_save_torch(self.run.level_dir(level) / "final.pt", _cpu_state(model))
+        atomic_save_torch(self.run.level_dir(level) / "final.pt", cpu_state(model))
         row = self._measure(level, model, spent)
         self.run.append_level(row)
         self.run.file("progress.pt").unlink(missing_ok=True)
@@ -507,30 +221,22 @@ class Experiment:
         return bundle
 
     def _new_model(self) -> torch.nn.Module:
-        model = build_model(self.config, self.input_shape, self.num_classes)
-        prune.attach_masks(model, self.prune_output)
-        return model.to(self.device)
+        return new_model(self.config, self.input_shape, self.num_classes).to(self.device)
 
     def _initial_state(self) -> dict:
         """The original dense init, made once from the seed and stored."""
         path = self.run.file("checkpoints", "init.pt")
         if path.exists():
             return load_torch(path)
-        if self.config.redense_level is not None:
-            parent = self.store.find(redense_parent(self.config))
-            state = load_torch(parent.level_dir(self.config.redense_level) / "final.pt")
-            atomic_save_torch(path, state)
-            return state
-        seed = self.config.seed
-        if self.config.retrain == "reinit":
-            seed = train.derive_seed(seed, "reinit", 0)
-        state = self._fresh_init(seed)
+        state = self.mode.initial_state(self)
+        if state is None:
+            state = self.fresh_init(self.mode.initial_seed(self.config))
         atomic_save_torch(path, state)
         return state
 
-    def _fresh_init(self, seed: int) -> dict:
-        torch.manual_seed(seed)
-        return _cpu_state(self._new_model())
+    def fresh_init(self, seed: int) -> dict:
+        """A new dense init of the run's model from ``seed``."""
+        return fresh_state(self.config, self.input_shape, self.num_classes, seed)
 
     def _masks_for(self, level: int, model) -> dict:
         path = self.run.level_dir(level) / "mask.pt"
@@ -538,16 +244,14 @@ class Experiment:
             return load_torch(path)
         if level == 0:
             masks = {name: torch.ones_like(mask) for name, mask in prune.get_masks(model).items()}
-        elif self.config.retrain == "reinit":
-            lottery = self.store.find(self.config.lottery_counterpart)
-            masks = load_torch(lottery.level_dir(level) / "mask.pt")
         else:
-            masks = self._prune_previous(level, model)
+            masks = self.mode.masks(self, level, model)
         masks = {name: mask.cpu() for name, mask in masks.items()}
         atomic_save_torch(path, masks)
         return masks
 
-    def _prune_previous(self, level: int, model) -> dict:
+    def prune_previous(self, level: int, model) -> dict:
+        """The run's criterion applied to the previous level's trained weights."""
         previous = load_torch(self.run.level_dir(level - 1) / "final.pt")
         model.load_state_dict(previous)
         config = self.config
@@ -572,34 +276,20 @@ class Experiment:
 
     def start_state(self, level: int) -> dict:
         """The weights a level starts from, before its masks are applied."""
-        mode = self.config.retrain
-        if level == 0 or mode == "lottery":
-            if level > 0 and self.config.rewind_iteration > 0:
-                return load_torch(self.run.file("checkpoints", "rewind.pt"))
-            return self.init_state
-        if mode in ("finetune", "lr-rewind"):
-            return load_torch(self.run.level_dir(level - 1) / "final.pt")
-        return self._fresh_init(train.derive_seed(self.config.seed, mode, level))
+        return self.init_state if level == 0 else self.mode.start(self, level)
 
-    def _set_start_weights(self, level: int, model) -> None:
+    def set_start_weights(self, level: int, model) -> None:
         masks = {f"{k}_mask": v.clone() for k, v in prune.get_masks(model).items()}
         model.load_state_dict({**self.start_state(level), **masks})
         prune.apply_masks(model)
 
-    def _recipe(self, level: int) -> train.Recipe:
+    def recipe(self, level: int) -> train.Recipe:
+        """What ``level`` trains: the config's recipe, as the mode changes it after level 0."""
         config = self.config
         recipe = train.Recipe(config.epochs, config.batch_size, config.optimizer, config.lr,
                               config.momentum, config.weight_decay, config.schedule,
                               list(config.milestones), config.gamma, config.use_augment)
-        if level > 0 and config.retrain == "finetune":
-            recipe.lr, recipe.schedule = config.finetune_rate, "constant"
-        if level > 0 and config.retrain == "lottery":
-            recipe.start_iteration = config.rewind_iteration
-        return recipe
-
-    def _needs_rewind_point(self) -> bool:
-        return (self.config.retrain == "lottery" and self.config.rewind_iteration > 0
-                and self.config.redense_level is None)
+        return recipe if level == 0 else self.mode.recipe(config, level, recipe)
 
     def _rewind_saver(self):
         path = self.run.file("checkpoints", "rewind.pt")
@@ -607,7 +297,7 @@ class Experiment:
 
         def save(event, state):
             if event == "iteration" and state.iteration == wanted and not path.exists():
-                atomic_save_torch(path, _cpu_state(state.model))
+                atomic_save_torch(path, cpu_state(state.model))
         return save
 
     def _checkpointer(self, level: int, before: float = 0.0):
@@ -654,125 +344,15 @@ class Experiment:
             "level": level,
             "sparsity": prune.sparsity(masks),
             "remaining_weights": prune.remaining_weights(masks),
-            "train_acc": _mean(train_correct),
-            "train_acc_clean": _mean(clean_correct),
-            "train_acc_corrupted": _mean(train_correct[corrupted]) if corrupted.any() else
+            "train_acc": mean(train_correct),
+            "train_acc_clean": mean(clean_correct),
+            "train_acc_corrupted": mean(train_correct[corrupted]) if corrupted.any() else
             float("nan"),
             "train_loss": train_loss,
-            "test_acc": _mean(test_correct),
+            "test_acc": mean(test_correct),
             "test_loss": test_loss,
             "learning_distance": distance.learning_distance(
-                self.start_state(level), _cpu_state(model),
+                self.start_state(level), cpu_state(model),
                 {name: mask.cpu() for name, mask in masks.items()}),
             "seconds": seconds,
         }
-
-
-def evaluate_pruned(run: Run, level: int, *, data_dir: Path | str = "data/datasets",
-                    mask_level: Optional[int] = None) -> dict:
-    """Test accuracy and loss of ``level``'s final weights under ``mask_level``'s masks.
-
-    With ``mask_level = level + 1`` this is the network just pruned and *not retrained*
-    (the comparison of Chang et al.); the stored runs hold everything it needs.
-    """
-    mask_level = level if mask_level is None else mask_level
-    model, inputs = load_level(run, level, data_dir=data_dir)
-    prune.set_masks(model, {name: mask.to(inputs.x_test.device) for name, mask in
-                            load_torch(run.level_dir(mask_level) / "mask.pt").items()})
-    correct, loss = train.evaluate(model, inputs, inputs.x_test, inputs.y_test,
-                                   speed=fast.speed_for(run.config, inputs.x_test.device))
-    return {"test_acc": _mean(correct), "test_loss": loss,
-            "remaining_weights": prune.remaining_weights(prune.get_masks(model))}
-
-
-def load_level(run: Run, level: int, *, data_dir: Path | str = "data/datasets") \
-        -> tuple[torch.nn.Module, train.Inputs]:
-    """``level``'s trained model (with its masks) and the run's data, on the run's device."""
-    config = run.config
-    bundle = data_module.load(config.dataset, Path(data_dir), noise=config.noise,
-                              noise_kind=config.noise_kind, seed=config.seed,
-                              train_size=config.train_size, test_size=config.test_size,
-                              image_size=config.image_size)
-    device = train.resolve_device(config.device)
-    inputs = train.Inputs.from_bundle(bundle, device)
-    model = build_model(config, bundle.input_shape, bundle.num_classes)
-    prune_output = (default_prune_output(config.model) if config.prune_output is None
-                    else config.prune_output)
-    prune.attach_masks(model, prune_output)
-    model.load_state_dict(load_torch(run.level_dir(level) / "final.pt"))
-    return model.to(device), inputs
-
-
-DISTANCE_ORIGINS = ("start", "init", "rewind")
-
-
-def level_distances(run: Run, origin: str = "start", per_layer: bool = False, *,
-                    data_dir: Path | str = "data/datasets") -> pd.DataFrame:
-    """The learning distance of every finished level of ``run``, from its checkpoints.
-
-    ``origin``: ``"start"`` (the definition of the ``learning_distance`` column, see
-    :mod:`sddlib.distance`: from the weights the level's training started from),
-    ``"init"`` (from the original init, masked by the level's mask) or ``"rewind"`` (from
-    the rewind point of a lottery run, masked; the init when it rewinds to iteration 0).
-    With ``per_layer`` there is one row per (level, layer), the layer named by its module;
-    otherwise ``layer`` is ``"all"``. Columns: ``level``, ``sparsity``, ``layer``,
-    ``distance``. ``scratch`` and ``reinit`` levels start from fresh inits that are not
-    stored; they are made again from the seed, which needs the dataset's shapes.
-    """
-    if origin not in DISTANCE_ORIGINS:
-        raise ValueError(f"origin: unknown {origin!r}; allowed: {', '.join(DISTANCE_ORIGINS)}")
-    reader = Experiment(run.config, run, torch.device("cpu"), False, 0.0, data_dir, False,
-                        store=None)
-    reader.init_state = load_torch(run.file("checkpoints", "init.pt"))
-    if origin == "start" and run.config.retrain in ("scratch", "reinit"):
-        bundle = _clean_data(run.config, data_dir)
-        reader.input_shape, reader.num_classes = bundle.input_shape, bundle.num_classes
-    rewind = run.file("checkpoints", "rewind.pt")
-    fixed = {"init": reader.init_state,
-             "rewind": load_torch(rewind) if rewind.exists() else reader.init_state}
-    levels = run.levels()
-    rows = []
-    for level, sparsity in zip(levels["level"], levels["sparsity"]):
-        level = int(level)
-        start = reader.start_state(level) if origin == "start" else fixed[origin]
-        squares = distance.squared_by_layer(start, load_torch(run.level_dir(level) / "final.pt"),
-                                            load_torch(run.level_dir(level) / "mask.pt"))
-        if not per_layer:
-            squares = {"all": sum(squares.values())}
-        rows += [{"level": level, "sparsity": float(sparsity), "layer": layer,
-                  "distance": total ** 0.5} for layer, total in squares.items()]
-    return pd.DataFrame(rows, columns=["level", "sparsity", "layer", "distance"])
-
-
-def upgrade_learning_distance(run: Run, data_dir: Path | str = "data/datasets") -> bool:
-    """Recompute a stored run's ``learning_distance`` column from its checkpoints if it
-    holds an earlier definition (see :mod:`sddlib.distance`); True if it was rewritten.
-
-    Nothing is retrained and the checkpoints are not touched; ``meta.json`` notes the
-    upgrade. A run another process is computing is left alone (it will be upgraded the
-    next time it is found).
-    """
-    if run.meta().get("learning_distance_version") == distance.VERSION:
-        return False
-    try:
-        with run.lock():
-            table = run.levels()
-            if not table.empty:
-                table["learning_distance"] = level_distances(
-                    run, data_dir=data_dir)["distance"].to_numpy()
-                atomic_write_text(run.file("levels.csv"), table.to_csv(index=False))
-            meta = run.meta()
-            meta["learning_distance_version"] = distance.VERSION
-            meta["learning_distance_upgraded"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            atomic_write_text(run.file("meta.json"), json.dumps(meta, indent=2))
-    except RunBusyError:
-        return False
-    return True
-
-
-def _mean(values: torch.Tensor) -> float:
-    return float(values.float().mean().item())
-
-
-def _cpu_state(model: torch.nn.Module) -> dict:
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}

@@ -14,9 +14,10 @@ parameters each one gets::
 ``sddlib figures`` first checks the parameters of every notebook it will run (profile and
 ``-p`` overrides merged: each experiment the notebook builds must be a valid
 :class:`ExperimentConfig`, seeds non-negative integers, ...; see :func:`checked_parameters`),
-so bad input fails at once in one line, not in a kernel. It then converts each source with
-jupytext and executes it with papermill, one process per notebook, into ``book/<name>.ipynb``; ``jupyter-book build book/`` then renders
-those executed copies without executing them again. The heavy compute lives in the run
+so bad input fails at once in one line, not in a kernel. It then converts each source
+with jupytext and executes it with papermill, one process per notebook, into
+``book/<name>.ipynb``; ``jupyter-book build book/`` then renders those executed copies
+without executing them again. The heavy compute lives in the run
 store, not in the notebooks, so rerunning a figure with other parameters recomputes only
 the runs that are new.
 """
@@ -386,7 +387,7 @@ def _theory(key, value) -> None:
 
 
 def _network(key, value) -> None:
-    from .theory import width_config
+    from .network_check import width_config
 
     allowed = ("experiment", "widths", "target_weights", "seeds", "criteria")
     if not isinstance(value, dict):
@@ -484,21 +485,21 @@ def gather(variants: dict[str, list[ExperimentConfig]], compute_missing: bool = 
            label: str = "variant"):
     """The tidy levels of every variant's runs, with a ``label`` column naming the variant.
 
-    The runs of all variants are computed in one :func:`experiment.run_many` call, so on
+    The runs of all variants are computed in one :func:`sweep.run_many` call, so on
     CUDA runs that differ only in seed, label noise or pruning criterion train together as
-    stacked ensembles, across variants (see :func:`experiment.stack_groups`; on the CPU
-    stacking does not pay, see :func:`experiment.stacking_pays`). ``SDDLIB_STACK=1`` in the
+    stacked ensembles, across variants (see :func:`sweep.stack_groups`; on the CPU
+    stacking does not pay, see :func:`sweep.stacking_pays`). ``SDDLIB_STACK=1`` in the
     environment stacks on any device, ``SDDLIB_STACK=0`` never (``sddlib figures`` passes
     the environment on to the notebooks). The runs (or stacked groups) train in parallel
     processes, one per core on the CPU (see :mod:`sddlib.parallel`); ``SDDLIB_WORKERS=N``
     sets how many (``auto`` by default, ``1``: one after another). A run in two variants
     is computed once (at the most ``levels`` asked for) and its rows appear under both
     labels, each cut at that variant's ``levels``. With ``compute_missing=False`` nothing is
-    computed and each variant shows its finished runs, as :func:`experiment.run_many` says.
+    computed and each variant shows its finished runs, as :func:`sweep.run_many` says.
     """
     import pandas as pd
 
-    from .experiment import run_many
+    from .sweep import run_many
 
     settings = load_settings()
     progress = os.environ.get("SDDLIB_PROGRESS", "1") != "0"
@@ -592,3 +593,60 @@ def comparison_table(comparison):
 
 def rerun_command(name: str, example: str = "") -> str:
     return f"sddlib figures --only {name}" + (f" {example}" if example else "")
+
+
+def sparsity_list(values) -> str:
+    """"name 12.3%, other none": a sparsity per name (NaN: never reached) in words."""
+    import math
+
+    return ", ".join(f"{name} {sparsity:.1%}" if not math.isnan(sparsity) else f"{name} none"
+                     for name, sparsity in dict(values).items())
+
+
+def percent_table(table, headers: dict, plain=()):
+    """The columns of ``headers`` (column -> heading) as a readable table, every one in
+    percent but the ``plain`` columns (named by column)."""
+    shown = table[list(headers)].rename(columns=headers)
+    percent = {headers[c]: "{:.1%}" for c in headers if c not in plain}
+    return shown.style.format(percent, na_rep="-").hide(axis="index")
+
+
+def distance_claims_table(claims):
+    """The learning-distance claim per dataset (``metrics.distance_claims``) as a table."""
+    return claims.rename(columns={
+        "peak_sparsity": "distance peak (sparsity)", "worst_sparsity": "test minimum (sparsity)",
+        "levels_apart": "levels apart", "peak_distance": "peak distance",
+        "last_distance": "last distance", "last_over_peak": "last / peak",
+        "interior_peak": "interior peak", "rho": "Spearman ρ", "rho_levels": "levels in ρ",
+    }).style.format({"distance peak (sparsity)": "{:.1%}", "test minimum (sparsity)": "{:.1%}",
+                     "levels apart": "{:.0f}", "peak distance": "{:.2f}",
+                     "last distance": "{:.2f}", "last / peak": "{:.0%}", "Spearman ρ": "{:.2f}"},
+                    na_rep="-").hide(axis="index")
+
+
+def barrier_table(barriers):
+    """Barriers per level (``landscape.barrier_table``) as a table: the training and test
+    barrier side by side, with the level's sparsity and its test accuracy at both ends."""
+    test = barriers[barriers.split == "test"].set_index("level")
+    shown = barriers.pivot(index="level", columns="split", values="barrier").add_suffix(" barrier")
+    shown = shown.join(test[["sparsity", "sparse_acc", "redense_acc"]]).reset_index()
+    return shown.style.format(
+        {"sparsity": "{:.1%}", "sparse_acc": "{:.1%}", "redense_acc": "{:.1%}",
+         "train barrier": "{:.3f}", "test barrier": "{:.3f}"}).hide(axis="index")
+
+
+def stand_in_text(comparison) -> str:
+    """One clause per dataset of ours that stands in for one of the paper's
+    (``metrics.compare_with_reference`` rows with ``source`` "both"): sizes, dip and rise
+    beside the paper's."""
+    theirs = comparison[comparison.who.eq("paper")].set_index("dataset")
+    ours = comparison[comparison.who.eq("ours") & comparison.source.eq("both")]
+    sentences = []
+    for _, row in ours.iterrows():
+        their = theirs.loc[row["dataset"]]
+        sentences.append(
+            f"our {row['data']} ({row['training images']:,.0f} training images) stands in for "
+            f"the paper's {row['dataset']} ({their['training images']:,.0f}): a dip of "
+            f"{row['dip']:.1%} below dense against the paper's {their['dip']:.1%}, a rise of "
+            f"{row['rise']:.1%} out of it against {their['rise']:.1%}")
+    return "; ".join(sentences) or "No dataset of this profile stands in for one of the paper's"

@@ -290,10 +290,23 @@ def barrier_height(path: pd.DataFrame) -> float:
     return float(max((loss - line).max(), 0.0))
 
 
+def barrier_table(paths: pd.DataFrame) -> pd.DataFrame:
+    """One row per (level, split) of :func:`redense_paths`: the ``barrier``
+    (:func:`barrier_height`) and the accuracy at the path's first alpha (``sparse_acc``,
+    the sparse solution when alphas run from 0) and last alpha (``redense_acc``).
+    Columns level, sparsity, split, barrier, sparse_acc, redense_acc."""
+    rows = [{"level": level, "sparsity": path.sparsity.iloc[0], "split": split,
+             "barrier": barrier_height(path), "sparse_acc": path.accuracy.iloc[0],
+             "redense_acc": path.accuracy.iloc[-1]}
+            for (level, split), path in paths.groupby(["level", "split"])]
+    return pd.DataFrame(rows, columns=["level", "sparsity", "split", "barrier", "sparse_acc",
+                                       "redense_acc"])
+
+
 # ---------------------------------------------------------------------------- helpers
 def _level_models(run, levels: Iterable[int], data_dir):
     """(level, model with that level's weights and masks, inputs), the data loaded once."""
-    from .experiment import load_level
+    from .checkpoints import load_level
     from .store import load_torch
 
     levels = list(levels)

@@ -19,15 +19,20 @@ named phases (light, critical, sweet spot, collapsed) are placed at the same lan
 Beyond the landmarks: where training accuracy starts to drop (the end of interpolation),
 where the network stops memorising the noisy labels and where test accuracy recovers, the
 rank correlation of learning distance and test accuracy, and the level-by-level
-difference of two variants run with the same seeds.
+difference of two variants run with the same seeds. The claims these numbers judge are
+worded by :func:`verdict`, the one place the book's "holds" / "does not hold here" /
+"cannot be judged here" is written.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+
+from .checkpoints import level_distances
 
 
 @dataclass
@@ -319,10 +324,8 @@ def learning_distances(run, origin: str = "start", per_layer: bool = False, *,
     ``origin="start"`` is the stored ``learning_distance`` column's definition
     (:mod:`sddlib.distance`); ``"init"`` and ``"rewind"`` measure from the original init
     or the rewind point instead, masked the same way. See
-    :func:`sddlib.experiment.level_distances`, which this reads through.
+    :func:`sddlib.checkpoints.level_distances`, which this reads through.
     """
-    from .experiment import level_distances
-
     return level_distances(run, origin, per_layer, data_dir=data_dir)
 
 
@@ -360,3 +363,136 @@ def sharpness_trend(frame: pd.DataFrame, sharpness: pd.DataFrame,
         rho(table[measure].to_numpy(), table["sparsity"].to_numpy()),
         rho(rise[measure].to_numpy(), accuracy.loc[rise.level].to_numpy()),
         len(rise))
+
+
+# ---------------------------------------------------------------------------- verdicts
+VERDICTS = {True: "holds", False: "does not hold here", None: "cannot be judged here"}
+
+
+def verdict(holds: bool | None, why: str = "") -> str:
+    """The words the book uses for a judged claim, the only place they are written.
+
+    ``holds``: True ("holds"), False ("does not hold here") or None, a claim the data at
+    hand cannot decide ("cannot be judged here"); NaN counts as None. ``why``, when given,
+    follows the words: after a colon when the claim cannot be judged (what is missing), in
+    brackets when it does not hold (how it fails), after a space when it holds (where:
+    "for every setting where it can be judged").
+    """
+    if holds is None or (isinstance(holds, float) and math.isnan(holds)):
+        holds = None
+    else:
+        holds = bool(holds)
+    words = VERDICTS[holds]
+    if not why:
+        return words
+    if holds is None:
+        return f"{words}: {why}"
+    return f"{words} ({why})" if holds is False else f"{words} {why}"
+
+
+def verdict_of_cases(cases, unit: str = "setting", why_none: str = "") -> str:
+    """One verdict over several cases (noise settings, datasets) judged one by one.
+
+    ``cases``: True, False or None per case; None cases cannot be judged and are left
+    out. "cannot be judged here" (with ``why_none``) when no case can be judged, "holds
+    for every <unit> where it can be judged" when all the others hold, else "holds for k
+    of the n <unit>s where it can be judged". Unlike ``theory.combine_verdicts``, one
+    failing case does not make the claim fail: the count says how far it holds.
+    """
+    judged = [bool(case) for case in cases if case is not None
+              and not (isinstance(case, float) and math.isnan(case))]
+    if not judged:
+        return verdict(None, why_none)
+    if all(judged):
+        return verdict(True, f"for every {unit} where it can be judged")
+    return verdict(True, f"for {sum(judged)} of the {len(judged)} {unit}s where it can be "
+                         "judged")
+
+
+def distance_claim(correlation: Correlation, peak: DistancePeak) -> bool | None:
+    """He et al.'s learning-distance claim on one curve needs both: the distance peaks
+    inside the curve (not at the dense or the sparsest level, ``peak.interior``) and it
+    moves against test accuracy up to the sweet spot (``correlation.rho < 0``). None when
+    ``rho`` is NaN (too few levels before the sweet spot, or a flat curve)."""
+    if math.isnan(correlation.rho):
+        return None
+    return bool(correlation.rho < 0 and peak.interior)
+
+
+def distance_claims(curves: dict[str, pd.DataFrame], distance: str = "learning_distance",
+                    value: str = "test_acc") -> pd.DataFrame:
+    """The learning-distance claim judged on several curves, one row per name of
+    ``curves`` (name -> tidy levels of one configuration over its seeds).
+
+    Columns: ``dataset`` (the name), ``peak_sparsity`` and ``worst_sparsity``
+    (:func:`distance_peak`), ``levels_apart`` (levels between the distance peak and the
+    test minimum, NaN without a minimum), ``peak_distance``, ``last_distance``,
+    ``last_over_peak``, ``interior_peak``, ``rho`` and ``rho_levels``
+    (:func:`distance_accuracy_correlation`) and ``verdict`` (:func:`distance_claim`).
+    """
+    rows = []
+    for name, curve in curves.items():
+        peak = distance_peak(curve, distance, value)
+        correlation = distance_accuracy_correlation(curve, distance, value)
+        rows.append({"dataset": name, "peak_sparsity": peak.sparsity,
+                     "worst_sparsity": peak.worst_sparsity,
+                     "levels_apart": abs(peak.level - peak.worst_level)
+                     if peak.worst_level >= 0 else float("nan"),
+                     "peak_distance": peak.distance, "last_distance": peak.last_distance,
+                     "last_over_peak": peak.last_distance / peak.distance,
+                     "interior_peak": peak.interior, "rho": correlation.rho,
+                     "rho_levels": correlation.levels,
+                     "verdict": verdict(distance_claim(correlation, peak))})
+    return pd.DataFrame(rows)
+
+
+def monotone(values: pd.Series, decreasing: bool) -> bool | None:
+    """Does a landmark move one way along an ordered series (for example the sparsity of
+    the training drop as the label-noise rate grows)? Ties count as moving. None with
+    fewer than two values or a missing one."""
+    if len(values) < 2 or values.isna().any():
+        return None
+    return bool(values.is_monotonic_decreasing if decreasing
+                else values.is_monotonic_increasing)
+
+
+def memorisation_on_climb(table: pd.DataFrame) -> pd.Series:
+    """Per setting, whether memorisation stops on the climb out of the dip: after the
+    worst test point and at or before the best (columns ``memorisation_drop_sparsity``,
+    ``worst_sparsity``, ``best_sparsity``, one row per setting). Settings without a
+    memorisation drop or a dip cannot be judged and are left out."""
+    judged = table.dropna(subset=["memorisation_drop_sparsity", "worst_sparsity"])
+    return ((judged.memorisation_drop_sparsity > judged.worst_sparsity)
+            & (judged.memorisation_drop_sparsity <= judged.best_sparsity))
+
+
+def interpolation_threshold_order(drops, later: str = "magnitude",
+                                  earlier: str = "random") -> tuple[bool | None, str]:
+    """He et al.'s criteria claim: the training accuracy of ``later`` pruning drops (its
+    interpolation threshold) at higher sparsity than that of ``earlier`` pruning.
+
+    ``drops``: criterion -> :func:`train_drop_sparsity` (NaN: never drops). Returns
+    (holds, why) for :func:`verdict`; two drops within 1% of each other in remaining
+    weights are the same level, which does not hold.
+    """
+    first, second = (float(drops.get(name, float("nan"))) for name in (later, earlier))
+    if math.isnan(first) or math.isnan(second):
+        return None, (f"it needs {later} and {earlier} curves whose training accuracy both "
+                      "drop")
+    if math.isclose(1 - first, 1 - second, rel_tol=0.01):
+        return False, "both drop at the same level"
+    if first > second:
+        return True, ""
+    return False, f"{earlier} pruning drops at higher sparsity"
+
+
+def flatness_verdict(trend: SharpnessTrend) -> str:
+    """What the sharpness over the rise of the curve says about He et al.'s claim that
+    flatness does not explain it: minima getting flatter where test accuracy rises
+    (``rho_rise < 0``) would be consistent with flatness explaining the rise; otherwise
+    the data agree with the paper. "cannot be judged here" without a rise to read."""
+    if math.isnan(trend.rho_rise):  # no worst point before the sweet spot, or too few levels
+        return verdict(None)
+    if trend.rho_rise < 0:
+        return "is consistent with flatness explaining the rise"
+    return "does not support flatness as the explanation, as the paper found"

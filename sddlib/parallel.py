@@ -1,11 +1,12 @@
 """Several runs at once on the CPU: one process per run, one torch thread each.
 
-The default 1-D CNN is too small to keep two cores busy: on the 2-core machine this
-project is developed on, a level trains only 1.2 to 1.3 times faster on two torch threads
-than on one, while two runs side by side, one thread each, take 0.130 s per epoch each
-against 0.236 for one run on one thread: 1.8 times the throughput, 1.3 times that of one
-run on two threads (``benchmarks/bench_level.py``, ``bench_stack.py``; 2026-11-23). So
-:func:`experiment.run_many` with ``workers="auto"`` (what the book and ``sddlib run
+The default 1-D CNN is too small to keep two cores busy: its small convolutions and
+matmuls split poorly over threads, so a second torch thread speeds one run up far less
+than twice, while two runs side by side, one thread each, keep both cores working and
+get more done per second than one run on every thread (``benchmarks/bench_level.py``,
+``bench_flops.py`` and ``bench_stack.py`` measure both; the reference page's
+Measurements has the numbers of the development machine). So
+:func:`sweep.run_many` with ``workers="auto"`` (what the book and ``sddlib run
 --seeds`` use) trains the runs it has to compute in a pool of worker processes, one per
 core on the CPU when the runs are big enough to be worth starting a process for, and a
 run of a small model (``mlp``, ``cnn1d``) trains with one torch thread on the CPU
@@ -31,17 +32,19 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
-from typing import Iterator, Optional, Union
+from typing import Callable, Iterator, Optional, Union
 
 import torch
 from tqdm import tqdm
 
 from .data import DEFAULT_TRAIN_SIZE
+from .retrain import mode_of
 
 SMALL_MODELS = ("mlp", "cnn1d")
-# A run is worth a worker process (about 3 s to start: it imports torch) when it trains at
-# least this many samples in all (levels x epochs x training samples): about 10 s of the
-# default CNN on one core. Smaller runs (the smoke profile's) run in the calling process.
+# A worker process takes seconds to start (it imports torch), so a run is worth one when
+# it trains at least this many samples in all (levels x epochs x training samples): a few
+# times that start-up for the default CNN on one core. Smaller runs (the smoke profile's)
+# run in the calling process.
 WORTH_A_PROCESS = 200_000
 
 
@@ -84,7 +87,7 @@ def resolve_workers(workers: Union[str, int], groups: list[list], device) -> int
     ``"auto"``: on the CPU, one per usable core divided by the runs' threads, at most one
     per group, and 1 (no pool) when there is one group or the runs are small (see
     ``WORTH_A_PROCESS``); on a GPU 1 (there, small runs are stacked instead, see
-    :func:`experiment.stacking_pays`). A number is taken as it is (at most one per group).
+    :func:`sweep.stacking_pays`). A number is taken as it is (at most one per group).
     """
     if workers == "auto":
         if torch.device(device).type != "cpu" or len(groups) < 2:
@@ -115,9 +118,14 @@ def _checked(value, given, name: str = "workers") -> int:
 
 
 def run_in_pool(rounds: list[list[list]], store, workers: int, progress: bool,
-                options: dict) -> None:
+                options: dict, train_group: Callable[[list, object, dict], None]) -> None:
     """Train ``rounds`` (each a list of groups; a round starts when the last one is done)
-    in ``workers`` spawned processes, with one progress bar counting levels."""
+    in ``workers`` spawned processes, with one progress bar counting levels.
+
+    ``train_group(group, store, options)`` trains one group in a worker; it must be a
+    module-level function (the pool pickles it by name), so this module never imports the
+    engine that trains.
+    """
     groups = [group for round_ in rounds for group in round_]
     total = sum(_levels(config) for group in groups for config in group)
     context = multiprocessing.get_context("spawn")
@@ -128,7 +136,7 @@ def run_in_pool(rounds: list[list[list]], store, workers: int, progress: bool,
         for round_ in rounds:
             # the biggest first, so that no big run starts last while the other cores idle
             ordered = sorted(round_, key=lambda group: -sum(map(work_size, group)))
-            pending = [pool.apply_async(_train_group, (group, store, options))
+            pending = [pool.apply_async(train_group, (group, store, options))
                        for group in ordered]
             while pending:
                 pending[0].wait(timeout=2.0)
@@ -147,17 +155,8 @@ def run_in_pool(rounds: list[list[list]], store, workers: int, progress: bool,
         bar.close()
 
 
-def _train_group(group: list, store, options: dict) -> None:
-    from .experiment import run_experiment, run_stacked
-
-    if len(group) == 1:
-        run_experiment(group[0], store, progress=False, **options)
-    else:
-        run_stacked(group, store, progress=False, **options)
-
-
 def _levels(config) -> int:
-    return 1 if config.redense_level is not None else config.levels + 1
+    return mode_of(config).levels(config) + 1
 
 
 def _done(store, config) -> int:

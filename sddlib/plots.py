@@ -124,3 +124,168 @@ def landmark_shapes(ax_shape, ax_where, comparison: pd.DataFrame) -> None:
     ax_where.set(yticks=positions, yticklabels=labels)
     sparsity_axis(ax_where)
     ax_where.legend(fontsize=8)
+
+
+def paired_figure(frame: pd.DataFrame, hue: str, differences: dict[str, pd.DataFrame],
+                  label: str, drops: dict | None = None, phases: CurveSummary | None = None,
+                  legend_title: str | None = None):
+    """Two variants side by side and their paired difference.
+
+    Top: training accuracy (noisy labels; a dashed line at each variant's ``drops``
+    sparsity) and test accuracy (the phases of ``phases`` shaded), one line per ``hue``.
+    Bottom: one panel per entry of ``differences`` (``"training"`` or ``"test"`` ->
+    :func:`metrics.paired_difference` frame), mean +- std over seeds, named ``label``
+    (e.g. "lottery − reinit"), with a line at zero.
+    """
+    fig, axes = figure(2, 2)
+    curves(axes[0, 0], frame, "train_acc", hue=hue)
+    if drops:
+        mark_sparsities(axes[0, 0], drops)
+    axes[0, 0].set_title("training accuracy (noisy labels)")
+    curves(axes[0, 1], frame, "test_acc", hue=hue)
+    for ax in axes[0]:
+        ax.get_legend().set_title(legend_title or hue)
+    if phases is not None:
+        mark_phases(axes[0, 1], phases)
+    axes[0, 1].set_title("test accuracy")
+    for ax, (what, difference) in zip(axes[1], differences.items()):
+        curves(ax, difference, "difference", label=label)
+        ax.axhline(0.0, color="0.3", lw=0.8)
+        ax.set_ylabel(f"{what} accuracy difference")
+        ax.set_title(f"{what} accuracy, {label}, paired by seed")
+    fig.tight_layout()
+    return fig
+
+
+def distance_figure(frame: pd.DataFrame, names, by: str = "dataset_name"):
+    """Learning distance (left) and test accuracy (right) against remaining weights, one
+    row per name of ``names`` (values of column ``by``), both panels shaded with the
+    phases of that row's test curve."""
+    names = list(names)
+    fig, axes = figure(len(names), 2, width=11.0, height=3.8)
+    for row, name in enumerate(names):
+        curve = frame[frame[by] == name]
+        summary = metrics.curve_summary(curve)
+        for ax, y in zip(axes[row], ("learning_distance", "test_acc")):
+            curves(ax, curve, y)
+            mark_phases(ax, summary)
+            ax.set(ylabel=LABELS[y], title=f"{name}: {LABELS[y]}")
+    fig.tight_layout()
+    return fig
+
+
+def lines_by_level(ax, table: pd.DataFrame, split: str, y: str, title: str, xlabel: str):
+    """``y`` along a path in weight space (column ``alpha``), one line per level of a
+    :func:`landscape.direction_curves` or :func:`landscape.redense_paths` table (rows of
+    ``split`` only), each labelled by the share of weights its level keeps."""
+    data = table[table.split == split].copy()
+    data["remaining"] = [f"{100 * (1 - s):.3g}% left" for s in data.sparsity]
+    sns.lineplot(data=data, x="alpha", y=y, hue="remaining", marker="o", markersize=3, ax=ax)
+    ax.set(title=title, xlabel=xlabel)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def flatness_figure(directions: pd.DataFrame, frame: pd.DataFrame, sharpness: pd.DataFrame,
+                    summary: CurveSummary):
+    """The minima-flatness page's six panels. Top: training and test loss along a
+    filter-normalised direction (``directions``, :func:`landscape.direction_curves`) and
+    the run's test accuracy (``frame``) with its phases. Bottom: test accuracy along the
+    direction, and the top Hessian eigenvalue and trace per level (``sharpness``,
+    :func:`landscape.sharpness_by_level`; log scale when all are positive)."""
+    fig, axes = figure(2, 3, width=13.5, height=3.4)
+    xlabel = "step along the filter-normalised direction"
+    for ax, (split, y, title) in ((axes[0, 0], ("train", "loss", "training loss (noisy labels)")),
+                                  (axes[0, 1], ("test", "loss", "test loss")),
+                                  (axes[1, 0], ("test", "accuracy",
+                                                "test accuracy along the direction"))):
+        lines_by_level(ax, directions, split, y, title, xlabel)
+    curves(axes[0, 2], frame, "test_acc")
+    mark_phases(axes[0, 2], summary)
+    axes[0, 2].set_title("test accuracy of the run")
+    for ax, column, title in ((axes[1, 1], "top_eigenvalue", "top Hessian eigenvalue"),
+                              (axes[1, 2], "trace", "Hessian trace (Hutch++)")):
+        curves(ax, sharpness, column)
+        mark_phases(ax, summary)
+        if (sharpness[column] > 0).all():
+            ax.set_yscale("log")
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def redense_figure(paths: pd.DataFrame):
+    """Training loss, test loss and test accuracy on the straight line from each level's
+    sparse solution (alpha 0) to its re-dense one (alpha 1), one line per level
+    (``paths``: :func:`landscape.redense_paths`)."""
+    fig, axes = figure(1, 3, width=13.5, height=3.4)
+    xlabel = "α (0: sparse solution, 1: re-dense solution)"
+    for ax, (split, y, title) in zip(axes.flat, [("train", "loss", "training loss (noisy labels)"),
+                                                 ("test", "loss", "test loss"),
+                                                 ("test", "accuracy", "test accuracy")]):
+        lines_by_level(ax, paths, split, y, title, xlabel)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------- theory
+# colour and line style of each least-squares model (sddlib.theory's methods)
+METHOD_STYLE = {"dense": ("0.2", "-"), "magnitude": ("C0", "-"), "magnitude+refit": ("C0", "--"),
+                "random": ("C3", "-"), "random+refit": ("C3", "--"), "oracle": ("C2", ":"),
+                "small": ("C2", ":")}
+STRUCTURE_NAMES = {"equicorrelated": "equicorrelated", "ar1": "AR(1)"}
+
+
+def risk_panel(ax, frame: pd.DataFrame, title: str, analytic: pd.DataFrame | None = None,
+               mark: float | None = None):
+    """Test risk against p/n (log-log), one line per method of a ``theory.simulate_*``
+    frame with a band of ±2 standard errors; ``analytic`` curves
+    (``theory.predict_linear_isotropic``) as circles; a grey line at the interpolation
+    threshold p = n and, at ``mark`` (e.g. s/n, where the oracle lives), a dotted green one.
+    """
+    for method, group in frame.groupby("method", sort=False):
+        colour, style = METHOD_STYLE[method]
+        ax.plot(group.p_over_n, group.risk_mean, style, color=colour, label=method)
+        sem = group.risk_std / np.sqrt(group.trials)
+        ax.fill_between(group.p_over_n, group.risk_mean - 2 * sem, group.risk_mean + 2 * sem,
+                        color=colour, alpha=0.15, lw=0)
+    if analytic is not None:
+        for method, group in analytic.groupby("method", sort=False):
+            ax.plot(group.p_over_n, group.risk, "o", ms=3, mfc="none",
+                    color=METHOD_STYLE[method][0], label=f"{method} (analytic)")
+    ax.axvline(1.0, color="0.6", lw=0.8)
+    if mark is not None:
+        ax.axvline(mark, color="C2", lw=0.8, ls=":")
+    ax.set(xscale="log", yscale="log", xlabel="p / n (model size over samples)",
+           ylabel="test risk", title=title)
+    ax.legend(fontsize=8, ncol=2)
+    return ax
+
+
+def risk_figure(*panels: dict, width: float = 15.0, height: float = 4.2):
+    """One :func:`risk_panel` per entry of ``panels`` (its keyword arguments: ``frame``,
+    ``title``, optionally ``analytic`` and ``mark``), side by side."""
+    fig, axes = figure(1, len(panels), width=width, height=height)
+    for ax, panel in zip(axes[0], panels):
+        risk_panel(ax, **panel)
+    fig.tight_layout()
+    return fig
+
+
+def refit_benefit_figure(benefit: pd.DataFrame, structures):
+    """The benefit of refitting against the feature correlation, one panel per structure
+    and one line per p/n, with bars of ±2 standard errors (``benefit``:
+    ``theory.mean_refit_benefit``); above the grey line at 0 refitting helps."""
+    structures = list(structures)
+    fig, axes = figure(1, len(structures), width=11, height=4)
+    for ax, structure in zip(axes[0], structures):
+        for index, (ratio, group) in enumerate(
+                benefit[benefit.structure == structure].groupby("p_over_n")):
+            ax.errorbar(group.correlation, group.benefit, yerr=2 * group.benefit_se,
+                        marker="o", ms=4, capsize=3, color=f"C{index}", label=f"p/n = {ratio:g}")
+        ax.axhline(0.0, color="0.6", lw=0.8)
+        ax.set(xlabel="feature correlation rho", ylabel="risk without refit - risk with refit",
+               title=f"{STRUCTURE_NAMES.get(structure, structure)} features")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

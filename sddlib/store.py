@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import io
 import json
 import multiprocessing
 import os
 import platform
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Iterator, Optional
@@ -40,6 +38,8 @@ import pandas as pd
 import torch
 
 from .config import ConfigError, ExperimentConfig
+from .files import (atomic_save_torch, atomic_write_bytes, atomic_write_text,  # noqa: F401
+                    load_torch)  # re-exported: a store is read with them
 
 LEVEL_COLUMNS = ["level", "sparsity", "remaining_weights", "train_acc", "train_acc_clean",
                  "train_acc_corrupted", "train_loss", "test_acc", "test_loss",
@@ -48,37 +48,6 @@ LEVEL_COLUMNS = ["level", "sparsity", "remaining_weights", "train_acc", "train_a
 
 class RunBusyError(RuntimeError):
     pass
-
-
-# ---------------------------------------------------------------------------- atomic I/O
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_save_torch(path: Path, obj) -> None:
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def load_torch(path: Path):
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 # ---------------------------------------------------------------------------- one run

@@ -657,6 +657,47 @@ def predict_linear_isotropic(n: int, s: int, p_values: Sequence[int], beta: np.n
     return pd.DataFrame(rows)
 
 
+def isotropic_comparison(n: int, d: int, s: int, sigma2: float = 0.1, seed: int = 0,
+                         count: int = 16, exclude: float = 0.25,
+                         methods: Sequence[str] = ("dense", "magnitude", "random", "oracle"),
+                         predicted: Sequence[str] = ("dense", "magnitude"), **simulation) \
+        -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Simulation and analytic curves of the isotropic linear model on one grid.
+
+    The grid is :func:`default_p_values` (``count`` sizes) without the sizes within
+    ``exclude`` of ``p/n = 1``, where the risk's variance explodes. Returns the
+    :func:`simulate_linear` frame (``methods`` only; ``simulation``, e.g. ``trials``, goes
+    to it) and the :func:`predict_linear_isotropic` frame (``predicted`` only), the
+    prediction using the simulated problem's ``beta``.
+    """
+    problem = linear_problem(d, sigma2=sigma2, spectrum="isotropic")
+    p_values = [p for p in default_p_values(n, d, count) if abs(p / n - 1) >= exclude]
+    simulated = simulate_linear(n=n, d=d, s=s, sigma2=sigma2, spectrum="isotropic",
+                                p_values=p_values, problem=problem, seed=seed, **simulation)
+    analytic = predict_linear_isotropic(n, s, p_values, problem.beta, sigma2)
+    return (simulated[simulated.method.isin(methods)],
+            analytic[analytic.method.isin(predicted)])
+
+
+def analytic_agreement(simulated: pd.DataFrame, analytic: pd.DataFrame) -> dict[str, float]:
+    """How far the analytic curves are from simulation, per predicted method.
+
+    For each method of ``analytic`` (columns ``p, method, risk``) matched with
+    ``simulated`` (``p, method, risk_mean, risk_std, trials``): ``<method>_max_z``, the
+    largest distance in standard errors of the simulated mean, and ``<method>_max_rel``,
+    the largest relative difference ``|simulated - analytic| / analytic``.
+    """
+    merged = simulated.merge(analytic, on=["p", "method"])
+    z = (merged.risk_mean - merged.risk) / (merged.risk_std / np.sqrt(merged.trials))
+    relative = (merged.risk_mean - merged.risk).abs() / merged.risk
+    result = {}
+    for method in analytic["method"].unique():
+        chosen = merged.method == method
+        result[f"{method}_max_z"] = float(z[chosen].abs().max())
+        result[f"{method}_max_rel"] = float(relative[chosen].max())
+    return result
+
+
 # ------------------------------------------------------------------------- reading
 def beats_oracle(frame: pd.DataFrame, s: int,
                  methods: Sequence[str] = ("magnitude+refit", "magnitude"),
@@ -772,101 +813,34 @@ def combine_verdicts(verdicts: Sequence[Optional[bool]]) -> Optional[bool]:
 
 
 def verdict(holds: Optional[bool]) -> str:
-    """The words the book uses for a judged claim."""
-    return {True: "holds", False: "does not hold here", None: "cannot be judged here"}[holds]
+    """The words the book uses for a judged claim (:func:`sddlib.metrics.verdict`)."""
+    from .metrics import verdict as words
+
+    return words(holds)
 
 
-# ------------------------------------------------------------------------- network check
-# Per-sample input shapes, to count a model's weights without loading its data.
-INPUT_SHAPES = {"mnist1d": (40,), "mnist-5k": (1, 28, 28), "digits": (1, 8, 8),
-                "mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32),
-                "cifar100": (3, 32, 32), "tinyimagenet": (3, 32, 32)}
+def describe_wins(frame: pd.DataFrame, s: int, method: str,
+                  baseline: Optional[str] = None) -> str:
+    """Where ``method`` beats the small model (:func:`beats_oracle`), in words over the
+    frame's grid of pruned sizes ``p > s`` (:func:`describe_intervals`)."""
+    wins = beats_oracle(frame, s, methods=[method], baseline=baseline)[method]
+    grid = np.sort(frame[frame["p"] > s]["p_over_n"].unique())
+    return describe_intervals(wins, grid)
 
 
-def width_config(experiment: dict, width: int, **changes):
-    """The experiment at ``width``: two hidden layers of ``width`` for the MLP, the base
-    width (channels) for the other models."""
-    from .config import ExperimentConfig
-
-    size = ({"widths": [width, width]} if experiment.get("model", "mlp") == "mlp"
-            else {"width": width})
-    return ExperimentConfig.from_dict({"model": "mlp", **experiment, **size, **changes})
+def dense_peak_p_over_n(frame: pd.DataFrame) -> float:
+    """The ``p/n`` where the dense model's mean risk is highest (its interpolation peak)."""
+    dense = frame[frame["method"] == "dense"]
+    return float(dense.loc[dense["risk_mean"].idxmax(), "p_over_n"])
 
 
-def prunable_weights(config) -> int:
-    """How many weights ``config``'s model has that pruning may remove."""
-    from .data import NUM_CLASSES
-    from .models import build_model, default_prune_output
-    from .prune import prunable_parameters
-
-    model = build_model(config, INPUT_SHAPES[config.dataset], NUM_CLASSES[config.dataset])
-    prune_output = (default_prune_output(config.model) if config.prune_output is None
-                    else config.prune_output)
-    return sum(p.numel() for p in prunable_parameters(model, prune_output).values())
-
-
-def network_check(experiment: dict, widths: Sequence[int], target_weights: int,
-                  criteria: Sequence[str] = ("magnitude", "random"),
-                  seeds: Sequence[int] = (0,), compute_missing: bool = True) -> pd.DataFrame:
-    """Chang et al.'s question on a network: the experiment's model (an MLP with two hidden
-    layers of width ``w`` by default; a ResNet or CNN of base width ``w`` if the experiment
-    names one), trained dense and pruned in one step to ``target_weights`` prunable
-    weights, with and without retraining. Widths whose dense model has no more than
-    ``target_weights`` prunable weights are trained directly: the "train small" baseline.
-
-    Runs go through the run store like any experiment: one pruning level whose ``rate``
-    takes the dense model to the target, retrained with ``lr-rewind`` (the full schedule
-    from the pruned weights). "Not retrained" evaluates the dense weights under the level-1
-    masks (:func:`sddlib.experiment.evaluate_pruned`). Columns: ``width``, ``seed``,
-    ``weights`` (prunable weights kept, measured from the run's masks, not the target
-    asked for), ``method``, ``test_acc``, ``test_error``.
-    """
-    from .experiment import evaluate_pruned, run_many
-    from .figures import store
-    from .project import load_settings
-
-    settings = load_settings()
-    runs = store()
-    rows = []
-    for width in widths:
-        dense_weights = prunable_weights(width_config(experiment, width))
-        small = dense_weights <= target_weights
-        for criterion in (["magnitude"] if small else criteria):
-            configs = [width_config(experiment, width, seed=seed, criterion=criterion,
-                                    retrain="lr-rewind", rewind_iteration=0,
-                                    levels=0 if small else 1,
-                                    rate=0.2 if small else 1.0 - target_weights / dense_weights)
-                       for seed in seeds]
-            run_many(configs, runs, compute_missing=compute_missing, progress=False,
-                     data_dir=settings.data_dir)
-            for config in configs:
-                run = runs.find(config)
-                if run is None or not run.is_finished():
-                    continue
-                table = run.levels()
-                if small:
-                    rows.append({"width": width, "seed": config.seed,
-                                 "weights": int(table.remaining_weights[0]),
-                                 "method": "small (trained directly)",
-                                 "test_acc": float(table.test_acc[0])})
-                    continue
-                pruned = evaluate_pruned(run, 0, mask_level=1, data_dir=settings.data_dir)
-                rows += [
-                    {"width": width, "seed": config.seed,
-                     "weights": int(table.remaining_weights[1]),
-                     "method": f"{criterion}, retrained", "test_acc": float(table.test_acc[1])},
-                    {"width": width, "seed": config.seed,
-                     "weights": int(pruned["remaining_weights"]),
-                     "method": f"{criterion}, not retrained", "test_acc": pruned["test_acc"]},
-                ]
-                if criterion == criteria[0]:
-                    rows.append({"width": width, "seed": config.seed,
-                                 "weights": int(table.remaining_weights[0]), "method": "dense",
-                                 "test_acc": float(table.test_acc[0])})
-    frame = pd.DataFrame(rows)
-    if not frame.empty:
-        frame["test_error"] = 1.0 - frame["test_acc"]
-    return frame
+def mean_refit_benefit(per_trial: pd.DataFrame) -> pd.DataFrame:
+    """A :func:`refit_benefit` frame averaged over trials: per ``structure``, ``p_over_n``
+    and ``correlation`` the mean ``benefit``, its standard error ``benefit_se`` and the
+    mean ``risk_pruned`` and ``risk_refit``."""
+    return per_trial.groupby(["structure", "p_over_n", "correlation"], sort=False).agg(
+        benefit=("benefit", "mean"), benefit_se=("benefit", "sem"),
+        risk_pruned=("risk_pruned", "mean"), risk_refit=("risk_refit", "mean")).reset_index()
 
 
 def describe_intervals(values: np.ndarray, grid: np.ndarray) -> str:

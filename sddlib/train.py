@@ -162,9 +162,10 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     """SGD or Adam over the trainable parameters, as one fused kernel per step.
 
     ``fused=True`` (one kernel for every parameter's update, on the CPU and on CUDA) is
-    the same update as torch's default implementation, up to float rounding; for the
-    default model on the CPU it costs a third of the ``foreach`` step
-    (``benchmarks/bench_level.py``). Devices without a fused kernel fall back to foreach.
+    the same update as torch's default implementation, up to float rounding; for a small
+    model the step is mostly per-tensor dispatch, which one kernel saves (part of what
+    ``benchmarks/bench_level.py`` measures against a plain loop with torch's default
+    optimiser). Devices without a fused kernel fall back to foreach.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     speed = {"fused": True} if _fused_supported(params) else {"foreach": True}

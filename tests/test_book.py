@@ -1,5 +1,6 @@
 """The book builds on the smoke profile: every figure page holds its image and its glued
-numbers, and the build warns about nothing (no missing reference, no missing glue key)."""
+numbers, the reference appendix lists every config key and levels.csv column, and the
+build warns about nothing (no missing reference, no missing glue key)."""
 import re
 import shutil
 import subprocess
@@ -10,11 +11,17 @@ import pytest
 import yaml
 
 from sddlib import figures
+from sddlib.config import help_table
 from sddlib.project import load_settings
+from sddlib.store import LEVEL_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = load_settings(ROOT)
 NOTEBOOKS = figures.notebook_names(SETTINGS)
+TOC = yaml.safe_load((ROOT / "book" / "_toc.yml").read_text())
+PARTS = {part["caption"]: [chapter["file"] for chapter in part["chapters"]]
+         for part in TOC["parts"]}
+FIGURE_PAGES = [name for name in NOTEBOOKS if name not in PARTS["Appendix"]]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +46,7 @@ def test_the_book_builds_without_warnings(built_book):
     assert (book / "_build" / "html" / "index.html").exists()
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
+@pytest.mark.parametrize("name", FIGURE_PAGES)
 def test_every_figure_page_has_its_image_and_glued_numbers(built_book, name):
     book, _ = built_book
     html = (book / "_build" / "html" / f"{name}.html").read_text()
@@ -50,10 +57,21 @@ def test_every_figure_page_has_its_image_and_glued_numbers(built_book, name):
     assert f"sddlib figures --only {name}" in text  # every page says how to rerun it
 
 
+def test_reference_page_lists_every_key_and_column(built_book):
+    book, _ = built_book
+    html = (book / "_build" / "html" / "reference.html").read_text()
+    text = re.sub(r"<[^>]+>", "", html)
+    cells = set(re.findall(r"<td[^>]*>([^<]*)</td>", html))
+    assert not [key for key, _, _ in help_table() if key not in cells]
+    assert not [column for column in LEVEL_COLUMNS if column not in cells]
+    assert "make bench" in text and "sddlib figures --only reference" in text
+
+
 def test_toc_lists_every_notebook_and_the_pages():
-    toc = yaml.safe_load((ROOT / "book" / "_toc.yml").read_text())
-    files = [chapter["file"] for chapter in toc["chapters"]]
-    assert files[:len(NOTEBOOKS)] == NOTEBOOKS and "bibliography" in files
+    files = [name for chapters in PARTS.values() for name in chapters]
+    assert [name for name in files if name in NOTEBOOKS] == NOTEBOOKS
+    assert PARTS["Figures"] == FIGURE_PAGES
+    assert "reference" in PARTS["Appendix"] and "bibliography" in PARTS["Appendix"]
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)

@@ -88,7 +88,7 @@ def test_batchnorm_models_are_refused_with_a_reason():
 
 def test_run_many_stacked_stores_each_run_as_training_alone_does(tiny_config, tmp_path,
                                                                   data_dir):
-    from sddlib.experiment import run_many, stack_groups
+    from sddlib.sweep import run_many, stack_groups
     from sddlib.store import RunStore, load_torch
 
     configs = [tiny_config, tiny_config.replace(seed=1, criterion="gradient"),
@@ -215,7 +215,7 @@ def test_stacked_bf16_runs_train_under_autocast_and_record_their_precision(tiny_
     (autocast really ran), masks still hold, and meta.json says bf16 and no compile."""
     import json
 
-    from sddlib.experiment import run_many
+    from sddlib.sweep import run_many
     from sddlib.store import RunStore, load_torch
 
     base = tiny_config.replace(levels=1)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from sddlib import experiment, prune
+from sddlib import checkpoints, experiment, prune, sweep
 from sddlib.cli import main
 from sddlib.store import LEVEL_COLUMNS, RunStore, load_torch
 
@@ -247,9 +247,9 @@ def test_evaluate_pruned_reproduces_the_stored_accuracy(tiny_config, tmp_path, d
     result, _ = run(tiny_config.replace(levels=2), tmp_path, data_dir)
     table = result.levels()
     for level in range(3):
-        again = experiment.evaluate_pruned(result, level, data_dir=data_dir)
+        again = checkpoints.evaluate_pruned(result, level, data_dir=data_dir)
         assert abs(again["test_acc"] - table.test_acc[level]) < 1e-9
-    not_retrained = experiment.evaluate_pruned(result, 1, mask_level=2, data_dir=data_dir)
+    not_retrained = checkpoints.evaluate_pruned(result, 1, mask_level=2, data_dir=data_dir)
     assert not_retrained["remaining_weights"] == table.remaining_weights[2]
 
 
@@ -300,7 +300,7 @@ def test_a_redense_run_trains_the_parents_sparse_solution_with_every_weight_free
 # epoch of level 1, after the group's checkpointer has written every member's progress.pt.
 KILLED_GROUP = """
 import json, os, signal, sys
-from sddlib import ensemble, experiment
+from sddlib import ensemble, experiment, sweep
 from sddlib.config import ExperimentConfig
 from sddlib.store import RunStore
 
@@ -314,8 +314,8 @@ def killed(*args, level, callbacks=(), **kwargs):
     return original(*args, level=level, callbacks=(*callbacks, kill), **kwargs)
 
 ensemble.train_level_stacked = killed
-experiment.run_many([ExperimentConfig.from_dict(c) for c in configs], RunStore(runs),
-                    stack=True, progress=False, data_dir=data, checkpoint_seconds=0)
+sweep.run_many([ExperimentConfig.from_dict(c) for c in configs], RunStore(runs),
+               stack=True, progress=False, data_dir=data, checkpoint_seconds=0)
 """
 
 
@@ -334,7 +334,7 @@ def killed_group(tmp_path_factory):
     root = tmp_path_factory.mktemp("stacked")
     configs = stack_configs()
     reference = RunStore(root / "reference")
-    experiment.run_many(configs, reference, stack=True, progress=False, data_dir=data_dir)
+    sweep.run_many(configs, reference, stack=True, progress=False, data_dir=data_dir)
     killed = subprocess.run([sys.executable, "-c", KILLED_GROUP, str(root / "killed"),
                              str(data_dir), json.dumps([c.to_dict() for c in configs])],
                             capture_output=True, text=True)
@@ -383,8 +383,8 @@ def test_a_stacked_group_killed_mid_level_resumes_to_the_same_numbers(killed_gro
                                                                     monkeypatch):
     configs, reference, killed, data_dir = killed_group
     store = stacked_copy(killed, tmp_path)
-    calls = record_calls(monkeypatch, experiment.ensemble, "train_level_stacked")
-    experiment.run_many(configs, store, stack=True, progress=False, data_dir=data_dir)
+    calls = record_calls(monkeypatch, sweep.ensemble, "train_level_stacked")
+    sweep.run_many(configs, store, stack=True, progress=False, data_dir=data_dir)
     assert [level for level, _ in calls] == [1, 2]
     assert [payload["iteration"] for payload in calls[0][1]] == [6, 6, 6]  # resumed, not redone
     assert_same_runs(store, reference, configs, atol=1e-6)
@@ -412,8 +412,8 @@ def test_a_group_whose_checkpoints_disagree_restarts_the_level(killed_group, tmp
     configs, reference, killed, data_dir = killed_group
     store = stacked_copy(killed, tmp_path)
     store.find(configs[2]).file("progress.pt").unlink()
-    calls = record_calls(monkeypatch, experiment.ensemble, "train_level_stacked")
-    experiment.run_many(configs, store, stack=True, progress=False, data_dir=data_dir)
+    calls = record_calls(monkeypatch, sweep.ensemble, "train_level_stacked")
+    sweep.run_many(configs, store, stack=True, progress=False, data_dir=data_dir)
     assert calls[0][0] == 1 and calls[0][1] is None
     assert_same_runs(store, reference, configs, atol=1e-6)
 

@@ -144,6 +144,25 @@ def test_barrier_height_is_the_rise_above_the_line_between_the_ends():
     assert landscape.barrier_height(convex) == 0.0
 
 
+
+def test_barrier_table_has_one_row_per_level_and_split():
+    import pandas as pd
+
+    rows = []
+    for level, sparsity, losses, accuracies in ((2, 0.36, [1.0, 2.5, 2.0], [0.6, 0.4, 0.7]),
+                                                (5, 0.67, [1.0, 1.2, 2.0], [0.5, 0.5, 0.8])):
+        for split in ("train", "test"):
+            for alpha, loss, accuracy in zip([0.0, 0.5, 1.0], losses, accuracies):
+                rows.append({"level": level, "sparsity": sparsity, "split": split,
+                             "alpha": alpha, "loss": loss, "accuracy": accuracy})
+    table = landscape.barrier_table(pd.DataFrame(rows)).set_index(["level", "split"])
+    assert len(table) == 4
+    assert table.loc[(2, "test"), "barrier"] == pytest.approx(1.0)  # 2.5 - 1.5
+    assert table.loc[(5, "train"), "barrier"] == 0.0  # below the line
+    assert table.loc[(5, "test"), "sparsity"] == 0.67
+    assert table.loc[(2, "train"), "sparse_acc"] == 0.6  # alpha 0
+    assert table.loc[(2, "train"), "redense_acc"] == 0.7  # alpha 1
+
 def test_finite_difference_products_give_the_same_top_eigenvalues():
     model, inputs = tiny_mlp(), tiny_inputs()
     batches = [(inputs.x_train, inputs.y_train)]

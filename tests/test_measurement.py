@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from sddlib import distance, experiment
+from sddlib import checkpoints, distance, experiment, sweep
 from sddlib.cli import main
 from sddlib.config import ExperimentConfig
 from sddlib.store import RunStore, atomic_write_text, load_torch
@@ -60,15 +60,15 @@ def test_the_stored_column_is_the_distance_from_the_levels_start(mode, tiny_conf
             assert table.learning_distance[level] == pytest.approx(
                 by_hand(start, finals[level], masks[level]), rel=1e-5)
     # read back from the checkpoints
-    readback = experiment.level_distances(result, data_dir=data_dir)
+    readback = checkpoints.level_distances(result, data_dir=data_dir)
     assert readback.distance.to_numpy() == pytest.approx(table.learning_distance.to_numpy(),
                                                          rel=1e-5)
-    layers = experiment.level_distances(result, per_layer=True, data_dir=data_dir)
+    layers = checkpoints.level_distances(result, per_layer=True, data_dir=data_dir)
     assert set(layers.layer) == {"hidden.1", "hidden.3", "output"}
     summed = layers.assign(square=layers.distance ** 2).groupby("level").square.sum() ** 0.5
     assert summed.to_numpy() == pytest.approx(readback.distance.to_numpy(), rel=1e-6)
     if mode == "scratch":  # the fresh init is not the original init
-        from_init = experiment.level_distances(result, origin="init", data_dir=data_dir)
+        from_init = checkpoints.level_distances(result, origin="init", data_dir=data_dir)
         assert not np.allclose(from_init.distance[1:], readback.distance[1:])
 
 
@@ -89,7 +89,7 @@ def test_a_run_stored_with_the_old_column_is_recomputed_from_its_checkpoints(
         tiny_config, tmp_path, data_dir):
     result, store = run(tiny_config, tmp_path, data_dir)
     right = result.levels()
-    checkpoints = {p: p.stat().st_mtime_ns for p in result.path.rglob("*.pt")}
+    stamps = {p: p.stat().st_mtime_ns for p in result.path.rglob("*.pt")}
     old = right.copy()
     old["learning_distance"] = [9.1, 12.0, 20.0, 29.0]
     atomic_write_text(result.file("levels.csv"), old.to_csv(index=False))
@@ -97,15 +97,15 @@ def test_a_run_stored_with_the_old_column_is_recomputed_from_its_checkpoints(
     del meta["learning_distance_version"]
     atomic_write_text(result.file("meta.json"), json.dumps(meta))
 
-    frame = experiment.run_many([tiny_config], store, progress=False, data_dir=data_dir)
+    frame = sweep.run_many([tiny_config], store, progress=False, data_dir=data_dir)
     assert frame.learning_distance.to_numpy() == pytest.approx(
         right.learning_distance.to_numpy(), rel=1e-6)
     pd.testing.assert_frame_equal(result.levels().drop(columns="learning_distance"),
                                   right.drop(columns="learning_distance"))
     assert result.meta()["learning_distance_version"] == distance.VERSION
     assert "learning_distance_upgraded" in result.meta()
-    assert {p: p.stat().st_mtime_ns for p in result.path.rglob("*.pt")} == checkpoints
-    assert not experiment.upgrade_learning_distance(result, data_dir)  # once only
+    assert {p: p.stat().st_mtime_ns for p in result.path.rglob("*.pt")} == stamps
+    assert not checkpoints.upgrade_learning_distance(result, data_dir)  # once only
 
 
 # ---------------------------------------------------------------------------- retraining modes
@@ -117,8 +117,8 @@ def test_each_mode_starts_and_schedules_its_levels_as_the_paper_says(tiny_config
     for mode in ("lottery", "finetune", "lr-rewind", "scratch"):
         member = experiment.Experiment(config.replace(retrain=mode), None, torch.device("cpu"),
                                        False, 60.0, data_dir, False, None)
-        recipes[mode] = member._recipe(1)
-        assert member._recipe(0).lr == 0.1 and member._recipe(0).schedule == "multistep"
+        recipes[mode] = member.recipe(1)
+        assert member.recipe(0).lr == 0.1 and member.recipe(0).schedule == "multistep"
     assert (recipes["finetune"].lr, recipes["finetune"].schedule) == (pytest.approx(0.001),
                                                                       "constant")
     for mode in ("lottery", "lr-rewind", "scratch"):
@@ -127,7 +127,7 @@ def test_each_mode_starts_and_schedules_its_levels_as_the_paper_says(tiny_config
     assert recipes["lr-rewind"].start_iteration == 0
     explicit = experiment.Experiment(config.replace(retrain="finetune", finetune_lr=0.02), None,
                                      torch.device("cpu"), False, 60.0, data_dir, False, None)
-    assert explicit._recipe(1).lr == 0.02
+    assert explicit.recipe(1).lr == 0.02
 
 
 def test_finetune_and_lr_rewind_are_different_computations(tiny_config, tmp_path, data_dir):
@@ -184,7 +184,7 @@ def test_a_run_is_not_reused_for_other_data(tiny_config, tmp_path, capsys):
     fingerprint = result.meta()["data"]["fingerprint"]
     assert err[0].startswith("sddlib run: error: data: run ") and fingerprint in err[0]
     with pytest.raises(experiment.DataMismatchError):
-        experiment.run_many([tiny_config], store, progress=False, data_dir=other_data)
+        sweep.run_many([tiny_config], store, progress=False, data_dir=other_data)
     assert {p: p.stat().st_mtime_ns for p in store.root.rglob("*")} == before
     # the data it was trained on: reused
     again = experiment.run_experiment(tiny_config, store, progress=False, data_dir=first_data)

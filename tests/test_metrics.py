@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -231,3 +232,92 @@ def test_phases_without_a_dip_have_no_critical_phase():
     assert 1 - phases[0].end == pytest.approx(0.8 / 0.8 ** 0.5)
     dense_only = metrics.curve_summary(levels_frame({"test_acc": [0.80]}))
     assert [phase.name for phase in metrics.phases(dense_only)] == ["sweet spot", "collapsed"]
+
+
+# ---------------------------------------------------------------------------- verdicts
+def test_verdict_words_and_reasons():
+    assert metrics.verdict(True) == "holds"
+    assert metrics.verdict(False) == "does not hold here"
+    assert metrics.verdict(None) == "cannot be judged here"
+    assert metrics.verdict(float("nan")) == "cannot be judged here"
+    assert metrics.verdict(np.bool_(False)) == "does not hold here"
+    assert metrics.verdict(None, "it needs two curves") == \
+        "cannot be judged here: it needs two curves"
+    assert metrics.verdict(False, "both drop together") == "does not hold here (both drop together)"
+    assert metrics.verdict(True, "for every setting") == "holds for every setting"
+
+
+def test_theory_verdicts_are_the_same_words():
+    from sddlib import theory
+
+    for holds in (True, False, None):
+        assert theory.verdict(holds) == metrics.verdict(holds)
+
+
+def test_verdict_of_cases_counts_the_cases_that_can_be_judged():
+    assert metrics.verdict_of_cases([True, None, True]) == \
+        "holds for every setting where it can be judged"
+    assert metrics.verdict_of_cases(pd.Series([True, False, True]), "dataset") == \
+        "holds for 2 of the 3 datasets where it can be judged"
+    assert metrics.verdict_of_cases([None], why_none="no dip") == "cannot be judged here: no dip"
+    assert metrics.verdict_of_cases([]) == "cannot be judged here"
+
+
+def test_distance_claims_judge_each_curve():
+    rises_then_falls = levels_frame({"test_acc": [0.80, 0.75, 0.70, 0.78, 0.90, 0.60, 0.40],
+                                     "learning_distance": [10, 12, 14, 11, 9, 1, 0.5]})
+    # the distance peaks at dense: an end of the curve, so the claim fails despite rho < 0
+    peak_at_dense = levels_frame({"test_acc": [0.80, 0.75, 0.70, 0.78, 0.90],
+                                  "learning_distance": [20, 12, 14, 11, 9]})
+    too_short = levels_frame({"test_acc": [0.8, 0.9, 0.5], "learning_distance": [3.0, 2.0, 1.0]})
+    claims = metrics.distance_claims({"a": rises_then_falls, "b": peak_at_dense,
+                                      "c": too_short}).set_index("dataset")
+    assert list(claims.verdict) == ["holds", "does not hold here", "cannot be judged here"]
+    assert claims.loc["a", "peak_sparsity"] == pytest.approx(1 - 0.8 ** 2)
+    assert claims.loc["a", "levels_apart"] == 0  # the peak is at the test minimum
+    assert claims.loc["a", "last_over_peak"] == pytest.approx(0.5 / 14)
+    assert claims.loc["a", "rho"] == pytest.approx(-1.0) and claims.loc["a", "rho_levels"] == 5
+    assert not claims.loc["b", "interior_peak"]
+    peak = metrics.distance_peak(rises_then_falls)
+    nan_rho = metrics.Correlation(float("nan"), 2)
+    assert metrics.distance_claim(nan_rho, peak) is None
+    assert metrics.distance_claim(metrics.Correlation(0.3, 5), peak) is False
+
+
+def test_monotone_reads_the_direction_and_needs_two_values():
+    assert metrics.monotone(pd.Series([0.5, 0.4, 0.4]), decreasing=True) is True
+    assert metrics.monotone(pd.Series([0.5, 0.6]), decreasing=True) is False
+    assert metrics.monotone(pd.Series([0.5, 0.6]), decreasing=False) is True
+    assert metrics.monotone(pd.Series([0.5]), decreasing=True) is None
+    assert metrics.monotone(pd.Series([0.5, float("nan")]), decreasing=True) is None
+
+
+def test_memorisation_on_climb_is_after_the_worst_point_and_not_after_the_best():
+    table = pd.DataFrame({"memorisation_drop_sparsity": [0.5, 0.2, 0.9, float("nan"), 0.5],
+                          "worst_sparsity": [0.3, 0.3, 0.3, 0.3, float("nan")],
+                          "best_sparsity": [0.6, 0.6, 0.6, 0.6, 0.6]},
+                         index=["on", "before", "after", "never", "no dip"])
+    on_climb = metrics.memorisation_on_climb(table)
+    assert on_climb.to_dict() == {"on": True, "before": False, "after": False}
+
+
+def test_interpolation_threshold_order():
+    assert metrics.interpolation_threshold_order({"magnitude": 0.8, "random": 0.5}) == (True, "")
+    assert metrics.interpolation_threshold_order({"magnitude": 0.5, "random": 0.8}) == \
+        (False, "random pruning drops at higher sparsity")
+    # 1% apart in remaining weights: the same level
+    assert metrics.interpolation_threshold_order({"magnitude": 0.800, "random": 0.801}) == \
+        (False, "both drop at the same level")
+    holds, why = metrics.interpolation_threshold_order({"magnitude": 0.8})
+    assert holds is None and "magnitude and random" in why
+    assert metrics.verdict(*metrics.interpolation_threshold_order(
+        pd.Series({"magnitude": float("nan"), "random": 0.5}))).startswith("cannot be judged here:")
+
+
+def test_flatness_verdict_reads_the_rise():
+    assert metrics.flatness_verdict(metrics.SharpnessTrend(0.9, float("nan"), 0)) == \
+        "cannot be judged here"
+    assert metrics.flatness_verdict(metrics.SharpnessTrend(0.9, -0.5, 3)) == \
+        "is consistent with flatness explaining the rise"
+    assert metrics.flatness_verdict(metrics.SharpnessTrend(0.9, 0.5, 3)).startswith(
+        "does not support flatness")

@@ -6,7 +6,7 @@ import torch
 
 from sddlib import parallel
 from sddlib.config import ConfigError, ExperimentConfig
-from sddlib.experiment import run_many
+from sddlib.sweep import run_many
 from sddlib.store import RunStore
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")

@@ -213,15 +213,76 @@ def test_describe_intervals_groups_consecutive_grid_points():
     assert theory.describe_intervals([], grid) == "none of the grid"
 
 
+
+def test_describe_wins_and_dense_peak_read_the_frame():
+    rows = [(p, method, risk) for p, risks in
+            [(10, dict(dense=1.0, magnitude=0.1, oracle=0.5)),
+             (50, dict(dense=3.0, magnitude=0.6, oracle=0.5)),
+             (100, dict(dense=9.0, magnitude=0.7, oracle=0.5)),
+             (200, dict(dense=2.0, magnitude=0.4, oracle=0.5)),
+             (400, dict(dense=1.0, magnitude=0.3, oracle=0.5))] for method, risk in risks.items()]
+    frame = pd.DataFrame([{"p": p, "p_over_n": p / 100, "method": m, "risk_mean": r}
+                          for p, m, r in rows])
+    # p = 10 <= s is not pruning, so the grid starts at 0.5
+    assert theory.describe_wins(frame, 20, "magnitude") == "[2.00, 4.00]"
+    assert theory.describe_wins(frame, 20, "dense") == "none of the grid"
+    assert theory.dense_peak_p_over_n(frame) == 1.0
+
+
+def test_isotropic_comparison_leaves_the_threshold_out_and_agrees_with_itself():
+    simulated, analytic = theory.isotropic_comparison(n=40, d=120, s=10, trials=30,
+                                                      sigma2=0.2, seed=1)
+    assert set(simulated.method) == {"dense", "magnitude", "random", "oracle"}
+    assert set(analytic.method) == {"dense", "magnitude"}
+    assert (abs(simulated.p_over_n - 1) >= 0.25).all()
+    assert sorted(analytic.p.unique()) == sorted(simulated.p.unique())
+    # the same draws as simulate_linear with the same problem and grid
+    problem = theory.linear_problem(120, sigma2=0.2, spectrum="isotropic")
+    again = theory.simulate_linear(n=40, d=120, s=10, trials=30, sigma2=0.2,
+                                   spectrum="isotropic", p_values=sorted(simulated.p.unique()),
+                                   problem=problem, seed=1)
+    again = again[again.method.isin(["dense", "magnitude", "random", "oracle"])]
+    np.testing.assert_allclose(simulated.risk_mean.to_numpy(), again.risk_mean.to_numpy())
+    agreement = theory.analytic_agreement(simulated, analytic)
+    assert set(agreement) == {"dense_max_z", "dense_max_rel", "magnitude_max_z",
+                              "magnitude_max_rel"}
+    assert agreement["dense_max_rel"] < 0.5
+
+
+def test_analytic_agreement_on_a_hand_made_pair():
+    simulated = pd.DataFrame({"p": [10, 20, 10], "method": ["dense", "dense", "magnitude"],
+                              "risk_mean": [1.1, 2.0, 0.5], "risk_std": [0.5, 1.0, 0.1],
+                              "trials": [25, 25, 4]})
+    analytic = pd.DataFrame({"p": [10, 20, 10], "method": ["dense", "dense", "magnitude"],
+                             "risk": [1.0, 2.5, 0.4]})
+    agreement = theory.analytic_agreement(simulated, analytic)
+    assert agreement["dense_max_z"] == pytest.approx(2.5)  # |2.0 - 2.5| / (1.0 / 5)
+    assert agreement["dense_max_rel"] == pytest.approx(0.2)  # 0.5 / 2.5
+    assert agreement["magnitude_max_z"] == pytest.approx(2.0)  # 0.1 / (0.1 / 2)
+    assert agreement["magnitude_max_rel"] == pytest.approx(0.25)
+
+
+def test_mean_refit_benefit_averages_trials():
+    per_trial = pd.DataFrame({"structure": "ar1", "p_over_n": 2.0,
+                              "correlation": [0.0, 0.0, 0.5, 0.5], "trial": [0, 1, 0, 1],
+                              "risk_pruned": [1.0, 2.0, 3.0, 5.0],
+                              "risk_refit": [1.0, 1.0, 1.0, 1.0]})
+    per_trial["benefit"] = per_trial.risk_pruned - per_trial.risk_refit
+    mean = theory.mean_refit_benefit(per_trial).set_index("correlation")
+    assert mean.benefit.tolist() == [0.5, 3.0]
+    assert mean.loc[0.5, "benefit_se"] == pytest.approx(1.0)  # std 1.414 / sqrt 2
+    assert mean.loc[0.5, "risk_pruned"] == 4.0
+
 def test_network_check_prunes_every_wide_network_to_the_target(tmp_path, monkeypatch):
     """The ``weights`` column is measured from the runs' masks, and every pruned network
     keeps exactly the target: checked against the mask tensors stored in each run."""
+    from sddlib.network_check import network_check
     from sddlib.store import RunStore, load_torch
 
     monkeypatch.setenv("SDDLIB_RUNS_DIR", str(tmp_path / "runs"))
     experiment = {"train_size": 300, "test_size": 100, "epochs": 1, "batch_size": 100,
                   "device": "cpu"}
-    frame = theory.network_check(experiment, [4, 16], target_weights=400)
+    frame = network_check(experiment, [4, 16], target_weights=400)
     small = frame[frame.method == "small (trained directly)"]
     assert list(small.width) == [4] and list(small.weights) == [176]
     pruned = frame[frame.width == 16]

@@ -1,0 +1,324 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Reference
+#
+# Every key of an experiment's config, what a run stores, what training costs and why,
+# and the latest benchmark numbers. The tables on this page are computed when the page is
+# built, from the library itself and from `benchmarks/results/latest.md`, so they cannot
+# drift from the code.
+
+# %% tags=["parameters"]
+profile = "quick"
+
+# %% tags=["hide-input"]
+import pandas as pd
+from IPython.display import Markdown, display
+
+from sddlib import config, figures
+from sddlib import store as run_store
+from sddlib.project import load_settings
+
+
+def table(frame: pd.DataFrame):
+    """A left-aligned table without the index, its text escaped (values hold "<")."""
+    return (frame.style.format(escape="html").hide(axis="index")
+            .set_properties(**{"text-align": "left", "vertical-align": "top"})
+            .set_table_styles([{"selector": "th", "props": [("text-align", "left")]}]))
+
+
+rows = []
+for key, default, text in config.help_table():
+    meaning, allowed = text, ""
+    if text.endswith("]") and " [" in text:  # help_table puts the allowed values last
+        meaning, allowed = text[:-1].rsplit(" [", 1)
+    rows.append({"key": key, "default": default or "(empty)", "allowed values": allowed,
+                 "meaning": meaning})
+keys = pd.DataFrame(rows)
+figures.glue("key_count", len(keys))
+
+# %% [markdown]
+# ## Configuration keys
+#
+# An experiment is one `ExperimentConfig`: these {glue:text}`key_count` keys, with their
+# defaults (together, the embedded default experiment that `sddlib run` trains with no
+# arguments) and the values each accepts. Set them on the command line (`sddlib run --set noise=0.4 --set seed=1`), in a
+# YAML file (`sddlib run my-experiment.yml`), for a figure (`sddlib figures --only
+# label-noise -p experiment.epochs=40`) or from Python. `sddlib keys` prints the same
+# table. Bad input stops before any work with one line naming the key and the allowed
+# values. `none` in a key that takes a number means "the dataset's or model's own
+# choice", as its meaning says; lists (`widths`, `milestones`) are written `300,100` on
+# the command line and `[300, 100]` in YAML.
+
+# %% tags=["hide-input"]
+table(keys)
+
+# %% [markdown]
+# The paper's recipes (He et al., appendix) as commands, with 20% label noise; the
+# `paper` profile in the root `_config.yml` runs them for the book:
+#
+# ```bash
+# # LeNet-300-100 on MNIST
+# sddlib run --download --set dataset=mnist --set model=mlp --set widths=300,100 \
+#     --set optimizer=sgd --set momentum=0 --set lr=0.1 --set epochs=200 \
+#     --set train_size=none --set test_size=none --set levels=30
+# # ResNet-18 on CIFAR-10, rewinding to iteration 1000
+# sddlib run --download --set dataset=cifar10 --set model=resnet18 --set optimizer=sgd \
+#     --set lr=0.1 --set schedule=multistep --set milestones=80,120 --set weight_decay=1e-4 \
+#     --set epochs=160 --set rewind_iteration=1000 --set train_size=none --set test_size=none \
+#     --set levels=30
+# ```
+
+# %% [markdown]
+# ## What a run stores
+#
+# One folder per run, `data/runs/<readable name>-<hash of the config>/` (set `runs_dir`
+# in the root `_config.yml` or pass `--runs-dir` for another store). The readable name is
+# for people, the hash of the config's identity for the machine: a finished run is found
+# again by its config and reused, never recomputed, and asking for more `levels` extends
+# it. The folder holds (from `sddlib.store`):
+
+# %% tags=["hide-input"]
+marker = "A run folder holds::"
+if marker not in run_store.__doc__:
+    raise RuntimeError(f"sddlib.store's docstring no longer has {marker!r}: update this page")
+layout = []
+for line in run_store.__doc__.split(marker, 1)[1].splitlines()[1:]:
+    if line.strip() and not line.startswith("    "):
+        break
+    layout.append(line[4:])
+display(Markdown("```text\n" + "\n".join(layout).strip("\n") + "\n```"))
+
+# %% [markdown]
+# `meta.json` records the package versions, the git revision, the device, the host, the
+# torch threads the run trained with, the process that trained it (and, for a stacked
+# ensemble member, `trained_as: {stacked_with, stacked_levels}`), and the data: their
+# fingerprint, source and sizes. A run is reused or resumed only on data with the same
+# fingerprint: pointed at other files (another `--data-dir`), `sddlib run` stops with one
+# line naming both. Every file is written atomically, so a run killed at any moment
+# (Ctrl-C, `kill -9`, a cluster pre-emption) continues from its last checkpoint when the
+# same command runs again, and ends with the table an uninterrupted run gives.
+#
+# `levels.csv` has one row per finished level; accuracies are fractions:
+
+# %% tags=["hide-input"]
+COLUMNS = {
+    "level": "0 for the dense network, then one per pruning step",
+    "sparsity": "the share of the prunable weights that are pruned, measured from the masks; "
+                "prunable are the conv and linear weights (the output layer is pruned for "
+                "ResNets and kept dense for the MLP and VGG, as in the paper; see the "
+                "prune_output key)",
+    "remaining_weights": "the number of prunable weights left",
+    "train_acc": "training accuracy against the labels the network was trained on, noisy "
+                 "ones included",
+    "train_acc_clean": "training accuracy against the true labels",
+    "train_acc_corrupted": "on the training samples whose label was changed, agreement with "
+                           "the noisy label: memorisation (empty without label noise)",
+    "train_loss": "mean cross-entropy on the training set, against the labels trained on",
+    "test_acc": "test accuracy",
+    "test_loss": "mean cross-entropy on the test set",
+    "learning_distance": "||m * (w_final - w_start)||_2 over all conv and linear weights: how "
+                         "far the level's training moves the weights it can train (m the "
+                         "level's mask, w_start the weights the retraining mode starts the "
+                         "level from); see sddlib.distance",
+    "seconds": "wall-clock seconds the level took to train, resumptions included (a stacked "
+               "member: its share of the group's time)",
+}
+missing = [c for c in run_store.LEVEL_COLUMNS if c not in COLUMNS]
+if missing or len(COLUMNS) != len(run_store.LEVEL_COLUMNS):
+    raise RuntimeError(f"levels.csv columns changed ({missing or 'one was removed'}): "
+                       f"update this page")
+table(pd.DataFrame({"column": run_store.LEVEL_COLUMNS,
+                    "definition": [COLUMNS[c] for c in run_store.LEVEL_COLUMNS]}))
+
+# %% [markdown]
+# Evaluation runs after each level's training, in eval mode. `w_start` is the original
+# init for the dense level 0 and for lottery rewinding to iteration 0, the rewind point
+# for later rewind points, the previous level's trained weights for `finetune` and
+# `lr-rewind`, and a fresh init for `scratch` and `reinit`. Runs stored with an earlier
+# definition of the learning distance (`||w_init - w_final||` with pruned weights counted
+# as 0, which measured sparsity more than learning) get the corrected column from their
+# checkpoints, without retraining, the first time they are found.
+#
+# All runs of a store load as one tidy table, one row per (run, level), with the config's
+# keys as columns: `RunStore("data/runs").load()` (`from sddlib.store import RunStore`).
+# `sddlib ls` lists the runs and their status, `sddlib show NAME` prints one run's
+# `levels.csv` (a name prefix or the hash is enough).
+
+# %% [markdown]
+# ## Speed
+#
+# The ratios quoted here were measured on 2026-11-23 on the 2-core CPU this project is
+# developed on (the full table is under {ref}`reference-measurements`); `make bench`
+# measures them again on yours ({ref}`reference-benchmarks`).
+#
+# **What a curve costs.** A level is a full training (30 epochs by default), so a curve
+# costs `levels + 1` trainings, times seeds and variants. Time per level does not fall as
+# the network is pruned: pruned weights are multiplied by zero masks, not skipped (a level
+# with 99% of the weights masked costs 0.88x a dense one). Time per epoch grows linearly
+# with the training-set size (4,000 instead of 8,000 samples: 0.51x; 2,000: 0.25x) and,
+# once the model is big enough to keep the cores busy, with its FLOPs: width 16 / 64 / 128
+# of the default 1-D CNN cost 0.59x / 2.15x / 4.51x the default's time for 0.3x / 3.6x /
+# 14x its FLOPs. The default model is small (0.83 MFLOP per sample for a training step),
+# so one run of it uses 15 to 22% of the 2 cores' matmul peak, while width 128 reaches
+# 50% (`benchmarks/bench_scaling.py`, `bench_flops.py`).
+#
+# **The CPU loop.** Data stay on the training device as whole tensors and batches are
+# taken by indexing (no `DataLoader`), the optimiser step is one fused kernel
+# (`fused=True`), masks are buffers applied with one `foreach` multiply. One default level
+# trains 1.4 times as fast as a plain `DataLoader` loop on the same model and data (ratio
+# 0.70 in `benchmarks/bench_level.py`, sddlib on one thread, the plain loop on two): short
+# of 2x, because the time of a step goes into oneDNN's small 1-D convolution kernels
+# (about half of it, by the profiler), which both loops call.
+#
+# **Runs side by side** (`sddlib/parallel.py`). The default model is too small to keep
+# two cores busy, so several runs train at once, each in its own process on one core: the
+# book's notebooks and `sddlib run --seeds` do this by default on the CPU (`auto`: one
+# process per core, for runs big enough to be worth a process), and so does `run_many`
+# with `workers="auto"` in your own script (start it under `if __name__ == "__main__":`,
+# as Python's `spawn` start method asks). Two default runs side by side take 0.39x the
+# plain loop's time per epoch each, 1.8 times the throughput of one run on one thread and
+# 1.3 times that of one run on two, and use 27% of the matmul peak; 3 seeds cost 2.3 times
+# one seed (`bench_stack.py`). A run's numbers depend on its torch thread count (oneDNN
+# and MKL split their sums by thread), so the count belongs to the run, not to how it was
+# launched: `threads` (auto: 1 for `mlp` and `cnn1d` on the CPU, every core otherwise)
+# gives a run the same numbers alone, in a pool or in the book, and `meta.json` records
+# it. The price is that a lone default run on one thread is 1.2 to 1.3 times slower than
+# on two; `--set threads=2` buys that back for a run you will not compare digit for digit
+# with pooled ones. `sddlib run --seeds ... --workers N` and, for the book,
+# `SDDLIB_WORKERS=N` set the number of processes (`1`: one after another). On a GPU
+# `auto` is one process (runs are stacked instead); `--workers N` runs N processes on the
+# one GPU, the way to train several small BatchNorm models at once (not yet measured on a
+# GPU).
+#
+# **Stacked ensembles** (`sddlib/ensemble.py`). Runs that differ only in seed, label
+# noise or pruning criterion (same model shape and schedule; no BatchNorm, no rewinding,
+# not reinit or re-dense) can train together as one stacked model (`torch.vmap` over
+# `functional_call`), each with its own weights, masks, labels and data order. Each member
+# is stored as its own run, writes mid-level checkpoints in the single-run format and
+# resumes after a kill like any run. It pays where per-step overhead dominates (small
+# models on a GPU: one launch instead of K), so it is on by default only on CUDA: on 2 CPU
+# cores the grouped convolutions vmap makes cost as much per member as K single runs (3
+# seeds stacked cost 3.2 to 4.1 times one seed, `benchmarks/bench_stack.py`; side by side
+# is cheaper). Turn it on or off with `sddlib run --seeds ... --stack/--no-stack` and, for
+# the book, `SDDLIB_STACK=1` or `0` (`auto` by default). Stacked and one-by-one training
+# agree only to float rounding, which training amplifies (up to about 2 points of test
+# accuracy at some levels), and for the CNN the numbers also depend on how many runs were
+# stacked, so each member's `meta.json` records `trained_as: {stacked_with,
+# stacked_levels}`.
+#
+# **The GPU fast path** (`sddlib/fast.py`). On CUDA, `precision=auto` and `compile=auto`
+# train with the training set resident on the GPU (uint8 for images), crop/flip offsets
+# drawn once per epoch and applied on the GPU, channels_last image models, bf16 autocast
+# for the forward pass and loss (weights and optimiser state stay fp32), `torch.compile`
+# compiled once per process and reused by every level (a new model instance of the same
+# shape does not recompile), fused optimisers and no host synchronisation in the step
+# loop. The recipe is unchanged; bf16 changes float rounding, so `precision` is part of a
+# run's identity (`auto` keeps existing runs' names; `meta.json` records what it resolved
+# to). On the CPU the defaults stay fp32 and eager. For models with BatchNorm (which do
+# not stack), run several `sddlib run` processes or notebooks on one GPU; the run store's
+# lock keeps them apart. `python benchmarks/bench_gpu.py` compares the fast path with a
+# plain `DataLoader` loop (torchvision transforms, 4 workers, fp32) on ResNet-18 and
+# CIFAR-shaped data (50,000 32x32 images, generated if CIFAR-10 is absent), and prints the
+# GPU-hours a 30-level CIFAR-10 curve would take. As of 2026-11-23 it had not been run on
+# a GPU (its logic is tested on the CPU in `tests/test_fast.py`).
+
+# %% [markdown]
+# (reference-benchmarks)=
+# ## Benchmarks
+#
+# `make bench` runs `benchmarks/run_all.py`: every benchmark in `benchmarks/`, each
+# number a ratio measured within one process (these machines are noisy), printed and
+# written to `benchmarks/results/latest.md` (never committed, never part of the tests).
+# This page shows that file as it was when the page was built:
+
+# %% tags=["hide-input"]
+latest = load_settings().root / "benchmarks" / "results" / "latest.md"
+if latest.exists():
+    lines = latest.read_text().splitlines()
+    cells = [[c.strip() for c in line.strip().strip("|").split("|")]
+             for line in lines if line.startswith("|")]
+    header, body = cells[0], [row for row in cells[2:] if len(row) == len(cells[0])]
+    title = next((line.lstrip("# ").strip() for line in lines if line.startswith("#")), "")
+    notes = [line.strip() for line in lines if line.strip() and not line.startswith(("|", "#"))]
+    display(Markdown(f"**{title}.** " + " ".join(notes)))
+    display(table(pd.DataFrame(body, columns=header)))
+else:
+    display(Markdown("No benchmark results were there when this page was built. Run "
+                     "`make bench` (a few minutes; it writes "
+                     "`benchmarks/results/latest.md`), then rebuild this page with "
+                     "`sddlib figures --only reference` and `jupyter-book build book/`."))
+
+# %% [markdown]
+# (reference-measurements)=
+# ## Measurements
+#
+# Numbers measured once and kept as a record, each with its date and machine. They are
+# not recomputed when the book is built: rerun the command beside each to measure them
+# again.
+#
+# **Building the book** (`make book`, 2026-11-23, a fresh clone on the 2-core CPU this
+# project is developed on): 15.5 minutes from an empty run store, about 2 minutes of
+# set-up and 13.5 of notebooks, training every run the quick profile needs two at a time;
+# a second `make book` reuses every run and takes a couple of minutes. `make smoke-book`
+# takes about two minutes.
+#
+# **The embedded default run** (`sddlib run` with no arguments, 2026-11-23, same
+# machine): one run takes 4 minutes (4m03s); `sddlib run --seeds 0 1 2` trains the three
+# seeds two at a time in 8 minutes (7m58s), and its seed 0 has the same `levels.csv`,
+# digit for digit, as the run alone. Its curve (seed 0) shows the three phases: test
+# accuracy falls from 72.2% (dense) to 67.3% at 67% sparsity while the network still
+# memorises the noisy labels (it agrees with 98.5% of them at 49% sparsity), climbs to
+# 86.3% at 97.2% sparsity once it can no longer memorise them (2.3% agreement), then falls
+# to 48.6% at 99.6% sparsity. Seeds 1 and 2 give the same shape (dense 69.2/70.2%, dip
+# 63.8/64.0%, peak 81.2/79.9%). The figure pages recompute their own numbers from the run
+# store.
+#
+# **The last full benchmark run quoted under Speed** (`make bench`, 2026-11-23 03:31 UTC,
+# the 2-core x86_64 CPU (AMD EPYC) this project is developed on, torch 2.14.1, 2 threads,
+# total wall time 84 s):
+#
+# | measure | value |
+# |---|---|
+# | level: sddlib train_level (1 thread), s/epoch | 0.236 |
+# | level: plain DataLoader loop (2 threads), s/epoch | 0.338 |
+# | level: ratio sddlib / plain | 0.70 |
+# | level: 2 runs side by side, s/epoch per run | 0.130 |
+# | level: ratio side by side (per run) / plain | 0.39 |
+# | flops: training FLOPs per sample (fwd+bwd) | 0.83 M |
+# | flops: float32 matmul peak FLOP/s | 183.1 G |
+# | flops: one run (1 thread) / peak | 0.162 |
+# | flops: one run (2 threads) / peak | 0.215 |
+# | flops: 2 runs side by side / peak | 0.269 |
+# | stack: one seed alone (1 thread), s/epoch | 0.227 |
+# | stack: one seed alone (2 threads), s/epoch | 0.171 |
+# | stack: 3 seeds stacked / one seed | 3.45 |
+# | stack: 3 seeds side by side (2 processes) / one seed | 2.31 |
+# | stack: 3 seeds, speed-up of side by side over one after another | 1.30x |
+# | stack: max abs weight difference, stacked vs alone | 4.4e-02 |
+# | scaling: default level, s/epoch | 0.263 (15.0% of peak) |
+# | scaling: width 16, time / default | 0.59 (5.2% of peak) |
+# | scaling: width 64, time / default | 2.15 (25.8% of peak) |
+# | scaling: width 128, time / default | 4.51 (49.5% of peak) |
+# | scaling: train size 2000, time / default | 0.25 (15.0% of peak) |
+# | scaling: train size 4000, time / default | 0.51 (13.6% of peak) |
+# | scaling: 99% of weights masked, time / default | 0.88 (14.2% of peak) |
+# | gpu: fast path vs plain loop | skipped: no CUDA |
+
+# %% [markdown]
+# ## Rebuild this page
+#
+# ```bash
+# sddlib figures --only reference
+# jupyter-book build book/
+# ```

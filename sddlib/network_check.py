@@ -1,0 +1,108 @@
+"""Chang et al.'s question on real networks: train wide and prune, or train small?
+
+The network part of the theory chapter: an experiment's model at several widths, trained
+dense and pruned in one step to a fixed number of prunable weights, with and without
+retraining, beside a model trained directly at that size. The runs go through the run
+store like any experiment (:func:`sddlib.sweep.run_many`); the numpy simulations of the
+linear and random-features models are in :mod:`sddlib.theory`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import pandas as pd
+
+from .checkpoints import evaluate_pruned
+from .config import ExperimentConfig
+from .data import NUM_CLASSES
+from .models import build_model, default_prune_output
+from .project import load_settings
+from .prune import prunable_parameters
+from .store import RunStore
+from .sweep import run_many
+
+# Per-sample input shapes, to count a model's weights without loading its data.
+INPUT_SHAPES = {"mnist1d": (40,), "mnist-5k": (1, 28, 28), "digits": (1, 8, 8),
+                "mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32),
+                "cifar100": (3, 32, 32), "tinyimagenet": (3, 32, 32)}
+
+
+def width_config(experiment: dict, width: int, **changes):
+    """The experiment at ``width``: two hidden layers of ``width`` for the MLP, the base
+    width (channels) for the other models."""
+    size = ({"widths": [width, width]} if experiment.get("model", "mlp") == "mlp"
+            else {"width": width})
+    return ExperimentConfig.from_dict({"model": "mlp", **experiment, **size, **changes})
+
+
+def prunable_weights(config) -> int:
+    """How many weights ``config``'s model has that pruning may remove."""
+    model = build_model(config, INPUT_SHAPES[config.dataset], NUM_CLASSES[config.dataset])
+    prune_output = (default_prune_output(config.model) if config.prune_output is None
+                    else config.prune_output)
+    return sum(p.numel() for p in prunable_parameters(model, prune_output).values())
+
+
+def network_check(experiment: dict, widths: Sequence[int], target_weights: int,
+                  criteria: Sequence[str] = ("magnitude", "random"),
+                  seeds: Sequence[int] = (0,), compute_missing: bool = True,
+                  store: Optional[RunStore] = None,
+                  data_dir: Optional[Path] = None) -> pd.DataFrame:
+    """Chang et al.'s question on a network: the experiment's model (an MLP with two hidden
+    layers of width ``w`` by default; a ResNet or CNN of base width ``w`` if the experiment
+    names one), trained dense and pruned in one step to ``target_weights`` prunable
+    weights, with and without retraining. Widths whose dense model has no more than
+    ``target_weights`` prunable weights are trained directly: the "train small" baseline.
+
+    Runs go through the run store like any experiment: one pruning level whose ``rate``
+    takes the dense model to the target, retrained with ``lr-rewind`` (the full schedule
+    from the pruned weights). "Not retrained" evaluates the dense weights under the level-1
+    masks (:func:`sddlib.checkpoints.evaluate_pruned`). ``store`` and ``data_dir`` default
+    to the project's (the root ``_config.yml``). Columns: ``width``, ``seed``,
+    ``weights`` (prunable weights kept, measured from the run's masks, not the target
+    asked for), ``method``, ``test_acc``, ``test_error``.
+    """
+    settings = load_settings() if store is None or data_dir is None else None
+    runs = store if store is not None else RunStore(settings.runs_dir)
+    data_dir = data_dir if data_dir is not None else settings.data_dir
+    rows = []
+    for width in widths:
+        dense_weights = prunable_weights(width_config(experiment, width))
+        small = dense_weights <= target_weights
+        for criterion in (["magnitude"] if small else criteria):
+            configs = [width_config(experiment, width, seed=seed, criterion=criterion,
+                                    retrain="lr-rewind", rewind_iteration=0,
+                                    levels=0 if small else 1,
+                                    rate=0.2 if small else 1.0 - target_weights / dense_weights)
+                       for seed in seeds]
+            run_many(configs, runs, compute_missing=compute_missing, progress=False,
+                     data_dir=data_dir)
+            for config in configs:
+                run = runs.find(config)
+                if run is None or not run.is_finished():
+                    continue
+                table = run.levels()
+                if small:
+                    rows.append({"width": width, "seed": config.seed,
+                                 "weights": int(table.remaining_weights[0]),
+                                 "method": "small (trained directly)",
+                                 "test_acc": float(table.test_acc[0])})
+                    continue
+                pruned = evaluate_pruned(run, 0, mask_level=1, data_dir=data_dir)
+                rows += [
+                    {"width": width, "seed": config.seed,
+                     "weights": int(table.remaining_weights[1]),
+                     "method": f"{criterion}, retrained", "test_acc": float(table.test_acc[1])},
+                    {"width": width, "seed": config.seed,
+                     "weights": int(pruned["remaining_weights"]),
+                     "method": f"{criterion}, not retrained", "test_acc": pruned["test_acc"]},
+                ]
+                if criterion == criteria[0]:
+                    rows.append({"width": width, "seed": config.seed,
+                                 "weights": int(table.remaining_weights[0]), "method": "dense",
+                                 "test_acc": float(table.test_acc[0])})
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame["test_error"] = 1.0 - frame["test_acc"]
+    return frame
