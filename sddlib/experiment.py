@@ -33,7 +33,6 @@ from . import distance, fast, parallel, prune, train
 from .config import ConfigError, ExperimentConfig
 from .files import atomic_save_torch, atomic_write_text, load_torch
 from .checkpoints import cpu_state, fresh_state, mean, new_model, upgrade_learning_distance
-from .models import default_prune_output
 from .retrain import mode_of
 from .store import Run, RunStore
 
@@ -142,8 +141,6 @@ class Experiment:
         self.bundle = bundle
         self.progress, self.checkpoint_seconds = progress, checkpoint_seconds
         self.data_dir, self.download, self.store = Path(data_dir), download, store
-        self.prune_output = (default_prune_output(config.model) if config.prune_output is None
-                             else config.prune_output)
         self.speed = fast.speed_for(config, device)  # bf16, compile, channels_last: see fast
         self.mode = mode_of(config)
 
@@ -255,12 +252,9 @@ class Experiment:
         previous = load_torch(self.run.level_dir(level - 1) / "final.pt")
         model.load_state_dict(previous)
         config = self.config
-        if config.criterion == "magnitude":
-            scores = prune.magnitude_scores(model)
-        elif config.criterion == "random":
-            scores = prune.random_scores(model, train.derive_seed(config.seed, level, "random"))
-        else:
-            scores = prune.gradient_scores(model, self._gradient_batches(level))
+        inputs = prune.ScoreInputs(train.derive_seed(config.seed, level, config.criterion),
+                                   lambda: self._gradient_batches(level))
+        scores = prune.criterion(config.criterion).score(model, inputs)
         return prune.prune_masks(scores, prune.get_masks(model), config.rate, config.scope)
 
     def _gradient_batches(self, level: int):

@@ -36,8 +36,9 @@ from typing import Any, Iterable, Optional
 
 import yaml
 
-from .config import CRITERIA, RETRAIN_MODES, ConfigError, ExperimentConfig
+from .config import RETRAIN_MODES, ConfigError, ExperimentConfig
 from .data import DATASETS
+from .prune import CRITERIA
 from .project import ProjectSettings, load_settings
 
 NOTEBOOK_DIR = "notebooks"

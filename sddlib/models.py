@@ -17,42 +17,78 @@ BatchNorm weight ~ U(0, 1) and bias 0.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import torch
 from torch import nn
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model's facts, in one place: what the engine and the config checks read.
+
+    ``build(config, input_shape, num_classes)`` returns the network initialised from the
+    torch RNG, with an ``output_name`` attribute naming its classifier layer (the layer
+    ``prune_output`` decides about). ``reads``: ``"signal"`` (1-D inputs only),
+    ``"image"`` (images only) or ``"any"`` (inputs are flattened). ``batch_norm``: it has
+    BatchNorm layers, whose running statistics stacked ensembles do not keep per member,
+    so its runs are never stacked. ``small``: few weights; on the CPU its runs train on
+    one thread each, several side by side. ``default_width``: the base width when the
+    config's ``width`` is none. ``fields``: the config fields ``build`` reads (the others
+    of the model family do nothing for it and stay out of a run's identity).
+    """
+
+    build: Callable[..., nn.Module]
+    reads: str = "any"
+    batch_norm: bool = False
+    prune_output: bool = False
+    default_width: Optional[int] = None
+    small: bool = False
+    fields: tuple[str, ...] = ()
+
+
+MODELS: dict[str, ModelSpec] = {}  # filled at the end of this module
+
+
+def register_model(name: str, build: Callable[..., nn.Module], *, reads: str = "any",
+                   batch_norm: bool = False, prune_output: bool = False,
+                   default_width: Optional[int] = None, small: bool = False,
+                   fields: tuple[str, ...] = ()) -> None:
+    """Make ``name`` a model the engine can prune (``ExperimentConfig(model=name)``); see
+    :class:`ModelSpec` for what each fact means. Conv and linear weights are pruned; the
+    layer named by the model's ``output_name`` only if ``prune_output``."""
+    if reads not in ("any", "signal", "image"):
+        raise ValueError(f"reads: {reads!r} is not allowed; allowed: any, signal, image")
+    MODELS[name] = ModelSpec(build, reads, batch_norm, prune_output, default_width, small,
+                             tuple(fields))
+
+
+def model_spec(name: str) -> ModelSpec:
+    if name not in MODELS:
+        raise ValueError(f"model: unknown {name!r}; allowed: {', '.join(MODELS)}")
+    return MODELS[name]
+
+
 def build_model(config, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """The model named in ``config.model``, initialised from the current torch RNG."""
-    name = config.model
-    if name == "mlp":
-        model = MLP(math.prod(input_shape), config.widths, num_classes)
-    elif name == "cnn1d":
-        model = CNN1D(input_shape[-1], config.model_width, num_classes)
-    elif name in ("resnet18", "resnet101"):
-        model = CifarResNet(name, input_shape[0], config.model_width, num_classes)
-    elif name == "vgg16":
-        model = CifarVGG16(input_shape[0], config.model_width, num_classes)
-    elif name == "vgglike":
-        model = VGGLike(input_shape[0], config.model_width, config.depth, num_classes)
-    else:
-        raise ValueError(f"model: unknown {name!r}")
-    initialise(model)
-    return model
+    return model_spec(config.model).build(config, tuple(input_shape), num_classes)
 
 
-def initialise(model: nn.Module) -> None:
+def initialise(model: nn.Module) -> nn.Module:
+    """The paper's init: Kaiming-normal conv and linear weights, BatchNorm weight U(0, 1)."""
     for module in model.modules():
         if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
             nn.init.kaiming_normal_(module.weight)
         elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
             nn.init.uniform_(module.weight)
             nn.init.zeros_(module.bias)
+    return model
 
 
 def default_prune_output(model_name: str) -> bool:
     """He et al.: ResNets prune every conv and the fc layer; LeNet and VGG keep the output dense."""
-    return model_name in ("resnet18", "resnet101")
+    return model_spec(model_name).prune_output
 
 
 class MLP(nn.Module):
@@ -198,3 +234,19 @@ class VGGLike(nn.Module):
 
     def forward(self, x):
         return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+
+
+# ---------------------------------------------------------------------------- the registry
+register_model("mlp", lambda c, shape, k: initialise(MLP(math.prod(shape), c.widths, k)),
+               small=True, fields=("widths",))
+register_model("cnn1d", lambda c, shape, k: initialise(CNN1D(shape[-1], c.model_width, k)),
+               reads="signal", default_width=32, small=True, fields=("width",))
+for _name in ("resnet18", "resnet101"):
+    register_model(_name, lambda c, shape, k: initialise(
+        CifarResNet(c.model, shape[0], c.model_width, k)), reads="image", batch_norm=True,
+        prune_output=True, default_width=64, fields=("width",))
+register_model("vgg16", lambda c, shape, k: initialise(CifarVGG16(shape[0], c.model_width, k)),
+               reads="image", batch_norm=True, default_width=64, fields=("width",))
+register_model("vgglike", lambda c, shape, k: initialise(
+    VGGLike(shape[0], c.model_width, c.depth, k)), reads="image", batch_norm=True,
+    default_width=64, fields=("width", "depth"))

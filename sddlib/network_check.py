@@ -15,18 +15,12 @@ import pandas as pd
 
 from .checkpoints import evaluate_pruned
 from .config import ExperimentConfig
-from .data import NUM_CLASSES
+from .data import DATASETS
 from .models import build_model, default_prune_output
 from .project import load_settings
 from .prune import prunable_parameters
 from .store import RunStore
 from .sweep import run_many
-
-# Per-sample input shapes, to count a model's weights without loading its data.
-INPUT_SHAPES = {"mnist1d": (40,), "mnist-5k": (1, 28, 28), "digits": (1, 8, 8),
-                "mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32),
-                "cifar100": (3, 32, 32), "tinyimagenet": (3, 32, 32)}
-
 
 def width_config(experiment: dict, width: int, **changes):
     """The experiment at ``width``: two hidden layers of ``width`` for the MLP, the base
@@ -38,7 +32,8 @@ def width_config(experiment: dict, width: int, **changes):
 
 def prunable_weights(config) -> int:
     """How many weights ``config``'s model has that pruning may remove."""
-    model = build_model(config, INPUT_SHAPES[config.dataset], NUM_CLASSES[config.dataset])
+    spec = DATASETS[config.dataset]  # counted without loading the data
+    model = build_model(config, spec.input_shape, spec.num_classes)
     prune_output = (default_prune_output(config.model) if config.prune_output is None
                     else config.prune_output)
     return sum(p.numel() for p in prunable_parameters(model, prune_output).values())

@@ -37,10 +37,10 @@ from typing import Callable, Iterator, Optional, Union
 import torch
 from tqdm import tqdm
 
-from .data import DEFAULT_TRAIN_SIZE
+from .data import DATASETS
+from .models import model_spec
 from .retrain import mode_of
 
-SMALL_MODELS = ("mlp", "cnn1d")
 # A worker process takes seconds to start (it imports torch), so a run is worth one when
 # it trains at least this many samples in all (levels x epochs x training samples): a few
 # times that start-up for the default CNN on one core. Smaller runs (the smoke profile's)
@@ -59,7 +59,7 @@ def run_threads(config, device: Union[torch.device, str]) -> int:
     """The torch threads ``config`` trains with on ``device`` (see the module docstring)."""
     if config.threads is not None:
         return config.threads
-    if torch.device(device).type == "cpu" and config.model in SMALL_MODELS:
+    if torch.device(device).type == "cpu" and model_spec(config.model).small:
         return 1
     return usable_cores()
 
@@ -78,7 +78,7 @@ def torch_threads(count: int) -> Iterator[None]:
 def work_size(config) -> int:
     """Samples trained by a whole run (levels x epochs x training samples)."""
     return _levels(config) * config.epochs * (config.train_size or
-                                              DEFAULT_TRAIN_SIZE[config.dataset])
+                                              DATASETS[config.dataset].train_size)
 
 
 def resolve_workers(workers: Union[str, int], groups: list[list], device) -> int:

@@ -21,6 +21,7 @@ optimiser step (so momentum and Adam moments of pruned weights stay zero) and
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
 import torch
@@ -133,6 +134,48 @@ def gradient_scores(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torc
     if count == 0:
         raise ValueError("gradient_batches: need at least one batch")
     return {name: total / count for name, total in totals.items()}
+
+
+@dataclass
+class ScoreInputs:
+    """What a criterion may use beside the weights: a seed of its own for this run and
+    level (``derive_seed(run seed, level, criterion name)``) and ``batches()``, seeded
+    training mini-batches (``gradient_batches`` of them)."""
+
+    seed: int
+    batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """``score(model, inputs)`` returns a score per prunable weight tensor (named as in
+    :func:`get_masks`); the lowest-scored surviving weights are pruned. ``fields``: the
+    config fields it reads beyond the weights (they stay out of other criteria's
+    identities)."""
+
+    score: Callable[[nn.Module, ScoreInputs], dict[str, torch.Tensor]]
+    fields: tuple[str, ...] = ()
+
+
+CRITERIA: dict[str, Criterion] = {
+    "magnitude": Criterion(lambda model, inputs: magnitude_scores(model)),
+    "gradient": Criterion(lambda model, inputs: gradient_scores(model, inputs.batches()),
+                          fields=("gradient_batches",)),
+    "random": Criterion(lambda model, inputs: random_scores(model, inputs.seed)),
+}
+
+
+def register_criterion(name: str, score: Callable[[nn.Module, ScoreInputs], dict],
+                       fields: tuple[str, ...] = ()) -> None:
+    """Make ``name`` a pruning criterion (``ExperimentConfig(criterion=name)``): ``score``
+    as :class:`Criterion` says, run on the previous level's trained weights."""
+    CRITERIA[name] = Criterion(score, tuple(fields))
+
+
+def criterion(name: str) -> Criterion:
+    if name not in CRITERIA:
+        raise ValueError(f"criterion: unknown {name!r}; allowed: {', '.join(CRITERIA)}")
+    return CRITERIA[name]
 
 
 # ---------------------------------------------------------------------------- pruning step

@@ -26,6 +26,7 @@ from .checkpoints import upgrade_learning_distance
 from .config import ExperimentConfig
 from .experiment import Experiment, check_data, clean_data, load_data, run_experiment, run_meta
 from .files import atomic_save_torch, atomic_write_text
+from .models import model_spec
 from .retrain import mode_of
 from .store import Run, RunStore, table
 
@@ -133,7 +134,6 @@ def stacking_pays(device: torch.device) -> bool:
 
 # What stacked members may differ in: nothing that changes a model's shape or schedule.
 _STACK_FREE = ("seed", "noise", "noise_kind", "criterion")
-_WITHOUT_BATCHNORM = ("mlp", "cnn1d")
 
 
 def stack_groups(configs: list[ExperimentConfig]) -> list[list[ExperimentConfig]]:
@@ -145,7 +145,7 @@ def stack_groups(configs: list[ExperimentConfig]) -> list[list[ExperimentConfig]
     """
     groups: dict[str, dict[str, ExperimentConfig]] = {}
     for config in configs:
-        if config.model in _WITHOUT_BATCHNORM and mode_of(config).stackable(config):
+        if not model_spec(config.model).batch_norm and mode_of(config).stackable(config):
             key = json.dumps({k: v for k, v in config.to_dict().items()
                               if k not in _STACK_FREE}, sort_keys=True)
         else:

