@@ -6,20 +6,26 @@ recipe. Each field carries its allowed values and a one-line help, so the comman
 (``--set key=value``), config files and validation are all generated from this one
 class: a new knob is one field here, nothing else.
 
-A run's identity is a hash of its config (see :func:`ExperimentConfig.identity`). Fields
-that do not change the numbers (where data lives, which device trains, how many levels
-to go to) are left out of it, so a run found on disk is reused and can be extended by
-asking for more levels. A field added after the first release must be listed in
-``_ADDED_LATER`` with its default: it enters the hash only when set to another value, so
-every run stored before it keeps its identity (``tests/test_config.py`` guards that).
+A run's identity (:meth:`ExperimentConfig.identity`, version :data:`IDENTITY_VERSION`)
+holds only the settings that change its numbers *given its other settings*: ``widths``
+only for a model that reads them, ``momentum`` only under SGD, ``milestones`` and
+``gamma`` only for the multistep schedule, ``finetune_lr`` only in finetune,
+``rewind_iteration`` only where the mode rewinds, ``gradient_batches`` only for the
+gradient criterion, ``noise_kind`` only with noise, and every none resolved to what it
+means (the dataset's sizes, the model's width, its output-layer rule, the dataset's
+augmentation). What a model, criterion or mode reads is said by its registry entry
+(:mod:`models`, :mod:`prune`, :mod:`retrain`). Settings that never change the numbers
+(where data lives, which device trains, how many levels to go to) are left out, so a run
+found on disk is reused and can be extended by asking for more levels. Two configs of one
+experiment therefore have one name.
 
-``precision`` is such a field: ``bf16`` and ``fp32`` round differently, so they are part of
-the identity, while ``auto`` (the default, bf16 autocast on CUDA, fp32 elsewhere) keeps
-the hashes runs had before the field existed; what it resolved to is recorded in the
-run's ``meta.json``, with the ``compile`` setting (see :mod:`fast`). ``threads`` (torch
-CPU threads) is left out of the identity like ``device``, though it changes float
-rounding: its default gives a run one fixed count wherever it runs (see :mod:`parallel`),
-and ``meta.json`` records the count a run trained with.
+Runs stored under the first identity (:meth:`ExperimentConfig.legacy_identity`, which
+hashed every field) are found by their old name and moved to the new one, once, by
+:meth:`sddlib.store.RunStore.find`. ``threads`` (torch CPU threads) is left out of the
+identity like ``device``, though it changes float rounding: its default gives a run one
+fixed count wherever it runs (see :mod:`parallel`), and ``meta.json`` records the count a
+run trained with, with the resolved ``precision`` and ``compile`` settings (:mod:`fast`).
+A config is immutable once built: change one with :meth:`ExperimentConfig.replace`.
 """
 from __future__ import annotations
 
@@ -58,7 +64,10 @@ def _field(default, help: str, choices=None, low=None, high=None, identity=True,
     return field(default=default, metadata=meta)
 
 
-@dataclass
+IDENTITY_VERSION = 2
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     # data
     dataset: str = _field("mnist1d", "dataset name", choices=lambda: tuple(DATASETS))
@@ -132,7 +141,7 @@ class ExperimentConfig:
     # ------------------------------------------------------------------ public
     def __post_init__(self):
         for f in dataclasses.fields(self):
-            setattr(self, f.name, _coerce(f, getattr(self, f.name)))
+            object.__setattr__(self, f.name, _coerce(f, getattr(self, f.name)))
         self.validate()
 
     def validate(self) -> None:
@@ -235,7 +244,42 @@ class ExperimentConfig:
         return self.replace(**changes)
 
     def identity(self) -> dict[str, Any]:
-        """The fields that decide the numbers, in a stable form, for hashing."""
+        """The settings that change this run's numbers, resolved, for hashing (see the
+        module docstring)."""
+        values: dict[str, Any] = {"identity": IDENTITY_VERSION}
+        for f in dataclasses.fields(self):
+            if f.metadata["identity"] and _matters(self, f.name):
+                values[f.name] = _resolved(self, f.name)
+        return values
+
+    def short_hash(self) -> str:
+        return _hash(self.identity())
+
+    def readable_name(self) -> str:
+        """``dataset[-nTRAIN]-model[-size]-noise-criterion-mode[-redenseL]-seedS``: the size
+        is the MLP's widths (``300x100``) or the base width (``w32``), ``nTRAIN`` a training
+        set smaller than the dataset's own."""
+        noise = f"{self.noise_kind}{round(self.noise * 100)}" if self.noise else "clean"
+        data = self.dataset
+        spec = DATASETS[self.dataset]
+        if self.train_size is not None and self.train_size != spec.train_size:
+            data += f"-n{self.train_size}"
+        fields = model_spec(self.model).fields
+        model = self.model
+        if "widths" in fields:
+            model += "-" + "x".join(str(w) for w in self.widths)
+        elif "width" in fields:
+            model += f"-w{self.model_width}" + (f"d{self.depth}" if "depth" in fields else "")
+        mode = self.retrain + (f"-redense{self.redense_level}"
+                               if self.redense_level is not None else "")
+        return f"{data}-{model}-{noise}-{self.criterion}-{mode}-seed{self.seed}"
+
+    def run_name(self) -> str:
+        return f"{self.readable_name()}-{self.short_hash()}"
+
+    def legacy_identity(self) -> dict[str, Any]:
+        """The first identity (before version 2): every field that can change the numbers,
+        whether or not it does for this config; kept to find runs stored under it."""
         values = {}
         for f in dataclasses.fields(self):
             if not f.metadata["identity"]:
@@ -246,17 +290,11 @@ class ExperimentConfig:
             values[f.name] = value
         return values
 
-    def short_hash(self) -> str:
-        text = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:10]
-
-    def readable_name(self) -> str:
+    def legacy_run_name(self) -> str:
+        """The folder name a run of this config had under the first identity."""
         noise = f"{self.noise_kind}{round(self.noise * 100)}" if self.noise else "clean"
         return (f"{self.dataset}-{self.model}-{noise}-{self.criterion}-{self.retrain}"
-                f"-seed{self.seed}")
-
-    def run_name(self) -> str:
-        return f"{self.readable_name()}-{self.short_hash()}"
+                f"-seed{self.seed}-{_hash(self.legacy_identity())}")
 
     # ------------------------------------------------------------------ derived
     @property
@@ -288,11 +326,62 @@ _NULLABLE = {"train_size": int, "test_size": int, "image_size": int, "augment": 
              "prune_output": bool, "width": int, "redense_level": int,
              "threads": int}
 
-# Fields added after the first release, with the default that keeps old identities.
+def _hash(identity: dict[str, Any]) -> str:
+    text = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+# Fields that do nothing unless another setting says so (identity version 2).
+_ONLY_IF = {
+    "momentum": lambda c: c.optimizer == "sgd",
+    "milestones": lambda c: c.schedule == "multistep",
+    "gamma": lambda c: c.schedule == "multistep",
+    "noise_kind": lambda c: c.noise > 0,
+    "image_size": lambda c: c.dataset == "tinyimagenet",
+    "redense_level": lambda c: c.redense_level is not None,
+}
+# Fields that belong to one model, criterion or mode (their registry entries list them).
+_OWNED = {"widths", "width", "depth", "gradient_batches", "rewind_iteration", "finetune_lr"}
+
+
+def _matters(config: "ExperimentConfig", name: str) -> bool:
+    """Whether ``name`` changes the numbers of ``config``, given its other settings."""
+    if name in _ONLY_IF:
+        return _ONLY_IF[name](config)
+    if name in _OWNED:
+        modes = {MODES[config.retrain], mode_of(config)}  # a re-dense branch: its parent's too
+        return (name in model_spec(config.model).fields
+                or name in CRITERIA[config.criterion].fields
+                or any(name in mode.uses for mode in modes))
+    return True
+
+
+def _resolved(config: "ExperimentConfig", name: str):
+    """What a setting means for ``config``: none replaced by the value it stands for."""
+    spec = DATASETS[config.dataset]
+    if name in ("train_size", "test_size") and getattr(config, name) is None and \
+            spec.exact_sizes:
+        return getattr(spec, name)
+    if name == "width":
+        return config.model_width
+    if name == "finetune_lr":
+        return config.finetune_rate
+    if name == "augment":
+        return config.use_augment
+    if name == "prune_output":
+        return (model_spec(config.model).prune_output if config.prune_output is None
+                else config.prune_output)
+    if name == "image_size" and config.image_size is None:
+        return spec.input_shape[-1]
+    return getattr(config, name)
+
+
+# The first identity (legacy_identity): fields added after its first release, with the
+# default that kept older identities ...
 _ADDED_LATER: dict[str, Any] = {"redense_level": None, "precision": "auto"}
 
 
-# Fields whose default changed, hashed as the runs stored before the change had them.
+# ... and fields whose default changed, hashed as the runs stored before the change had them.
 _MNIST1D_SIZES = {"train_size": MNIST1D_TRAIN_SIZE, "test_size": MNIST1D_TEST_SIZE}
 _OLD_FINETUNE_LR = 1e-3
 

@@ -89,26 +89,32 @@ class DatasetSpec:
     ``read(data_dir, download)`` returns ``x_train, y_train, x_test, y_test, mean, std``
     (arrays or tensors; images as uint8 N x C x H x W with the per-channel ``mean``/``std``
     of pixels in [0, 1], signals as float32 N x L with ``mean``/``std`` None);
-    ``train_size`` is how many training samples it gives when none is asked for;
+    ``train_size``/``test_size`` are how many samples it gives when none are asked for;
     ``flips`` the class map of asymmetric label noise, if it has one; ``augment`` whether
-    its runs use random crop and flip unless the config says otherwise.
+    its runs use random crop and flip unless the config says otherwise; ``exact_sizes``
+    whether those sizes are exactly what it gives (it is generated or shipped inside a
+    package), rather than the usual size of files read from disk.
     """
 
     num_classes: int
     input_shape: tuple[int, ...]
     train_size: int
+    test_size: int
     kind: str = "image"  # "image" or "signal" (1-D)
     read: Optional[Callable] = None
     flips: Optional[dict[int, int]] = None
     augment: bool = False  # random crop and flip by default (an image model's choice)
+    exact_sizes: bool = False  # the sizes are what it gives (generated, shipped in a package)
 
 
 DATASETS: dict[str, DatasetSpec] = {}  # filled at the end of this module, in book order
 
 
 def register_dataset(name: str, read: Callable, *, num_classes: int,
-                     input_shape: tuple[int, ...], train_size: int, kind: str = "image",
-                     flips: Optional[dict[int, int]] = None, augment: bool = False) -> None:
+                     input_shape: tuple[int, ...], train_size: int, test_size: int,
+                     kind: str = "image",
+                     flips: Optional[dict[int, int]] = None, augment: bool = False,
+                     exact_sizes: bool = False) -> None:
     """Make ``name`` a dataset the engine can train on (``ExperimentConfig(dataset=name)``).
 
     ``read(data_dir, download)`` returns the whole training and test splits (see
@@ -117,8 +123,8 @@ def register_dataset(name: str, read: Callable, *, num_classes: int,
     """
     if kind not in ("image", "signal"):
         raise ValueError(f"kind: {kind!r} is not allowed; allowed: image, signal")
-    DATASETS[name] = DatasetSpec(num_classes, tuple(input_shape), train_size, kind, read, flips,
-                                 augment)
+    DATASETS[name] = DatasetSpec(num_classes, tuple(input_shape), train_size, test_size, kind,
+                                 read, flips, augment, exact_sizes)
 
 
 def dataset_spec(name: str) -> DatasetSpec:
@@ -632,20 +638,25 @@ def _atomic_savez(path: Path, **arrays) -> None:
 # the built-in datasets, in book order (mnist1d and tinyimagenet are read by load_clean
 # itself: one is generated at the sizes asked for, the other resized)
 register_dataset("mnist1d", None, num_classes=10, input_shape=(40,),
-                 train_size=MNIST1D_TRAIN_SIZE, kind="signal", flips=DIGIT_FLIPS)
+                 train_size=MNIST1D_TRAIN_SIZE, test_size=MNIST1D_TEST_SIZE, kind="signal", flips=DIGIT_FLIPS,
+                 exact_sizes=True)
 register_dataset("mnist-5k", _read_mnist5k, num_classes=10, input_shape=(1, 28, 28),
-                 train_size=5000 - MNIST5K_TEST_SIZE, flips=DIGIT_FLIPS)
+                 train_size=5000 - MNIST5K_TEST_SIZE, test_size=MNIST5K_TEST_SIZE, flips=DIGIT_FLIPS,
+                 exact_sizes=True)
 register_dataset("digits", _read_digits, num_classes=10, input_shape=(1, 8, 8),
-                 train_size=1437, flips=DIGIT_FLIPS)
+                 train_size=1437, test_size=360, flips=DIGIT_FLIPS,
+                 exact_sizes=True)
 register_dataset("mnist", _mnist_reader("MNIST", MNIST_MEAN, MNIST_STD), num_classes=10,
-                 input_shape=(1, 28, 28), train_size=60000, flips=DIGIT_FLIPS)
+                 input_shape=(1, 28, 28), train_size=60000, test_size=10000,
+                 flips=DIGIT_FLIPS)
 register_dataset("fashion-mnist", _mnist_reader("FashionMNIST", FASHION_MNIST_MEAN,
                                                 FASHION_MNIST_STD),
-                 num_classes=10, input_shape=(1, 28, 28), train_size=60000)
+                 num_classes=10, input_shape=(1, 28, 28), train_size=60000, test_size=10000)
 register_dataset("cifar10", _cifar_reader("cifar10"), num_classes=10, input_shape=(3, 32, 32),
-                 train_size=50000, flips=CIFAR10_FLIPS, augment=True)
+                 train_size=50000, test_size=10000, flips=CIFAR10_FLIPS, augment=True)
 register_dataset("cifar100", _cifar_reader("cifar100"), num_classes=100,
-                 input_shape=(3, 32, 32), train_size=50000, flips=CIFAR100_FLIPS, augment=True)
+                 input_shape=(3, 32, 32), train_size=50000, test_size=10000,
+                 flips=CIFAR100_FLIPS, augment=True)
 register_dataset("tinyimagenet", None, num_classes=200,
                  input_shape=(3, TINYIMAGENET_IMAGE_SIZE, TINYIMAGENET_IMAGE_SIZE),
-                 train_size=100000, augment=True)
+                 train_size=100000, test_size=10000, augment=True)

@@ -1,8 +1,8 @@
 """The run store: one folder per run, found again by its config, never overwritten.
 
 A run's folder is ``<runs_dir>/<readable name>-<hash>``, e.g.
-``mnist1d-mlp-random20-magnitude-lottery-seed0-3f9c2a1b7e``: readable for people, the hash
-of :meth:`ExperimentConfig.identity` for the machine. The index of all runs is made by
+``mnist-5k-mlp-300x100-random20-magnitude-lottery-seed0-3f9c2a1b7e``: readable for
+people, the hash of :meth:`ExperimentConfig.identity` for the machine. The index of all runs is made by
 scanning the folders' ``config.json`` (``sddlib ls``), so it can never go stale, even with
 several machines writing to one shared store.
 
@@ -37,9 +37,10 @@ from typing import Iterator, Optional
 import pandas as pd
 import torch
 
-from .config import ConfigError, ExperimentConfig
+from .config import IDENTITY_VERSION, ConfigError, ExperimentConfig
 from .files import (atomic_save_torch, atomic_write_bytes, atomic_write_text,  # noqa: F401
                     load_torch)  # re-exported: a store is read with them
+from .retrain import mode_of
 
 LEVEL_COLUMNS = ["level", "sparsity", "remaining_weights", "train_acc", "train_acc_clean",
                  "train_acc_corrupted", "train_loss", "test_acc", "test_loss",
@@ -76,7 +77,8 @@ class Run:
         return len(self.levels())
 
     def is_finished(self, levels: Optional[int] = None) -> bool:
-        wanted = self.config.levels if levels is None else levels
+        """Whether the run has every level its config asks for (a re-dense branch: one)."""
+        wanted = mode_of(self.config).levels(self.config) if levels is None else levels
         return self.levels_done() >= wanted + 1
 
     def append_level(self, row: dict) -> None:
@@ -140,10 +142,53 @@ class RunStore:
         return self.root / config.run_name()
 
     def find(self, config: ExperimentConfig) -> Optional[Run]:
+        """The stored run of ``config``, or None. A run stored under the first identity
+        (before version 2) is moved to its current name here, once (:meth:`_migrate`)."""
         path = self.path_for(config)
         if not path.joinpath("config.json").exists():
-            return None
+            legacy = self._legacy_folder(config)
+            return None if legacy is None else self._migrate(legacy, path, config)
         return self._checked(path, config)
+
+    def _legacy_folder(self, config: ExperimentConfig) -> Optional[Path]:
+        """The folder of a run of ``config``'s experiment stored under the first identity.
+
+        That identity hashed settings that do nothing (``momentum`` under Adam, ...), so
+        the run may be stored under another config's old name: every folder of the old
+        readable name is a candidate, and the one whose stored config has ``config``'s
+        current identity is it (the exact old name is tried first).
+        """
+        exact = self.root / config.legacy_run_name()
+        prefix = exact.name[: -len(config.short_hash())]
+        candidates = [exact] + sorted(p for p in self.root.glob(f"{prefix}*") if p != exact)
+        for folder in candidates:
+            if len(folder.name) != len(exact.name) or not folder.joinpath("config.json").exists():
+                continue
+            try:
+                stored = ExperimentConfig.from_dict(
+                    json.loads(folder.joinpath("config.json").read_text()))
+            except (ConfigError, json.JSONDecodeError):
+                continue
+            if folder.name == stored.legacy_run_name() and \
+                    stored.identity() == config.identity():
+                return folder
+        return None
+
+    def _migrate(self, old: Path, new: Path, config: ExperimentConfig) -> Run:
+        """Move a run from its first-identity folder to its current one: ``meta.json`` notes
+        where it came from, then the folder is renamed (atomic on one filesystem), so a
+        process killed between the two leaves the run whole under one of its names."""
+        run = Run(old, config)
+        with run.lock():  # refuses while another process computes it under the old name
+            meta = run.meta()
+            meta.update(identity_version=IDENTITY_VERSION, renamed_from=old.name)
+            atomic_write_text(old / "meta.json", json.dumps(meta, indent=2))
+            try:
+                os.rename(old, new)
+            except OSError:
+                if not new.joinpath("config.json").exists():  # not a rival's rename
+                    raise
+        return self._checked(new, config)
 
     def create(self, config: ExperimentConfig, device: str,
                extra: Optional[dict] = None) -> Run:
@@ -157,7 +202,8 @@ class RunStore:
             return self._checked(path, config)
         path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path / "meta.json",
-                          json.dumps({**environment(device), **(extra or {})}, indent=2))
+                          json.dumps({**environment(device), **(extra or {}),
+                                      "identity_version": IDENTITY_VERSION}, indent=2))
         atomic_write_text(path / "config.json", json.dumps(config.to_dict(), indent=2))
         return Run(path, config)
 

@@ -123,9 +123,9 @@ def stacking_pays(device: torch.device) -> bool:
     Stacking pays where per-step overhead dominates, as with small models on a GPU (one
     launch instead of K). On the CPU the default 1-D CNN's time goes into convolution
     kernels, and the grouped convolutions vmap turns them into are no cheaper per member:
-    on the 2-core machine this project is developed on, 3 to 5 stacked members cost 3.2 to
-    5.2 times one member (``benchmarks/bench_stack.py``), no faster than one after another,
-    and a stacked member's numbers depend on the group it trained in. So the CPU trains
+    K stacked members cost about K times one member there (``benchmarks/bench_stack.py``
+    measures it; the reference page records the numbers), no faster than one after
+    another, and a stacked member's numbers depend on the group it trained in. So the CPU trains
     one by one unless stacking is asked for (``SDDLIB_STACK=1``, ``sddlib run --stack``),
     several at once in worker processes (:mod:`sddlib.parallel`), which does pay there.
     """

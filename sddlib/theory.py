@@ -299,8 +299,8 @@ def _one_blas_thread(function):
     """Run ``function`` with single-threaded BLAS.
 
     The simulations make many small batched products and solves (100 x 500); BLAS threads
-    only add synchronisation there, and on a busy machine their spinning made a figure
-    10-50 times slower than one thread does.
+    only add synchronisation there, and on a busy machine their spinning makes a figure
+    many times slower than one thread does.
     """
     @functools.wraps(function)
     def wrapper(*args, **kwargs):

@@ -179,8 +179,8 @@ CASES = [
                  id="yaml-no-file"),
     # sddlib show
     pytest.param(["show", "nothing-like-this", "--runs-dir", "{runs}"], "nothing-like-this",
-                 ["mnist1d-mlp-"], id="show-unknown"),
-    pytest.param(["show", "mnist1d-mlp", "--runs-dir", "{runs}"], "mnist1d-mlp",
+                 ["mnist1d-n300-mlp-8-"], id="show-unknown"),
+    pytest.param(["show", "mnist1d-n300-mlp", "--runs-dir", "{runs}"], "mnist1d-n300-mlp",
                  ["matches 2 runs", "seed0", "seed1"], id="show-ambiguous"),
 ]
 

@@ -1,9 +1,10 @@
 import pytest
 
-from sddlib.config import ConfigError, ExperimentConfig, _ADDED_LATER, help_table
+from sddlib.config import ConfigError, ExperimentConfig, help_table
 
-# Every field at an explicit value: if a field is added without an entry in _ADDED_LATER,
-# the identity of every stored run changes and this hash with it.
+# Every field at an explicit value: if a field is added without being left out of the
+# identity at its default (config._ONLY_IF), the identity of every stored run changes and
+# this hash with it.
 FROZEN = dict(
     dataset="mnist1d", train_size=4000, test_size=1000, image_size=None, noise=0.2,
     noise_kind="random", augment=None, model="mlp", widths=[300, 100], width=64, depth=5,
@@ -11,11 +12,16 @@ FROZEN = dict(
     retrain="lottery", rewind_iteration=0, finetune_lr=1e-3, epochs=30, batch_size=128,
     optimizer="adam", lr=1e-3, momentum=0.9, weight_decay=0.0, schedule="constant",
     milestones=[], gamma=0.1, seed=0, levels=25, device="auto")
-FROZEN_HASH = "9cd1ba3fdc"
+FROZEN_HASH = "10c85a1eca"  # identity version 2
+FROZEN_LEGACY_HASH = "9cd1ba3fdc"  # the first identity
 
 
 def test_identity_of_stored_runs_never_changes():
-    assert ExperimentConfig(**FROZEN).short_hash() == FROZEN_HASH
+    config = ExperimentConfig(**FROZEN)
+    assert config.short_hash() == FROZEN_HASH
+    # the first identity, kept to find runs stored under it, never changes either
+    assert config.legacy_run_name() == \
+        f"mnist1d-mlp-random20-magnitude-lottery-seed0-{FROZEN_LEGACY_HASH}"
 
 
 def test_fields_outside_identity_do_not_change_the_hash():
@@ -25,17 +31,59 @@ def test_fields_outside_identity_do_not_change_the_hash():
     assert base.replace(noise=0.4).run_name() != base.run_name()
 
 
-def test_a_field_added_later_keeps_old_identities(monkeypatch):
+@pytest.mark.parametrize("changes", [
+    {"momentum": 0.5},                     # under Adam
+    {"finetune_lr": 0.5},                  # outside finetune
+    {"depth": 3},                          # outside vgglike
+    {"width": 16},                         # the MLP reads widths
+    {"gradient_batches": 2},               # under magnitude pruning
+    {"milestones": [3], "gamma": 0.5},     # under a constant schedule
+    {"noise_kind": "symmetric", "noise": 0.0},
+    {"train_size": None, "test_size": None, "prune_output": False, "augment": False},
+    {"image_size": 40},                    # mnist1d has no images: resolved to none
+])
+def test_a_setting_that_does_nothing_does_not_change_the_name(changes):
+    base = ExperimentConfig(**{**FROZEN, "train_size": 8000, "test_size": 2000,
+                               "noise": 0.2 if "noise" not in changes else 0.0})
+    if "image_size" in changes:
+        with pytest.raises(ConfigError):
+            base.replace(**changes)
+        return
+    assert base.replace(**changes).run_name() == base.run_name()
+
+
+def test_settings_that_matter_change_the_name():
     base = ExperimentConfig(**FROZEN)
-    monkeypatch.setitem(_ADDED_LATER, "gamma", 0.1)  # pretend gamma arrived later
-    assert base.short_hash() != FROZEN_HASH  # dropping it changes the text hashed ...
-    assert "gamma" not in base.identity()    # ... because at its default it is left out
-    assert "gamma" in base.replace(gamma=0.5).identity()
+    sgd = base.replace(optimizer="sgd", lr=0.1)
+    assert sgd.replace(momentum=0.5).run_name() != sgd.run_name()
+    finetune = base.replace(retrain="finetune")
+    assert finetune.replace(finetune_lr=0.5).run_name() != finetune.run_name()
+    cnn = base.replace(model="cnn1d", width=None)
+    assert cnn.replace(width=16).run_name() != cnn.run_name()
+    assert cnn.replace(width=32).run_name() == cnn.run_name()  # none means 32
+    gradient = base.replace(criterion="gradient")
+    assert gradient.replace(gradient_batches=2).run_name() != gradient.run_name()
+    assert base.replace(rewind_iteration=5).run_name() != base.run_name()
+    assert base.replace(retrain="scratch", rewind_iteration=5).run_name() == \
+        base.replace(retrain="scratch").run_name()
 
 
-def test_readable_name():
-    name = ExperimentConfig(**FROZEN).run_name()
-    assert name == f"mnist1d-mlp-random20-magnitude-lottery-seed0-{FROZEN_HASH}"
+def test_readable_names_tell_branches_and_sizes_apart():
+    base = ExperimentConfig(**FROZEN)
+    assert base.readable_name() == "mnist1d-n4000-mlp-300x100-random20-magnitude-lottery-seed0"
+    assert base.replace(redense_level=3).readable_name() == \
+        "mnist1d-n4000-mlp-300x100-random20-magnitude-lottery-redense3-seed0"
+    assert base.replace(model="cnn1d", train_size=8000, test_size=2000).readable_name() == \
+        "mnist1d-cnn1d-w64-random20-magnitude-lottery-seed0"
+
+
+def test_a_config_is_immutable_once_built():
+    import dataclasses
+
+    config = ExperimentConfig(**FROZEN)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.lr = 0.5
+    assert config.replace(lr=0.5).lr == 0.5 and config.lr == 1e-3
 
 
 @pytest.mark.parametrize("sets, key, allowed", [

