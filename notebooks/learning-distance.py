@@ -50,7 +50,7 @@ compute_missing = True
 # %% tags=["hide-input"]
 import math
 
-from sddlib import figures, metrics, plots
+from sddlib import checkpoints, figures, metrics, plots
 
 variants = figures.configs(experiment, seeds,
                            {name: {"dataset": name, "retrain": "lottery", **changes}
@@ -110,7 +110,7 @@ figures.glue("fig_distance", plots.distance_figure(frame, datasets, by="dataset_
 # ## Layer by layer
 #
 # The same distance split by layer for the first seed's run on the first dataset, read
-# back from its stored checkpoints (`metrics.learning_distances`): from each level's
+# back from its stored checkpoints (`checkpoints.level_distances`): from each level's
 # start and, when the run rewinds to a later iteration than 0, from that rewind point too
 # (dashed; a lottery run rewinding to iteration 0 starts every level at the init, so the
 # two coincide and only one is drawn).
@@ -121,7 +121,7 @@ import seaborn as sns
 
 run = figures.store().find(variants[main][0])
 origins = ["start", "rewind"] if run.file("checkpoints", "rewind.pt").exists() else ["start"]
-layers = pd.concat([metrics.learning_distances(run, origin=origin, per_layer=True)
+layers = pd.concat([checkpoints.level_distances(run, origin=origin, per_layer=True)
                     .assign(origin=origin) for origin in origins], ignore_index=True)
 from_start = layers[layers.origin == "start"].copy()
 from_start["share"] = from_start.distance ** 2 / from_start.groupby("level").distance.transform(

@@ -40,10 +40,9 @@ compute_missing = True
 # %% tags=["hide-input"]
 from sddlib import figures, metrics, plots
 
-# only the lottery mode rewinds; the others continue from (or restart away from) the weights
-variants = figures.configs(experiment, seeds, {
-    mode: {"retrain": mode} if mode == "lottery" else {"retrain": mode, "rewind_iteration": 0}
-    for mode in modes})
+# only lottery reads rewind_iteration; for the other modes it does nothing (and is not part
+# of their runs' names)
+variants = figures.configs(experiment, seeds, {mode: {"retrain": mode} for mode in modes})
 frame = figures.gather(variants, compute_missing, label="retrain")
 table = metrics.summaries(frame, "retrain")
 main = modes[0]

@@ -1,11 +1,24 @@
 """sddlib: sparse double descent experiments, their analysis and their theory.
 
-The pieces, each in the module named after it: ``data`` (datasets, label noise),
-``models``, ``prune`` (masks and criteria), ``train`` (one level's training), ``experiment``
-(levels of prune and retrain), ``store`` (the run store), ``config`` (hyperparameters),
-``theory`` (linear and random-features models) and ``cli`` (the ``sddlib`` command).
+The public API::
+
+    from sddlib import (ExperimentConfig, run, run_many, RunStore, load_runs,
+                        register_model, register_dataset, register_criterion)
+
+The pieces, each in the module named after it, imports pointing one way: ``config``,
+``data``, ``models``, ``prune`` (masks and criteria) and ``retrain`` (retraining modes);
+``train`` (one level's training); ``experiment`` (one run); ``sweep`` (many runs, stacked
+or side by side, with ``parallel`` and ``ensemble``); ``store`` and ``checkpoints`` (the
+run store and reading it); ``metrics``, ``landscape``, ``theory`` and ``network_check``
+(analysis); ``plots`` and ``figures`` (the book); ``cli`` (the ``sddlib`` command).
 """
+from .api import load_runs, run, run_many
 from .config import ConfigError, ExperimentConfig
+from .data import register_dataset
+from .models import register_model
+from .prune import register_criterion
+from .store import RunStore
 
 __version__ = "0.1.0"
-__all__ = ["ConfigError", "ExperimentConfig", "__version__"]
+__all__ = ["ConfigError", "ExperimentConfig", "RunStore", "__version__", "load_runs",
+           "register_criterion", "register_dataset", "register_model", "run", "run_many"]

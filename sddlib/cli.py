@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import subprocess
 import sys
 from pathlib import Path
 from typing import Optional
@@ -23,9 +24,12 @@ from typing import Optional
 import yaml
 
 from .checkpoints import upgrade_learning_distance
-from .config import ConfigError, ExperimentConfig, help_table
+from .config import ConfigError, ExperimentConfig, help_table, parse_assignments
 from .experiment import run_experiment
+from .figures import make_figures
+from .parallel import parse_workers
 from .project import load_settings
+from .store import RunStore
 from .sweep import run_many
 
 
@@ -161,8 +165,6 @@ def _store_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _store(args):
-    from .store import RunStore
-
     settings = _settings()
     _check_folder(args.runs_dir, "--runs-dir")
     return RunStore(args.runs_dir or settings.runs_dir), settings
@@ -225,8 +227,6 @@ def config_from(path: Optional[Path], sets: list[str]) -> ExperimentConfig:
 
 def _run(args) -> int:
     config = config_from(args.config, args.sets)  # fails before anything is touched
-    from .parallel import parse_workers
-
     args.workers = parse_workers(args.workers, "--workers")
     _check_folder(args.data_dir, "--data-dir")
     if args.seeds:
@@ -301,16 +301,12 @@ def _show(args) -> int:
 
 
 def _figures(args) -> int:
-    from .figures import make_figures, parse_assignments
-
     settings = _settings()
     _check_folder(args.runs_dir, "--runs-dir")
     overrides = parse_assignments(args.parameters)
     make_figures(args.profile, args.only, overrides, settings, runs_dir=args.runs_dir,
                  log=lambda text: print(text, file=sys.stderr))
     if args.build:
-        import subprocess
-
         book = settings.root / "book"
         return subprocess.run([str(Path(sys.executable).with_name("jupyter-book")), "build",
                                str(book)]).returncode

@@ -36,7 +36,9 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
+
+import yaml
 
 from .data import DATASETS, MNIST1D_TEST_SIZE, MNIST1D_TRAIN_SIZE, NOISE_KINDS
 from .fast import COMPILE_MODES, PRECISIONS
@@ -230,17 +232,15 @@ class ExperimentConfig:
         return ExperimentConfig.from_dict({**self.to_dict(), **changes})
 
     def with_sets(self, assignments: list[str]) -> "ExperimentConfig":
-        """Apply ``key=value`` strings as given on the command line."""
-        changes = {}
-        fields = {f.name: f for f in dataclasses.fields(self)}
-        for text in assignments:
-            key, _, raw = text.partition("=")
-            key = key.strip().replace("-", "_")
-            if not _ or not key:
-                raise ConfigError(f"--set: expected key=value, e.g. --set rate=0.2; got {text!r}")
-            if key not in fields:
-                type(self).from_dict({key: raw})  # raises: names the key, or the option meant
-            changes[key] = _parse(fields[key], raw.strip())
+        """Apply ``key=value`` strings as given on the command line (:func:`parse_assignments`;
+        ``-`` in a key reads as ``_``)."""
+        keys_read = [key.replace("-", "_") + equals + value for key, equals, value in
+                     (text.partition("=") for text in assignments)]
+        changes = parse_assignments(keys_read, flag="--set")
+        for key, value in changes.items():
+            if isinstance(value, dict):
+                raise ConfigError(f"{key}: --set takes config keys, not dotted ones; allowed: "
+                                  "the keys of `sddlib keys`")
         return self.replace(**changes)
 
     def identity(self) -> dict[str, Any]:
@@ -325,6 +325,41 @@ _NULLABLE = {"train_size": int, "test_size": int, "image_size": int, "augment": 
              "finetune_lr": float,
              "prune_output": bool, "width": int, "redense_level": int,
              "threads": int}
+
+def parse_assignments(assignments: Iterable[str], flag: str = "-p") -> dict:
+    """``key=value`` strings as a nested dict: the one override grammar of ``--set``
+    (config keys), ``-p`` (notebook parameters) and, value for value, config files.
+
+    Values are YAML (``0.4``, ``[80, 120]``, ``none``; lists of integers may also be
+    written ``80,120``, which the config reads); a dotted key sets one entry of a dict
+    parameter: ``experiment.noise=0.4``.
+    """
+    result: dict = {}
+    for text in assignments:
+        key, equals, raw = text.partition("=")
+        parts = key.strip().split(".")
+        if not equals or not all(part.strip() for part in parts):
+            raise ConfigError(f"{flag}: expected key=value, e.g. {flag} seeds=[0,1] or "
+                              f"{flag} experiment.noise=0.4; got {text!r}")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at column {mark.column + 1}" if mark is not None else ""
+            raise ConfigError(f"{key.strip()}: {raw!r} is not a YAML value{where} "
+                              f"({getattr(error, 'problem', None) or 'unreadable'}); "
+                              f"allowed: YAML, e.g. 0.4, [0, 1], {{noise: 0.4}}") from None
+        target = result
+        *path, leaf = [part.strip() for part in parts]
+        for depth, part in enumerate(path):
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"{'.'.join(parts[:depth + 1])}: set to {target!r} and "
+                                  f"also used as a dict by {text!r}")
+        target[leaf] = value
+    return result
+
+
 
 def _hash(identity: dict[str, Any]) -> str:
     text = json.dumps(identity, sort_keys=True, separators=(",", ":"))
@@ -492,6 +527,8 @@ def _coerce(f, value):
         raise ConfigError(f"{f.name}: none is not allowed; give a value{allowed}")
     if isinstance(value, str) and kind is not str:
         return _parse(f, value)
+    if kind is list and isinstance(value, int) and not isinstance(value, bool):
+        value = [value]  # `--set widths=300`: one hidden layer
     if kind is str and isinstance(value, bool) and {"on", "off"} <= set(_choices(f.metadata)
                                                                         or ()):
         value = "on" if value else "off"  # YAML reads a bare on/off as a bool

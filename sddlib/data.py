@@ -252,7 +252,8 @@ def load_clean(
     x_train, y_train, x_test, y_test = (torch.as_tensor(a) for a in (x_train, y_train, x_test, y_test))
     x_train, y_train = _subset(x_train, y_train, train_size, "train_size")
     x_test, y_test = _subset(x_test, y_test, test_size, "test_size")
-    bundle = _bundle(name, x_train, y_train, x_test, y_test, is_image=True, mean=mean, std=std)
+    bundle = _bundle(name, x_train, y_train, x_test, y_test,
+                     is_image=DATASETS[name].kind == "image", mean=mean, std=std)
     return replace(bundle, source=_source(name, data_dir))
 
 

@@ -34,12 +34,20 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+import pandas as pd
 import yaml
 
+from . import theory
 from .config import RETRAIN_MODES, ConfigError, ExperimentConfig
+from .config import parse_assignments  # noqa: F401  (sddlib figures -p: the one grammar)
 from .data import DATASETS
-from .prune import CRITERIA
+from .metrics import curve_summary
+from .network_check import width_config
+from .parallel import parse_workers
 from .project import ProjectSettings, load_settings
+from .prune import CRITERIA
+from .store import RunStore
+from .sweep import run_many
 
 NOTEBOOK_DIR = "notebooks"
 BOOK_DIR = "book"
@@ -103,40 +111,9 @@ def merge(base: dict, changes: dict) -> dict:
     return result
 
 
-def parse_assignments(assignments: Iterable[str]) -> dict:
-    """``key=value`` strings (values in YAML, e.g. ``seeds=[0,1,2]``) as a nested dict.
-
-    A dotted key sets one entry of a dict parameter: ``experiment.noise=0.4``.
-    """
-    result: dict = {}
-    for text in assignments:
-        key, equals, raw = text.partition("=")
-        parts = key.strip().split(".")
-        if not equals or not all(part.strip() for part in parts):
-            raise ValueError(f"-p: expected key=value, e.g. -p seeds=[0,1] or "
-                             f"-p experiment.noise=0.4; got {text!r}")
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f" at column {mark.column + 1}" if mark is not None else ""
-            raise ValueError(f"{key.strip()}: {raw!r} is not a YAML value{where} "
-                             f"({getattr(error, 'problem', None) or 'unreadable'}); "
-                             f"allowed: YAML, e.g. 0.4, [0, 1], {{noise: 0.4}}") from None
-        target = result
-        *path, leaf = [part.strip() for part in parts]
-        for depth, part in enumerate(path):
-            target = target.setdefault(part, {})
-            if not isinstance(target, dict):
-                raise ValueError(f"{'.'.join(parts[:depth + 1])}: set to {target!r} and "
-                                 f"also used as a dict by {text!r}")
-        target[leaf] = value
-    return result
-
-
 def parameters_cell_defaults(source: Path) -> dict:
     """The values the ``parameters`` cell of a jupytext source assigns (for checks)."""
-    import jupytext
+    import jupytext  # the book extra (pip install sddlib[book]): only the book needs it
 
     notebook = jupytext.read(source)
     for cell in notebook.cells:
@@ -221,8 +198,7 @@ def checked_parameters(settings: ProjectSettings, profile: str, names: list[str]
 # what a notebook's variant parameters change in its base experiment (as its cells do)
 _VARIANTS = {
     "criteria": lambda names: {c: {"criterion": c} for c in names},
-    "modes": lambda names: {m: {"retrain": m} if m == "lottery" else
-                            {"retrain": m, "rewind_iteration": 0} for m in names},
+    "modes": lambda names: {m: {"retrain": m} for m in names},
     "noises": lambda noises: noises,
     "datasets": lambda sets: {n: {"dataset": n, **(changes or {})} for n, changes in sets.items()},
 }
@@ -359,8 +335,6 @@ def _one_of(*allowed):
 
 
 def _theory(key, value) -> None:
-    from . import theory
-
     function, excluded, required = _THEORY[key]
     signature = inspect.signature(getattr(theory, function))
     allowed = [n for n in signature.parameters if n not in excluded]
@@ -388,8 +362,6 @@ def _theory(key, value) -> None:
 
 
 def _network(key, value) -> None:
-    from .network_check import width_config
-
     allowed = ("experiment", "widths", "target_weights", "seeds", "criteria")
     if not isinstance(value, dict):
         raise ValueError(f"{key}: {value!r} is not allowed; allowed: key: value pairs of "
@@ -443,7 +415,7 @@ def execute_notebook(source: Path, output: Path, parameters: dict, cwd: Path,
     The executed copy replaces ``output`` only when every cell ran; a failing notebook is
     kept beside it as ``<name>.failed.ipynb`` to read the error in.
     """
-    import jupytext
+    import jupytext  # the book extra, as above
 
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
@@ -469,8 +441,6 @@ def execute_notebook(source: Path, output: Path, parameters: dict, cwd: Path,
 
 # ---------------------------------------------------------------------------- notebook helpers
 def store():
-    from .store import RunStore
-
     return RunStore(load_settings().runs_dir)
 
 
@@ -498,10 +468,6 @@ def gather(variants: dict[str, list[ExperimentConfig]], compute_missing: bool = 
     labels, each cut at that variant's ``levels``. With ``compute_missing=False`` nothing is
     computed and each variant shows its finished runs, as :func:`sweep.run_many` says.
     """
-    import pandas as pd
-
-    from .sweep import run_many
-
     settings = load_settings()
     progress = os.environ.get("SDDLIB_PROGRESS", "1") != "0"
     if compute_missing:
@@ -535,16 +501,12 @@ def _stack_setting():
 
 
 def _workers_setting():
-    from .parallel import parse_workers
-
     return parse_workers(os.environ.get("SDDLIB_WORKERS", "auto"), "SDDLIB_WORKERS")
 
 
 def lottery_run(experiment: dict, seed: int, compute_missing: bool = True):
     """The profile's lottery run for one seed: its levels, the run itself and its landmarks
     (for the pages that analyse one run's checkpoints)."""
-    from .metrics import curve_summary
-
     variants = configs(experiment, [seed], {"lottery": {"retrain": "lottery"}})
     frame = gather(variants, compute_missing)
     return frame, store().find(variants["lottery"][0]), curve_summary(frame)
@@ -598,8 +560,6 @@ def rerun_command(name: str, example: str = "") -> str:
 
 def sparsity_list(values) -> str:
     """"name 12.3%, other none": a sparsity per name (NaN: never reached) in words."""
-    import math
-
     return ", ".join(f"{name} {sparsity:.1%}" if not math.isnan(sparsity) else f"{name} none"
                      for name, sparsity in dict(values).items())
 

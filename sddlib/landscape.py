@@ -34,6 +34,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import prune, train
+from .checkpoints import load_level
+from .experiment import run_experiment
+from .files import load_torch
 
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
 
@@ -262,9 +265,6 @@ def redense_paths(run, store, levels: Iterable[int], alphas: Sequence[float],
     The re-dense runs (``redense_level = level``, see ``experiment``) are computed if
     missing. Columns: level, sparsity, split, alpha, loss, accuracy.
     """
-    from .experiment import run_experiment
-    from .store import load_torch
-
     frames = []
     for level, model, inputs in _level_models(run, levels, data_dir):
         redense = run_experiment(run.config.replace(redense_level=level), store,
@@ -305,9 +305,6 @@ def barrier_table(paths: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------------------- helpers
 def _level_models(run, levels: Iterable[int], data_dir):
     """(level, model with that level's weights and masks, inputs), the data loaded once."""
-    from .checkpoints import load_level
-    from .store import load_torch
-
     levels = list(levels)
     if not levels:
         return

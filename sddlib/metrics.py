@@ -32,8 +32,6 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from .checkpoints import level_distances
-
 
 @dataclass
 class CurveSummary:
@@ -315,18 +313,6 @@ def compare_with_reference(ours: pd.DataFrame, reference: pd.DataFrame,
     long["source"] = long[key].map(lambda k: "both" if len(present[k]) == 2
                                    else f"{next(iter(present[k]))} only")
     return long
-
-
-def learning_distances(run, origin: str = "start", per_layer: bool = False, *,
-                       data_dir="data/datasets") -> pd.DataFrame:
-    """Learning distance of every finished level of ``run``, read from its checkpoints.
-
-    ``origin="start"`` is the stored ``learning_distance`` column's definition
-    (:mod:`sddlib.distance`); ``"init"`` and ``"rewind"`` measure from the original init
-    or the rewind point instead, masked the same way. See
-    :func:`sddlib.checkpoints.level_distances`, which this reads through.
-    """
-    return level_distances(run, origin, per_layer, data_dir=data_dir)
 
 
 class SharpnessTrend(NamedTuple):

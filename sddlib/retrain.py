@@ -108,12 +108,6 @@ class FineTune(Mode):
     name = "finetune"
     uses = ("finetune_lr",)
 
-    def validate(self, config):
-        if config.rewind_iteration:
-            return ("rewind_iteration: only the lottery (and reinit) modes rewind; allowed "
-                    "with finetune: 0")
-        return None
-
     def start(self, exp, level):
         return load_torch(exp.run.level_dir(level - 1) / "final.pt")
 

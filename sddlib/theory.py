@@ -153,6 +153,8 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special
 
+from . import metrics
+
 try:  # installed with scikit-learn; without it BLAS keeps its own thread count
     from threadpoolctl import threadpool_limits
 except ImportError:
@@ -814,9 +816,7 @@ def combine_verdicts(verdicts: Sequence[Optional[bool]]) -> Optional[bool]:
 
 def verdict(holds: Optional[bool]) -> str:
     """The words the book uses for a judged claim (:func:`sddlib.metrics.verdict`)."""
-    from .metrics import verdict as words
-
-    return words(holds)
+    return metrics.verdict(holds)
 
 
 def describe_wins(frame: pd.DataFrame, s: int, method: str,

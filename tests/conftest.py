@@ -14,3 +14,15 @@ def tiny_config():
 def data_dir(tmp_path_factory):
     """One MNIST-1D cache shared by the tests of a session."""
     return tmp_path_factory.getbasetemp() / "datasets"
+
+
+@pytest.fixture(autouse=True)
+def registries_as_shipped():
+    """What a test registers (a model, dataset or criterion) is gone after it."""
+    from sddlib import data, models, prune
+
+    saved = [(table, dict(table)) for table in (data.DATASETS, models.MODELS, prune.CRITERIA)]
+    yield
+    for table, content in saved:
+        table.clear()
+        table.update(content)

@@ -127,3 +127,20 @@ def test_help_lists_every_key_with_allowed_values():
                      "optimizer", "lr", "weight_decay", "seed", "device"):
         assert required in keys
     assert "lottery, finetune" in keys["retrain"]
+
+
+def test_one_override_grammar_for_set_p_and_files():
+    from sddlib.config import parse_assignments
+
+    base = ExperimentConfig(schedule="multistep", optimizer="sgd", lr=0.1)
+    yaml_list = base.with_sets(["milestones=[80, 120]", "noise-kind=symmetric", "lr=1e-3",
+                                "augment=null", "widths=300"])
+    comma_list = base.with_sets(["milestones=80,120", "noise_kind=symmetric", "lr=0.001",
+                                 "augment=none", "widths=[300]"])
+    assert yaml_list == comma_list
+    assert yaml_list.milestones == [80, 120] and yaml_list.widths == [300]
+    # -p: the same values, dotted keys into dict parameters
+    assert parse_assignments(["experiment.milestones=[80, 120]", "seeds=[0,1]"]) == \
+        {"experiment": {"milestones": [80, 120]}, "seeds": [0, 1]}
+    with pytest.raises(ConfigError, match="^experiment: --set takes config keys, not dotted ones"):
+        base.with_sets(["experiment.lr=0.1"])

@@ -170,7 +170,7 @@ def test_compiled_training_compiles_once_for_all_levels_and_matches_eager():
 # ---------------------------------------------------------------------------- config
 @pytest.mark.parametrize("sets, key, allowed", [
     (["precision=fp16"], "precision", "auto, fp32, bf16"),
-    (["compile=yes"], "compile", "auto, on, off"),
+    (["compile=maybe"], "compile", "auto, on, off"),
 ])
 def test_bad_precision_or_compile_names_the_key_and_allowed_values(sets, key, allowed):
     with pytest.raises(ConfigError) as error:

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sddlib import metrics
+from sddlib import checkpoints, metrics
 
 
 def levels_frame(columns: dict, seeds=(0,), sparsity=None) -> pd.DataFrame:
@@ -76,11 +76,11 @@ def test_learning_distances_from_checkpoints_match_the_stored_column(tmp_path):
                               epochs=2, levels=2, batch_size=64, device="cpu")
     run = experiment.run_experiment(config, RunStore(tmp_path / "runs"), progress=False,
                                     data_dir=tmp_path / "datasets")
-    whole = metrics.learning_distances(run)
+    whole = checkpoints.level_distances(run)
     assert list(whole.level) == [0, 1, 2] and set(whole.layer) == {"all"}
     assert whole.distance.to_numpy() == pytest.approx(
         run.levels().learning_distance.to_numpy(), rel=1e-6)
-    layers = metrics.learning_distances(run, origin="rewind", per_layer=True)
+    layers = checkpoints.level_distances(run, origin="rewind", per_layer=True)
     assert set(layers.layer) == {"hidden.1", "hidden.3", "output"}
     summed = layers.assign(square=layers.distance ** 2).groupby("level").square.sum() ** 0.5
     assert summed.to_numpy() == pytest.approx(whole.distance.to_numpy(), rel=1e-6)
