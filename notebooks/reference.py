@@ -271,7 +271,10 @@ else:
 # project is developed on): 15.5 minutes from an empty run store, about 2 minutes of
 # set-up and 13.5 of notebooks, training every run the quick profile needs two at a time;
 # a second `make book` reuses every run and takes a couple of minutes. `make smoke-book`
-# takes about two minutes.
+# takes about two minutes. Later the same day, with the headline pages leading with
+# LeNet-300-100 on `mnist-5k` (30 levels of 40 epochs, two seeds; about 3 s a level, 95 s
+# a run), `sddlib figures --profile quick` from an empty run store took 747 s (12.5
+# minutes) on the same machine, the datasets page 196 s of it.
 #
 # **The embedded default run** (`sddlib run` with no arguments, 2026-11-23, same
 # machine): one run takes 4 minutes (4m03s); `sddlib run --seeds 0 1 2` trains the three

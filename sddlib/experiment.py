@@ -30,9 +30,9 @@ from tqdm import tqdm
 
 from . import data as data_module
 from . import distance, fast, parallel, prune, train
+from .checkpoints import cpu_state, fresh_state, mean, new_model, upgrade_learning_distance
 from .config import ConfigError, ExperimentConfig
 from .files import atomic_save_torch, atomic_write_text, load_torch
-from .checkpoints import cpu_state, fresh_state, mean, new_model, upgrade_learning_distance
 from .retrain import mode_of
 from .store import Run, RunStore
 
