@@ -54,10 +54,12 @@ MODELS: dict[str, ModelSpec] = {}  # filled at the end of this module
 def register_model(name: str, build: Callable[..., nn.Module], *, reads: str = "any",
                    batch_norm: bool = False, prune_output: bool = False,
                    default_width: Optional[int] = None, small: bool = False,
-                   fields: tuple[str, ...] = ()) -> None:
+                   fields: tuple[str, ...] = ("widths", "width", "depth")) -> None:
     """Make ``name`` a model the engine can prune (``ExperimentConfig(model=name)``); see
     :class:`ModelSpec` for what each fact means. Conv and linear weights are pruned; the
-    layer named by the model's ``output_name`` only if ``prune_output``."""
+    layer named by the model's ``output_name`` only if ``prune_output``. ``fields``
+    defaults to every size field, so that runs of the model that differ in one never share
+    a name; name only those ``build`` reads to keep the others out of its runs' names."""
     if reads not in ("any", "signal", "image"):
         raise ValueError(f"reads: {reads!r} is not allowed; allowed: any, signal, image")
     MODELS[name] = ModelSpec(build, reads, batch_norm, prune_output, default_width, small,

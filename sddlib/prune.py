@@ -166,9 +166,11 @@ CRITERIA: dict[str, Criterion] = {
 
 
 def register_criterion(name: str, score: Callable[[nn.Module, ScoreInputs], dict],
-                       fields: tuple[str, ...] = ()) -> None:
+                       fields: tuple[str, ...] = ("gradient_batches",)) -> None:
     """Make ``name`` a pruning criterion (``ExperimentConfig(criterion=name)``): ``score``
-    as :class:`Criterion` says, run on the previous level's trained weights."""
+    as :class:`Criterion` says, run on the previous level's trained weights. ``fields``
+    defaults to ``gradient_batches`` (what ``inputs.batches()`` reads); pass ``()`` for a
+    criterion that never calls it."""
     CRITERIA[name] = Criterion(score, tuple(fields))
 
 
