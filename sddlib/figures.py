@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import json
 import math
 import os
 import subprocess
@@ -435,8 +436,20 @@ def execute_notebook(source: Path, output: Path, parameters: dict, cwd: Path,
                 os.replace(executed, failed)
             tail = "\n".join(result.stderr.strip().splitlines()[-15:])
             raise RuntimeError(f"notebook {source.name} failed (see {failed}):\n{tail}")
+        _show_parameters_once(executed)
         os.replace(executed, output)
     return output
+
+
+def _show_parameters_once(notebook_path: Path) -> None:
+    """Hide the notebook's own ``parameters`` cell (its defaults) in the book: papermill's
+    injected cell below it shows the values the page was computed with."""
+    notebook = json.loads(notebook_path.read_text())
+    for cell in notebook["cells"]:
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if "parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    notebook_path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False))
 
 
 # ---------------------------------------------------------------------------- notebook helpers

@@ -46,6 +46,16 @@ def test_the_book_builds_without_warnings(built_book):
     assert (book / "_build" / "html" / "index.html").exists()
 
 
+def test_the_math_renders_offline(built_book):
+    """MathJax is served from the built book itself, never from a CDN."""
+    book, _ = built_book
+    html = book / "_build" / "html"
+    scripts = re.findall(r'<script[^>]*src="([^"]*mathjax[^"]*)"',
+                         (html / "learning-distance.html").read_text(), re.I)
+    assert scripts == ["_static/mathjax/tex-chtml.js"]
+    assert (html / "_static" / "mathjax" / "tex-chtml.js").is_file()
+
+
 @pytest.mark.parametrize("name", FIGURE_PAGES)
 def test_every_figure_page_has_its_image_and_glued_numbers(built_book, name):
     book, _ = built_book
@@ -55,6 +65,8 @@ def test_every_figure_page_has_its_image_and_glued_numbers(built_book, name):
     assert pasted, f"{name}: no glued number in the text"
     text = re.sub(r"<[^>]+>", "", html)  # code blocks are split into highlighted spans
     assert f"sddlib figures --only {name}" in text  # every page says how to rerun it
+    # the parameters once: the values it was computed with, not the notebook's defaults
+    assert 'profile = "smoke"' in text and 'profile = "quick"' not in text
 
 
 def test_reference_page_lists_every_key_and_column(built_book):
