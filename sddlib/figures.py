@@ -542,12 +542,30 @@ def glue_summary(summary, prefix: str = "") -> None:
         glue(f"{prefix}{key}", value)
 
 
+# Headings in words for the landmark columns of metrics.summaries and the comparison.
+HEADINGS = {"dataset_name": "dataset", "retrain": "retraining", "criterion": "criterion",
+            "dense_acc": "dense", "worst_acc": "worst", "worst_sparsity": "worst at sparsity",
+            "best_acc": "best", "best_sparsity": "best at sparsity", "last_acc": "last",
+            "last_sparsity": "last at sparsity", "seeds": "seeds",
+            "three_phases": "three phases", "who": "numbers from", "source": "measured by",
+            "data": "data", "training images": "training images",
+            "dip": "dip (dense − worst)", "rise": "rise (best − worst)"}
+
+
 def summary_table(table, label: str):
     """The landmarks of several curves as a readable table (percentages)."""
-    shown = table[[label, "dense_acc", "worst_acc", "worst_sparsity", "best_acc",
-                   "best_sparsity", "last_acc", "last_sparsity", "seeds", "three_phases"]]
-    percent = {c: "{:.1%}" for c in shown.columns if c.endswith(("_acc", "_sparsity"))}
-    return shown.style.format(percent, na_rep="-").hide(axis="index")
+    columns = [label, "dense_acc", "worst_acc", "worst_sparsity", "best_acc", "best_sparsity",
+               "last_acc", "last_sparsity", "seeds", "three_phases"]
+    return _worded(table[columns], percent=[c for c in columns
+                                            if c.endswith(("_acc", "_sparsity"))])
+
+
+def _worded(table, percent):
+    """``table`` with word headings (:data:`HEADINGS`), ``percent`` columns in percent."""
+    headings = {c: HEADINGS.get(c, c.replace("_", " ")) for c in table.columns}
+    shown = table.rename(columns=headings)
+    return shown.style.format({headings[c]: "{:.1%}" for c in percent},
+                              na_rep="-").hide(axis="index")
 
 
 def reference_path(name: str) -> Path:
@@ -562,9 +580,8 @@ def comparison_table(comparison):
                "rise"]
     columns = [c for c in columns if c in comparison]
     shown = comparison[columns].sort_values(["dataset", "who"])
-    percent = {c: "{:.1%}" for c in columns if c.endswith(("_acc", "_sparsity")) or
-               c in ("dip", "rise")}
-    return shown.style.format(percent, na_rep="-").hide(axis="index")
+    return _worded(shown, percent=[c for c in columns if c.endswith(("_acc", "_sparsity"))
+                                   or c in ("dip", "rise")])
 
 
 def rerun_command(name: str, example: str = "") -> str:
@@ -623,4 +640,6 @@ def stand_in_text(comparison) -> str:
             f"the paper's {row['dataset']} ({their['training images']:,.0f}): a dip of "
             f"{row['dip']:.1%} below dense against the paper's {their['dip']:.1%}, a rise of "
             f"{row['rise']:.1%} out of it against {their['rise']:.1%}")
-    return "; ".join(sentences) or "No dataset of this profile stands in for one of the paper's"
+    text = "; ".join(sentences)
+    return (text[0].upper() + text[1:]) if text else \
+        "No dataset of this profile stands in for one of the paper's"

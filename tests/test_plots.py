@@ -1,5 +1,6 @@
 """The figure functions draw what their docstrings say, and the table helpers word it."""
 import math
+import re
 
 import matplotlib
 
@@ -176,8 +177,24 @@ def test_stand_in_text_compares_each_shared_dataset():
         "training images": [4000, 60000, 50000], "dip": [0.01, 0.068, 0.1],
         "rise": [0.02, 0.189, 0.2]})
     assert figures.stand_in_text(comparison) == (
-        "our mnist-5k (4,000 training images) stands in for the paper's mnist (60,000): a "
+        "Our mnist-5k (4,000 training images) stands in for the paper's mnist (60,000): a "
         "dip of 1.0% below dense against the paper's 6.8%, a rise of 2.0% out of it against "
         "18.9%")
     assert figures.stand_in_text(comparison[comparison.who == "paper"]) == \
         "No dataset of this profile stands in for one of the paper's"
+
+
+def test_landmark_tables_have_headings_in_words():
+    import pandas as pd
+
+    from sddlib import figures
+
+    table = pd.DataFrame({"dataset_name": ["mnist-5k"], "dense_acc": [0.854],
+                          "worst_acc": [0.803], "worst_sparsity": [0.914], "best_acc": [0.878],
+                          "best_sparsity": [0.995], "last_acc": [0.86],
+                          "last_sparsity": [0.9988], "seeds": [2], "three_phases": [True]})
+    html = figures.summary_table(table, "dataset_name").to_html()
+    headings = re.findall(r"<th [^>]*col_heading[^>]*>([^<]*)</th>", html)
+    assert headings[:3] == ["dataset", "dense", "worst"] and "worst at sparsity" in headings
+    assert not [h for h in headings if "_" in h]
+    assert "85.4%" in html and "99.9%" in html  # accuracies and sparsities in percent
