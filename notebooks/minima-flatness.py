@@ -74,11 +74,11 @@ figures.glue("fig_flatness", plots.flatness_figure(curves, frame, sharpness, sum
 # ```{glue:figure} fig_flatness
 # :name: fig-minima-flatness
 #
-# Top row: loss on the noisy training labels (left) and on the test set (middle) along one
+# Top row: loss on the noisy training labels (left) and on the test set (right) along one
 # filter-normalised random direction around the solutions of the levels shown (step 0 is
-# the trained network), and the run's test accuracy against the share of weights left
-# (right, with the phases of the curve). Bottom row: test accuracy along the same
-# direction (left), and the top eigenvalue (middle) and trace (right) of the training-loss
+# the trained network). Middle row: the run's test accuracy against the share of weights
+# left, with the phases of the curve (left), and test accuracy along the same direction
+# (right). Bottom row: the top eigenvalue (left) and trace (right) of the training-loss
 # Hessian over the weights left, per level (log scale when all are positive).
 # ```
 #

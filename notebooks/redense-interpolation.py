@@ -71,8 +71,8 @@ figures.glue("barrier_table", figures.barrier_table(barriers))
 # ```{glue:figure} fig_redense
 # :name: fig-redense-interpolation
 #
-# Loss on the noisy training labels (left), test loss (middle) and test accuracy (right)
-# on the straight line from each level's sparse solution (α = 0) to its re-dense solution
+# Loss on the noisy training labels (top left), test loss (top right) and test accuracy
+# (bottom) on the straight line from each level's sparse solution (α = 0) to its re-dense solution
 # (α = 1), one line per level, labelled by the share of weights the sparse end keeps.
 # ```
 #

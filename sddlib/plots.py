@@ -188,23 +188,25 @@ def lines_by_level(ax, table: pd.DataFrame, split: str, y: str, title: str, xlab
 
 def flatness_figure(directions: pd.DataFrame, frame: pd.DataFrame, sharpness: pd.DataFrame,
                     summary: CurveSummary):
-    """The minima-flatness page's six panels. Top: training and test loss along a
-    filter-normalised direction (``directions``, :func:`landscape.direction_curves`) and
-    the run's test accuracy (``frame``) with its phases. Bottom: test accuracy along the
-    direction, and the top Hessian eigenvalue and trace per level (``sharpness``,
+    """The minima-flatness page's six panels, two a row. Top: training and test loss along
+    a filter-normalised direction (``directions``, :func:`landscape.direction_curves`).
+    Middle: the run's test accuracy (``frame``) with its phases, and test accuracy along
+    the direction. Bottom: the top Hessian eigenvalue and trace per level (``sharpness``,
     :func:`landscape.sharpness_by_level`; log scale when all are positive)."""
-    fig, axes = figure(2, 3, width=13.5, height=3.4)
+    # two panels a row: a book page is about 7 inches wide, and three across shrink the
+    # labels below what can be read at 100%
+    fig, axes = figure(3, 2, width=10.0, height=3.4)
     xlabel = "step along the filter-normalised direction"
     for ax, (split, y, title) in ((axes[0, 0], ("train", "loss", "training loss (noisy labels)")),
                                   (axes[0, 1], ("test", "loss", "test loss")),
-                                  (axes[1, 0], ("test", "accuracy",
+                                  (axes[1, 1], ("test", "accuracy",
                                                 "test accuracy along the direction"))):
         lines_by_level(ax, directions, split, y, title, xlabel)
-    curves(axes[0, 2], frame, "test_acc")
-    mark_phases(axes[0, 2], summary)
-    axes[0, 2].set_title("test accuracy of the run")
-    for ax, column, title in ((axes[1, 1], "top_eigenvalue", "top Hessian eigenvalue"),
-                              (axes[1, 2], "trace", "Hessian trace (Hutch++)")):
+    curves(axes[1, 0], frame, "test_acc")
+    mark_phases(axes[1, 0], summary)
+    axes[1, 0].set_title("test accuracy of the run")
+    for ax, column, title in ((axes[2, 0], "top_eigenvalue", "top Hessian eigenvalue"),
+                              (axes[2, 1], "trace", "Hessian trace (Hutch++)")):
         curves(ax, sharpness, column)
         mark_phases(ax, summary)
         if (sharpness[column] > 0).all():
@@ -218,12 +220,13 @@ def redense_figure(paths: pd.DataFrame):
     """Training loss, test loss and test accuracy on the straight line from each level's
     sparse solution (alpha 0) to its re-dense one (alpha 1), one line per level
     (``paths``: :func:`landscape.redense_paths`)."""
-    fig, axes = figure(1, 3, width=13.5, height=3.4)
+    fig, axes = figure(2, 2, width=10.0, height=3.4)  # two a row, as flatness_figure
     xlabel = "α (0: sparse solution, 1: re-dense solution)"
     for ax, (split, y, title) in zip(axes.flat, [("train", "loss", "training loss (noisy labels)"),
                                                  ("test", "loss", "test loss"),
                                                  ("test", "accuracy", "test accuracy")]):
         lines_by_level(ax, paths, split, y, title, xlabel)
+    fig.delaxes(axes[1, 1])
     fig.tight_layout()
     return fig
 
