@@ -49,7 +49,7 @@ from sddlib import figures, metrics, plots
 
 drop_threshold = 0.05
 memorisation_fraction = 0.5
-variants = figures.configs(experiment, seeds, noises)
+variants = figures.configs(experiment, seeds, figures.variants("noises", noises))
 frame = figures.gather(variants, compute_missing, label="label noise")
 table = metrics.summaries(frame, "label noise").set_index("label noise")
 groups = dict(iter(frame.groupby("label noise", sort=False)))

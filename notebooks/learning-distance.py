@@ -53,8 +53,8 @@ import math
 from sddlib import checkpoints, figures, metrics, plots
 
 variants = figures.configs(experiment, seeds,
-                           {name: {"dataset": name, "retrain": "lottery", **changes}
-                            for name, changes in datasets.items()})
+                           {name: {"retrain": "lottery", **changes}
+                            for name, changes in figures.variants("datasets", datasets).items()})
 frame = figures.gather(variants, compute_missing, label="dataset_name")
 # the claim needs both an interior peak and a distance moving against test accuracy
 claims = metrics.distance_claims({name: frame[frame.dataset_name == name]

@@ -38,7 +38,7 @@ compute_missing = True
 from sddlib import figures, metrics, plots
 
 drop_threshold = 0.05
-variants = figures.configs(experiment, seeds, {name: {"criterion": name} for name in criteria})
+variants = figures.configs(experiment, seeds, figures.variants("criteria", criteria))
 frame = figures.gather(variants, compute_missing, label="criterion")
 table = metrics.summaries(frame, "criterion")
 groups = dict(iter(frame.groupby("criterion", sort=False)))

@@ -263,60 +263,13 @@ else:
 # (reference-measurements)=
 # ## Measurements
 #
-# Numbers measured once and kept as a record, each with its date and machine. They are
-# not recomputed when the book is built: rerun the command beside each to measure them
-# again.
-#
-# **Building the book** (`make book`, 2026-11-23, a fresh clone on the 2-core CPU this
-# project is developed on): 15.5 minutes from an empty run store, about 2 minutes of
-# set-up and 13.5 of notebooks, training every run the quick profile needs two at a time;
-# a second `make book` reuses every run and takes a couple of minutes. `make smoke-book`
-# takes about two minutes. Later the same day, with the headline pages leading with
-# LeNet-300-100 on `mnist-5k` (30 levels of 40 epochs, two seeds; about 3 s a level, 95 s
-# a run), `sddlib figures --profile quick` from an empty run store took 747 s (12.5
-# minutes) on the same machine, the datasets page 196 s of it.
-#
-# **The embedded default run** (`sddlib run` with no arguments, 2026-11-23, same
-# machine): one run takes 4 minutes (4m03s); `sddlib run --seeds 0 1 2` trains the three
-# seeds two at a time in 8 minutes (7m58s), and its seed 0 has the same `levels.csv`,
-# digit for digit, as the run alone. Its curve (seed 0) shows the three phases: test
-# accuracy falls from 72.2% (dense) to 67.3% at 67% sparsity while the network still
-# memorises the noisy labels (it agrees with 98.5% of them at 49% sparsity), climbs to
-# 86.3% at 97.2% sparsity once it can no longer memorise them (2.3% agreement), then falls
-# to 48.6% at 99.6% sparsity. Seeds 1 and 2 give the same shape (dense 69.2/70.2%, dip
-# 63.8/64.0%, peak 81.2/79.9%). The figure pages recompute their own numbers from the run
-# store.
-#
-# **The last full benchmark run quoted under Speed** (`make bench`, 2026-11-23 03:31 UTC,
-# the 2-core x86_64 CPU (AMD EPYC) this project is developed on, torch 2.14.1, 2 threads,
-# total wall time 84 s):
-#
-# | measure | value |
-# |---|---|
-# | level: sddlib train_level (1 thread), s/epoch | 0.236 |
-# | level: plain DataLoader loop (2 threads), s/epoch | 0.338 |
-# | level: ratio sddlib / plain | 0.70 |
-# | level: 2 runs side by side, s/epoch per run | 0.130 |
-# | level: ratio side by side (per run) / plain | 0.39 |
-# | flops: training FLOPs per sample (fwd+bwd) | 0.83 M |
-# | flops: float32 matmul peak FLOP/s | 183.1 G |
-# | flops: one run (1 thread) / peak | 0.162 |
-# | flops: one run (2 threads) / peak | 0.215 |
-# | flops: 2 runs side by side / peak | 0.269 |
-# | stack: one seed alone (1 thread), s/epoch | 0.227 |
-# | stack: one seed alone (2 threads), s/epoch | 0.171 |
-# | stack: 3 seeds stacked / one seed | 3.45 |
-# | stack: 3 seeds side by side (2 processes) / one seed | 2.31 |
-# | stack: 3 seeds, speed-up of side by side over one after another | 1.30x |
-# | stack: max abs weight difference, stacked vs alone | 4.4e-02 |
-# | scaling: default level, s/epoch | 0.263 (15.0% of peak) |
-# | scaling: width 16, time / default | 0.59 (5.2% of peak) |
-# | scaling: width 64, time / default | 2.15 (25.8% of peak) |
-# | scaling: width 128, time / default | 4.51 (49.5% of peak) |
-# | scaling: train size 2000, time / default | 0.25 (15.0% of peak) |
-# | scaling: train size 4000, time / default | 0.51 (13.6% of peak) |
-# | scaling: 99% of weights masked, time / default | 0.88 (14.2% of peak) |
-# | gpu: fast path vs plain loop | skipped: no CUDA |
+# Numbers measured once and kept as a dated record in `benchmarks/MEASUREMENTS.md`, shown
+# here as that file holds them: they are not recomputed when the book is built; rerun the
+# command beside each to measure them again.
+
+# %% tags=["hide-input"]
+record = load_settings().root / "benchmarks" / "MEASUREMENTS.md"
+display(Markdown(record.read_text().split("\n\n", 2)[2]))  # without its title and note
 
 # %% [markdown]
 # ## Rebuild this page

@@ -42,9 +42,7 @@ from sddlib import data, figures, metrics, plots
 
 paper = pd.read_csv(figures.reference_path("he2022_fig1.csv"), comment="#")
 paper["data"] = paper["dataset"]
-variants = figures.configs(experiment, seeds,
-                           {name: {"dataset": name, **changes}
-                            for name, changes in datasets.items()})
+variants = figures.configs(experiment, seeds, figures.variants("datasets", datasets))
 frame = figures.gather(variants, compute_missing, label="data")
 ours = metrics.summaries(frame, "data")
 store = figures.store()

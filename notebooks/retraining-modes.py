@@ -42,7 +42,7 @@ from sddlib import figures, metrics, plots
 
 # only lottery reads rewind_iteration; for the other modes it does nothing (and is not part
 # of their runs' names)
-variants = figures.configs(experiment, seeds, {mode: {"retrain": mode} for mode in modes})
+variants = figures.configs(experiment, seeds, figures.variants("modes", modes))
 frame = figures.gather(variants, compute_missing, label="retrain")
 table = metrics.summaries(frame, "retrain")
 main = modes[0]

@@ -38,9 +38,7 @@ compute_missing = True
 # %% tags=["hide-input"]
 from sddlib import figures, metrics, plots
 
-variants = figures.configs(experiment, seeds,
-                           {name: {"dataset": name, **changes}
-                            for name, changes in datasets.items()})
+variants = figures.configs(experiment, seeds, figures.variants("datasets", datasets))
 frame = figures.gather(variants, compute_missing, label="dataset_name")
 table = metrics.summaries(frame, "dataset_name")
 main = next(iter(datasets))

@@ -62,8 +62,6 @@ def main(argv: Optional[list[str]] = None) -> int:
 def _error(command: str, message: str) -> None:
     """Bad input: one line on stderr, whatever the message held."""
     message = "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
-    # the data layer speaks to Python callers; on the command line the switch is a flag
-    message = message.replace("download=True", "--download")
     print(f"sddlib {command}: error: {message}", file=sys.stderr)
 
 
@@ -279,21 +277,7 @@ def _ls(args) -> int:
 
 def _show(args) -> int:
     store, settings = _store(args)
-    name = args.run.strip()
-    if not name:
-        raise ConfigError("run: give a run's folder name, a unique prefix of it or its hash "
-                          "(`sddlib ls` lists them)")
-    try:
-        run = store.get(name)
-    except KeyError:
-        names = [r.name for r in store.runs()]
-        matches = [n for n in names if n.startswith(name) or n.endswith(name)]
-        shown = lambda found: ", ".join(found[:10]) + (", ..." if len(found) > 10 else "")
-        if len(matches) > 1:
-            raise ConfigError(f"run: {name!r} matches {len(matches)} runs: {shown(matches)}; "
-                              "give more of the name") from None
-        raise ConfigError(f"run: no run named {name!r} in {store.root}; allowed: "
-                          f"{shown(names) if names else 'none (the store is empty)'}") from None
+    run = store.get(args.run.strip())
     upgrade_learning_distance(run, settings.data_dir)  # a run stored before the correction
     print(run.path)
     print(_format_table(run.levels(), run.config.levels))

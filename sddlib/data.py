@@ -379,7 +379,7 @@ def _mnist_reader(folder: str, mean, std):
         if not download and not all((raw / f).is_file() for f in files):
             name = "mnist" if folder == "MNIST" else "fashion-mnist"
             raise FileNotFoundError(
-                f"{name}: expected {', '.join(files)} in {raw}; pass download=True to fetch them"
+                f"{name}: expected {', '.join(files)} in {raw}; download them with `sddlib run --download` (download=True in Python)"
             )
         train = dataset_class(root=data_dir, train=True, download=download)
         test = dataset_class(root=data_dir, train=False, download=download)
@@ -409,7 +409,7 @@ def _cifar_reader(name: str):
         if not all((root / f).is_file() for f in files):
             if not download:
                 raise FileNotFoundError(
-                    f"{name}: expected {', '.join(files)} in {root}; pass download=True to fetch them"
+                    f"{name}: expected {', '.join(files)} in {root}; download them with `sddlib run --download` (download=True in Python)"
                 )
             from torchvision import datasets
 

@@ -40,7 +40,6 @@ import yaml
 
 from . import theory
 from .config import RETRAIN_MODES, ConfigError, ExperimentConfig
-from .config import parse_assignments  # noqa: F401  (sddlib figures -p: the one grammar)
 from .data import DATASETS
 from .metrics import curve_summary
 from .network_check import width_config
@@ -196,8 +195,9 @@ def checked_parameters(settings: ProjectSettings, profile: str, names: list[str]
     return plans
 
 
-# what a notebook's variant parameters change in its base experiment (as its cells do)
-_VARIANTS = {
+# What a notebook's variant parameter changes in its base experiment, per entry: the
+# notebooks build their variants with variants(), and check_parameters checks them.
+VARIANTS = {
     "criteria": lambda names: {c: {"criterion": c} for c in names},
     "modes": lambda names: {m: {"retrain": m} for m in names},
     "noises": lambda noises: noises,
@@ -210,6 +210,12 @@ _THEORY = {"linear": ("simulate_linear", {"seed", "problem"}, ("n", "s")),
                          ("n", "d", "s", "sigma2")),
            "random_features": ("simulate_random_features", {"seed", "p_values", "teacher"},
                                ("n", "s"))}
+
+
+def variants(kind: str, value) -> dict[str, dict]:
+    """The variants a notebook's ``criteria``, ``modes``, ``noises`` or ``datasets``
+    parameter stands for: label -> changes to the base experiment (for :func:`configs`)."""
+    return VARIANTS[kind](value)
 
 
 def check_parameters(parameters: dict, declared: dict) -> None:
@@ -227,7 +233,7 @@ def check_parameters(parameters: dict, declared: dict) -> None:
         return
     seeds = parameters.get("seeds") or [parameters.get("seed", 0)]
     variants, owner = {"": {}}, ""
-    for key, make in _VARIANTS.items():
+    for key, make in VARIANTS.items():
         if key in parameters:
             variants = {label: changes for label, changes in make(parameters[key]).items()}
             owner = key

@@ -220,16 +220,25 @@ class RunStore:
         return found
 
     def get(self, name: str) -> Run:
-        """A run by folder name, by unique prefix, or by its hash."""
+        """A run by folder name, by unique prefix, or by its hash; a ``KeyError`` whose one
+        line lists the candidates otherwise."""
+        if not name.strip():
+            raise KeyError("run: give a run's folder name, a unique prefix of it or its hash "
+                           "(`sddlib ls` lists them)")
         runs = self.runs()
         exact = [r for r in runs if r.name == name]
         matches = exact or [r for r in runs if r.name.startswith(name) or
                             r.name.endswith(name)]
         if len(matches) == 1:
             return matches[0]
+
+        def shown(found: list[Run]) -> str:
+            return ", ".join(r.name for r in found[:10]) + (", ..." if len(found) > 10 else "")
         if not matches:
-            raise KeyError(f"run: no run named {name!r} in {self.root}")
-        raise KeyError(f"run: {name!r} matches {len(matches)} runs; give more of the name")
+            raise KeyError(f"run: no run named {name!r} in {self.root}; allowed: "
+                           f"{shown(runs) if runs else 'none (the store is empty)'}")
+        raise KeyError(f"run: {name!r} matches {len(matches)} runs: {shown(matches)}; give "
+                       "more of the name")
 
     def load(self, finished_only: bool = False) -> pd.DataFrame:
         """All runs' levels as one tidy DataFrame: one row per (run, level), config columns."""

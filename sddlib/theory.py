@@ -153,7 +153,6 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special
 
-from . import metrics
 
 try:  # installed with scikit-learn; without it BLAS keeps its own thread count
     from threadpoolctl import threadpool_limits
@@ -812,11 +811,6 @@ def combine_verdicts(verdicts: Sequence[Optional[bool]]) -> Optional[bool]:
     if any(v is False for v in verdicts):
         return False
     return True if verdicts and all(v is True for v in verdicts) else None
-
-
-def verdict(holds: Optional[bool]) -> str:
-    """The words the book uses for a judged claim (:func:`sddlib.metrics.verdict`)."""
-    return metrics.verdict(holds)
 
 
 def describe_wins(frame: pd.DataFrame, s: int, method: str,

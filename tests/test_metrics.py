@@ -247,13 +247,6 @@ def test_verdict_words_and_reasons():
     assert metrics.verdict(True, "for every setting") == "holds for every setting"
 
 
-def test_theory_verdicts_are_the_same_words():
-    from sddlib import theory
-
-    for holds in (True, False, None):
-        assert theory.verdict(holds) == metrics.verdict(holds)
-
-
 def test_verdict_of_cases_counts_the_cases_that_can_be_judged():
     assert metrics.verdict_of_cases([True, None, True]) == \
         "holds for every setting where it can be judged"

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sddlib import theory
+from sddlib import metrics, theory
 
 N = 100
 
@@ -419,7 +419,7 @@ def test_refit_benefit_grows_with_equicorrelation():
                                 **kwargs)
     judged = theory.refit_benefit_grows(equi)
     assert judged.grows.tolist() == [True, True]
-    assert theory.verdict(theory.combine_verdicts(judged.grows)) == "holds"
+    assert metrics.verdict(theory.combine_verdicts(judged.grows)) == "holds"
     at_rho = equi[equi.p == 80].groupby("correlation").benefit.mean()
     assert at_rho[0.0] < 0 < 0.5 < at_rho[0.9]
     ar1 = theory.refit_benefit_grows(theory.refit_benefit([0.0, 0.5, 0.9], [80, 120],
@@ -441,9 +441,9 @@ def test_grows_judges_paired_changes():
 
 
 def test_verdict_words():
-    assert theory.verdict(True) == "holds"
-    assert theory.verdict(False) == "does not hold here"
-    assert theory.verdict(None) == "cannot be judged here"
+    assert metrics.verdict(True) == "holds"
+    assert metrics.verdict(False) == "does not hold here"
+    assert metrics.verdict(None) == "cannot be judged here"
     assert theory.combine_verdicts([True, True]) is True
     assert theory.combine_verdicts([True, None]) is None
     assert theory.combine_verdicts([None, False, True]) is False
