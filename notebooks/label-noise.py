@@ -1,9 +1,12 @@
 # ---
 # jupyter:
 #   jupytext:
+#     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -33,7 +36,7 @@
 # climbed half way from its worst point back to its best (`metrics.recovery_sparsity`);
 # memorisation should stop between the two (`metrics.memorisation_on_climb`).
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 profile = "quick"
 experiment = {"train_size": 4000, "test_size": 1000, "levels": 20}
 seeds = [0]
@@ -41,6 +44,11 @@ noises = {"clean": {"noise": 0.0}, "random 20%": {"noise": 0.2},
           "random 40%": {"noise": 0.4}, "random 80%": {"noise": 0.8},
           "asymmetric 20%": {"noise": 0.2, "noise_kind": "asymmetric"}}
 compute_missing = True
+
+# %% tags=["remove-input"]
+from sddlib import figures
+
+figures.use_profile("label-noise", globals())
 
 # %% tags=["hide-input"]
 import pandas as pd
@@ -73,10 +81,12 @@ figures.glue("drop_by_noise", figures.sparsity_list(table.train_drop_sparsity))
 figures.glue("best_by_noise", figures.sparsity_list(table.best_sparsity))
 # the claims: as the random-label rate grows, the drop comes at lower (or equal) sparsity
 # and the sweet spot at higher (or equal) sparsity
-figures.glue("drop_verdict", metrics.verdict(
-    metrics.monotone(random_labels.train_drop_sparsity, decreasing=True)))
-figures.glue("best_verdict", metrics.verdict(
-    metrics.monotone(random_labels.best_sparsity, decreasing=False)))
+figures.claim("drop_verdict", "More random-label noise starts the training-accuracy drop "
+              "at lower (or equal) sparsity", metrics.verdict(
+                  metrics.monotone(random_labels.train_drop_sparsity, decreasing=True)))
+figures.claim("best_verdict", "More random-label noise needs more (or equal) pruning to "
+              "reach the best test accuracy", metrics.verdict(
+                  metrics.monotone(random_labels.best_sparsity, decreasing=False)))
 
 # %% tags=["hide-input"]
 # the claim holds for a setting when memorisation stops on the climb out of the dip:
@@ -93,7 +103,8 @@ figures.glue("memorisation_by_noise", "; ".join(
     + (f", test accuracy is half way back at {row.recovery_sparsity:.1%}"
        if pd.notna(row.recovery_sparsity) else ", test accuracy has no dip to recover from")
     for label, row in noisy.iterrows()))
-figures.glue("memorisation_verdict", metrics.verdict_of_cases(
+figures.claim("memorisation_verdict", "The network stops memorising the noisy labels where "
+              "test accuracy climbs out of its dip", metrics.verdict_of_cases(
     on_climb, "setting",
     why_none="no noisy setting has both a memorisation drop and a dip in test accuracy"))
 

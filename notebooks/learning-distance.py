@@ -1,9 +1,12 @@
 # ---
 # jupyter:
 #   jupytext:
+#     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -37,7 +40,7 @@
 # dense to the best pruned level (`metrics.distance_peak`,
 # `metrics.distance_accuracy_correlation`; the claim judged by `metrics.distance_claims`).
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 profile = "quick"
 experiment = {"train_size": 4000, "test_size": 1000, "levels": 20}
 seeds = [0, 1]
@@ -46,6 +49,11 @@ datasets = {"mnist-5k": {"model": "mlp", "widths": [300, 100], "optimizer": "sgd
                          "test_size": None},
             "mnist1d": {}}
 compute_missing = True
+
+# %% tags=["remove-input"]
+from sddlib import figures
+
+figures.use_profile("learning-distance", globals())
 
 # %% tags=["hide-input"]
 import math
@@ -70,7 +78,8 @@ figures.glue("seed_count", len(seeds))
 for key in ("peak_sparsity", "peak_distance", "last_distance", "last_over_peak", "rho"):
     figures.glue(key, float(first[key]))
 figures.glue("correlation_levels", int(first["rho_levels"]))
-figures.glue("verdict", first["verdict"])
+figures.claim("verdict", f"The learning distance peaks at an interior level near the test "
+              f"minimum and falls with test accuracy ({main})", first["verdict"])
 figures.glue("peak_where", "an interior level" if first["interior_peak"] else
              "an end of the curve")
 figures.glue("levels_apart", "no dip to compare with" if math.isnan(first["levels_apart"])

@@ -1,15 +1,19 @@
 # ---
 # jupyter:
 #   jupytext:
+#     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
 #     name: python3
 # ---
 
+# %%
 
 # %% [markdown]
 # # Minima flatness
@@ -31,7 +35,7 @@
 # gradients, see `landscape.restricted_hessian`). What the sharpness over the rise of the
 # curve says about the claim is worded by `metrics.flatness_verdict`.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 profile = "quick"
 experiment = {"train_size": 4000, "test_size": 1000, "levels": 20}
 seed = 0
@@ -42,7 +46,14 @@ trace_queries = 30
 hessian_method = "finite_difference"
 compute_missing = True
 
+# %% tags=["remove-input"]
+from sddlib import figures
+
+figures.use_profile("minima-flatness", globals())
+
 # %% tags=["hide-input"]
+import math
+
 from sddlib import figures, landscape, metrics, plots
 from sddlib.project import load_settings
 
@@ -67,6 +78,9 @@ figures.glue("rho_sparsity", trend.rho_sparsity)
 figures.glue("rho_rise", trend.rho_rise)
 figures.glue("rise_levels", trend.rise_levels)
 figures.glue("verdict", metrics.flatness_verdict(trend))
+figures.claim("flatness_claim", "Flatness does not explain sparse double descent: minima do "
+              "not get flatter where test accuracy recovers",
+              metrics.verdict(None if math.isnan(trend.rho_rise) else trend.rho_rise >= 0))
 
 figures.glue("fig_flatness", plots.flatness_figure(curves, frame, sharpness, summary))
 

@@ -1,9 +1,12 @@
 # ---
 # jupyter:
 #   jupytext:
+#     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -27,12 +30,17 @@
 # (`metrics.interpolation_threshold_order`). The worst point of the test curve is listed
 # beside it.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 profile = "quick"
 experiment = {"train_size": 4000, "test_size": 1000, "levels": 20}
 seeds = [0]
 criteria = ["magnitude", "gradient", "random"]
 compute_missing = True
+
+# %% tags=["remove-input"]
+from sddlib import figures
+
+figures.use_profile("pruning-criteria", globals())
 
 # %% tags=["hide-input"]
 from sddlib import figures, metrics, plots
@@ -54,8 +62,9 @@ by_criterion = table.set_index("criterion")
 figures.glue("drop_by_criterion", figures.sparsity_list(by_criterion.train_drop_sparsity))
 figures.glue("worst_by_criterion", figures.sparsity_list(by_criterion.worst_sparsity))
 # the claim: magnitude pruning's training accuracy drops at higher sparsity than random's
-figures.glue("verdict", metrics.verdict(
-    *metrics.interpolation_threshold_order(by_criterion.train_drop_sparsity)))
+figures.claim("verdict", "Magnitude pruning reaches its interpolation threshold (training "
+              "accuracy drops) at higher sparsity than random pruning", metrics.verdict(
+                  *metrics.interpolation_threshold_order(by_criterion.train_drop_sparsity)))
 
 # %% tags=["hide-input"]
 fig = plots.train_test_figure(frame, "criterion", headline)

@@ -1,15 +1,19 @@
 # ---
 # jupyter:
 #   jupytext:
+#     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
 #     name: python3
 # ---
 
+# %%
 
 # %% [markdown]
 # # From the sparse solution to its re-dense solution
@@ -30,13 +34,18 @@
 # between the two ends (`landscape.barrier_height`, read off every path by
 # `landscape.barrier_table`).
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 profile = "quick"
 experiment = {"train_size": 4000, "test_size": 1000, "levels": 20}
 seed = 0
 levels_shown = "auto"
 alphas = [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0]
 compute_missing = True
+
+# %% tags=["remove-input"]
+from sddlib import figures
+
+figures.use_profile("redense-interpolation", globals())
 
 # %% tags=["hide-input"]
 from sddlib import figures, landscape, plots

@@ -1,9 +1,12 @@
 # ---
 # jupyter:
 #   jupytext:
+#     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -18,14 +21,19 @@
 # built, from the library itself and from `benchmarks/results/latest.md`, so they cannot
 # drift from the code.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 profile = "quick"
+
+# %% tags=["remove-input"]
+from sddlib import figures
+
+figures.use_profile("reference", globals())
 
 # %% tags=["hide-input"]
 import pandas as pd
 from IPython.display import Markdown, display
 
-from sddlib import config, figures
+from sddlib import config, entropy, figures
 from sddlib import store as run_store
 from sddlib.project import load_settings
 
@@ -131,6 +139,13 @@ COLUMNS = {
                          "far the level's training moves the weights it can train (m the "
                          "level's mask, w_start the weights the retraining mode starts the "
                          "level from); see sddlib.distance",
+    "activation_entropy": "the activation entropy of the level's network in bits (Quetu & "
+                          "Tartaglione): each ReLU's input binarised at 0, per unit-position "
+                          "the binary entropy of its share of samples on (clamped to "
+                          f"[{entropy.CLAMP:g}, 1 - {entropy.CLAMP:g}]), averaged over every "
+                          f"unit-position of every ReLU, on {entropy.SAMPLES:,} clean training "
+                          "inputs (all when fewer); per layer in the level's entropy.json; "
+                          "see sddlib.entropy",
     "seconds": "wall-clock seconds the level took to train, resumptions included (a stacked "
                "member: its share of the group's time)",
 }
@@ -148,7 +163,12 @@ table(pd.DataFrame({"column": run_store.LEVEL_COLUMNS,
 # `lr-rewind`, and a fresh init for `scratch` and `reinit`. Runs stored with an earlier
 # definition of the learning distance (`||w_init - w_final||` with pruned weights counted
 # as 0, which measured sparsity more than learning) get the corrected column from their
-# checkpoints, without retraining, the first time they are found.
+# checkpoints, without retraining, the first time they are found; so do runs stored before
+# the activation entropy was measured (`meta.json` records which definition and how many
+# samples, `activation_entropy_version` and `activation_entropy_samples`).
+# `metrics.entropy_early_stop` is a stopping rule over levels read from that column (and
+# `val_acc` where a run has it), never from test accuracy; `metrics.early_stop_report`
+# puts what it keeps beside the best level in hindsight.
 #
 # All runs of a store load as one tidy table, one row per (run, level), with the config's
 # keys as columns: `RunStore("data/runs").load()` (`from sddlib.store import RunStore`).

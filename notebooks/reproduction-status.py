@@ -1,9 +1,12 @@
 # ---
 # jupyter:
 #   jupytext:
+#     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -23,7 +26,7 @@
 # we compare the *shape* of the curve instead: how deep the dip below the dense model is,
 # how far the sweet spot climbs above the dip, and where.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 profile = "quick"
 experiment = {"train_size": 4000, "test_size": 1000, "levels": 20}
 seeds = [0, 1]
@@ -34,6 +37,11 @@ datasets = {"mnist-5k": {"model": "mlp", "widths": [300, 100], "optimizer": "sgd
             "digits": {"model": "mlp", "epochs": 40, "levels": 25, "train_size": None,
                        "test_size": None}}
 compute_missing = True
+
+# %% tags=["remove-input"]
+from sddlib import figures
+
+figures.use_profile("reproduction-status", globals())
 
 # %% tags=["hide-input"]
 import pandas as pd

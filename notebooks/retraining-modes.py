@@ -1,9 +1,12 @@
 # ---
 # jupyter:
 #   jupytext:
+#     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -30,12 +33,17 @@
 # deviation over seeds; the table gives each curve's landmarks and whether it shows all
 # three phases.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 profile = "quick"
 experiment = {"train_size": 4000, "test_size": 1000, "levels": 20}
 seeds = [0]
 modes = ["lottery", "finetune", "lr-rewind", "scratch"]
 compute_missing = True
+
+# %% tags=["remove-input"]
+from sddlib import figures
+
+figures.use_profile("retraining-modes", globals())
 
 # %% tags=["hide-input"]
 from sddlib import figures, metrics, plots
@@ -56,6 +64,8 @@ figures.glue("start_lr", f"{base.lr:g}")
 figures.glue("finetune_rate", f"{base.replace(retrain='finetune').finetune_rate:g}")
 figures.glue("schedule", base.schedule)
 figures.glue("three_phase_count", int(table.three_phases.sum()))
+figures.claim("modes_claim", "Sparse double descent (fall, rise, fall) appears under each "
+              "retraining mode", metrics.verdict_of_cases(list(table.three_phases), "mode"))
 figures.glue("best_by_mode", ", ".join(
     f"{mode} {accuracy:.1%} at {sparsity:.1%}"
     for mode, accuracy, sparsity in zip(table.retrain, table.best_acc, table.best_sparsity)))

@@ -1,9 +1,12 @@
 # ---
 # jupyter:
 #   jupytext:
+#     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -23,7 +26,7 @@
 # **Our reproduction** runs the same procedure on every dataset of the profile and plots
 # mean ± one standard deviation over seeds.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 profile = "quick"
 experiment = {"train_size": 4000, "test_size": 1000, "levels": 20}
 seeds = [0, 1]
@@ -34,6 +37,11 @@ datasets = {"mnist-5k": {"model": "mlp", "widths": [300, 100], "optimizer": "sgd
             "digits": {"model": "mlp", "epochs": 40, "levels": 25, "train_size": None,
                        "test_size": None}}
 compute_missing = True
+
+# %% tags=["remove-input"]
+from sddlib import figures
+
+figures.use_profile("sdd-datasets", globals())
 
 # %% tags=["hide-input"]
 from sddlib import figures, metrics, plots
@@ -46,6 +54,9 @@ headline = metrics.curve_summary(frame[frame.dataset_name == main])
 figures.glue_summary(headline)
 figures.glue("main_dataset", main)
 figures.glue("seed_count", len(seeds))
+figures.claim("sdd_claim", "Test accuracy falls, rises and falls again as pruning proceeds "
+              "(sparse double descent)", metrics.verdict_of_cases(
+                  list(table.three_phases), "dataset"))
 
 figures.glue("fig_datasets", plots.train_test_figure(frame, "dataset_name", headline))
 figures.glue("summary_table", figures.summary_table(table, "dataset_name"))

@@ -1,9 +1,12 @@
 # ---
 # jupyter:
 #   jupytext:
+#     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -27,7 +30,7 @@
 # refit on the kept support. The *oracle* fits the `s` truly best features. Test risks are
 # exact population risks, averaged over independent trials.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 profile = "quick"
 linear = {"n": 100, "d": 500, "s": 50, "trials": 50, "sigma2": 0.1}
 isotropic = {"n": 100, "d": 400, "s": 20, "trials": 200, "sigma2": 0.2}
@@ -38,6 +41,11 @@ network = {"experiment": {"train_size": 4000, "test_size": 1000},
            "widths": [8, 16, 32, 64, 128], "target_weights": 2304, "seeds": [0]}
 seed = 0
 compute_missing = True
+
+# %% tags=["remove-input"]
+from sddlib import figures
+
+figures.use_profile("theory", globals())
 
 # %% tags=["hide-input"]
 import pandas as pd
@@ -61,10 +69,13 @@ figures.glue("wins_magnitude", theory.describe_wins(linear_frame, linear["s"], "
 figures.glue("wins_refit", theory.describe_wins(linear_frame, linear["s"], "magnitude+refit"))
 figures.glue("rf_wins_refit", theory.describe_wins(rf_frame, random_features["s"],
                                                    "magnitude+refit"))
-figures.glue("claim_wins_linear", metrics.verdict(
-    theory.wins_past_threshold(linear_frame, linear["s"], "magnitude")))
-figures.glue("claim_wins_rf", metrics.verdict(
-    theory.wins_past_threshold(rf_frame, random_features["s"], "magnitude+refit")))
+figures.claim("claim_wins_linear", "Linear model: past the threshold, training large then "
+              "pruning (magnitude) beats the oracle-support small model", metrics.verdict(
+                  theory.wins_past_threshold(linear_frame, linear["s"], "magnitude")))
+figures.claim("claim_wins_rf", "Random features: past the threshold, training large then "
+              "pruning (with refit) beats the small model", metrics.verdict(
+                  theory.wins_past_threshold(rf_frame, random_features["s"],
+                                             "magnitude+refit")))
 figures.glue("dense_peak_p_over_n", theory.dense_peak_p_over_n(linear_frame))
 figures.glue("linear_s_over_n", linear["s"] / linear["n"])
 figures.glue("rf_s_over_n", random_features["s"] / random_features["n"])
@@ -137,7 +148,8 @@ for row in double_descent.itertuples():
     figures.glue(f"{key}_peak_risk", row.peak_risk)
     figures.glue(f"{key}_low", row.low_p_over_n)
     figures.glue(f"{key}_low_risk", row.low_risk)
-    figures.glue(f"{key}_verdict", row.verdict)
+    figures.claim(f"{key}_verdict", f"{row.model.capitalize()}, {row.method}: the pruned "
+                  f"model's risk has its own double descent in p/n", row.verdict)
 shown = double_descent[["model", "method", "peak_p_over_n", "peak_risk", "low_p_over_n",
                         "low_risk", "descent", "verdict"]]
 figures.glue("dd_table", shown.style.format(
@@ -199,8 +211,9 @@ figures.glue("corr_low", low_rho)
 figures.glue("corr_high", high_rho)
 figures.glue("corr_widest", widest)
 for structure, group in judged.groupby("structure", sort=False):
-    figures.glue(f"refit_verdict_{structure}", metrics.verdict(
-        theory.combine_verdicts(group.grows)))
+    figures.claim(f"refit_verdict_{structure}", f"Refitting after pruning helps more the "
+                  f"more correlated the features ({structure})", metrics.verdict(
+                      theory.combine_verdicts(group.grows)))
     at_widest = benefit[(benefit.structure == structure) & (benefit.p_over_n == widest)]
     at_widest = at_widest.set_index("correlation").benefit
     figures.glue(f"refit_benefit_{structure}_low", float(at_widest[low_rho]))
@@ -255,8 +268,11 @@ figures.glue("net_small_best", float(small.test_error.min()) if not small.empty
 figures.glue("net_pruned_widest", float(widest.test_error) if widest is not None
              else float("nan"))
 figures.glue("net_widest", int(widest.width) if widest is not None else 0)
-figures.glue("net_verdict", "beats" if widest is not None and not small.empty and
-             widest.test_error < small.test_error.min() else "does not beat")
+beats = None if widest is None or small.empty else \
+    bool(widest.test_error < small.test_error.min())
+figures.glue("net_verdict", "beats" if beats else "does not beat")
+figures.claim("net_claim", "Network check: a wide network pruned to a small one's size beats "
+              "the small network trained directly", metrics.verdict(beats))
 
 fig, axes = plots.figure(1, 1, width=7, height=4)
 ax = axes[0, 0]

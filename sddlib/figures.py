@@ -23,7 +23,9 @@ the runs that are new.
 """
 from __future__ import annotations
 
+import ast
 import copy
+import hashlib
 import inspect
 import json
 import math
@@ -41,6 +43,7 @@ import yaml
 from . import theory
 from .config import RETRAIN_MODES, ConfigError, ExperimentConfig
 from .data import DATASETS
+from .files import atomic_write_text
 from .metrics import curve_summary
 from .network_check import width_config
 from .parallel import parse_workers
@@ -128,11 +131,15 @@ def parameters_cell_defaults(source: Path) -> dict:
 def make_figures(profile: str = "quick", only: Optional[list[str]] = None,
                  overrides: Optional[dict] = None, settings: Optional[ProjectSettings] = None,
                  book_dir: Optional[Path] = None, runs_dir: Optional[Path] = None,
-                 log=print) -> list[Path]:
+                 log=print, force: bool = False) -> list[Path]:
     """Execute the notebooks of ``profile`` into the book folder; returns their paths.
 
     ``runs_dir`` replaces the run store of ``_config.yml`` for these notebooks (it reaches
-    their kernels as ``SDDLIB_RUNS_DIR``).
+    their kernels as ``SDDLIB_RUNS_DIR``). A page already executed from the same source,
+    with the same parameters, by the same sddlib code and from the same input files
+    (:func:`page_key`) is kept as it is, unless ``force``: its runs are stored, so
+    executing it again would draw the same page. The landing page, which collects the
+    other pages' claims, runs last, whenever another page changed.
     """
     settings = settings or load_settings()
     if settings.config_path is None:
@@ -148,16 +155,98 @@ def make_figures(profile: str = "quick", only: Optional[list[str]] = None,
     # every notebook's parameters are checked before the first one runs, so bad input
     # fails in a second with one line, not in a kernel minutes later
     plans = checked_parameters(settings, profile, names, overrides)
+    for name in names:
+        problem = pair_problem(settings, name)
+        if problem:
+            raise ValueError(problem)
     _stack_setting(), _workers_setting()  # the environment the kernels will read
     written = []
-    for name, parameters in plans.items():
+    order = [n for n in plans if n != LANDING] + [n for n in plans if n == LANDING]
+    for name in order:
+        parameters = plans[name]
+        output = book_dir / f"{name}.ipynb"
+        key = page_key(settings, name, parameters, book_dir)
+        if not force and executed_key(output) == key:
+            log(f"[figures] {name} ({profile}) is up to date")
+            written.append(output)
+            continue
         started = time.time()
         log(f"[figures] {name} ({profile}) ...")
         written.append(execute_notebook(settings.root / NOTEBOOK_DIR / f"{name}.py",
-                                        book_dir / f"{name}.ipynb", parameters,
-                                        cwd=settings.root, runs_dir=runs_dir))
+                                        output, parameters, cwd=settings.root,
+                                        runs_dir=runs_dir, key=key))
         log(f"[figures] {name} done in {time.time() - started:.0f} s")
     return written
+
+
+# The book's landing page: it collects the claims of the pages executed before it.
+LANDING = "intro"
+
+
+def page_key(settings: ProjectSettings, name: str, parameters: dict, book_dir: Path) -> str:
+    """What an executed page depends on, as one hash: its source, its parameters, the
+    sddlib code, and the small input files pages read (published tables under
+    ``data/reference``, the benchmark records). The landing page adds the other executed
+    pages. The runs are not in it: a run's numbers follow from its config, which the
+    parameters fix, and a finished run is never recomputed."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(parameters, sort_keys=True, default=str).encode())
+    files = [settings.root / NOTEBOOK_DIR / f"{name}.py"]
+    files += sorted(Path(__file__).parent.glob("*.py"))
+    files += sorted((settings.root / "data" / "reference").glob("*"))
+    files += [settings.root / "benchmarks" / "MEASUREMENTS.md",
+              settings.root / "benchmarks" / "results" / "latest.md"]
+    if name == LANDING:
+        files += [book_dir / f"{other}.ipynb" for other in notebook_names(settings)
+                  if other != LANDING]
+    for path in files:
+        digest.update(str(path.name).encode())
+        digest.update(path.read_bytes() if path.is_file() else b"-")
+    return digest.hexdigest()
+
+
+def executed_key(path: Path) -> Optional[str]:
+    """The :func:`page_key` an executed page was made with (None: none, or unreadable)."""
+    try:
+        return json.loads(path.read_text())["metadata"]["sddlib"]["key"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def executed_profile(path: Path) -> Optional[str]:
+    """The profile an executed page was computed on: as sddlib recorded it, else the
+    ``profile`` papermill was given (the notebook's default, quick, when it was given
+    none); None for a page papermill did not execute or that cannot be read."""
+    try:
+        metadata = json.loads(path.read_text())["metadata"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if isinstance(metadata.get("sddlib"), dict) and "profile" in metadata["sddlib"]:
+        return metadata["sddlib"]["profile"]
+    if isinstance(metadata.get("papermill"), dict):
+        return (metadata["papermill"].get("parameters") or {}).get("profile", "quick")
+    return None
+
+
+def pair_problem(settings: ProjectSettings, name: str) -> Optional[str]:
+    """Why ``notebooks/<name>.ipynb`` (what papermill runs) and ``notebooks/<name>.py`` (the
+    jupytext source ``sddlib figures`` runs and reviews read) disagree, in one line; None
+    when their cells agree (type, source and tags)."""
+    import jupytext  # the book extra, as above
+
+    folder = settings.root / NOTEBOOK_DIR
+    if not (folder / f"{name}.ipynb").is_file():
+        return (f"notebooks/{name}.ipynb: missing; make it with: jupytext --sync "
+                f"notebooks/{name}.py")
+
+    def cells(path):
+        return [(c.cell_type, c.source.strip(), sorted(c.metadata.get("tags", [])))
+                for c in jupytext.read(path).cells]
+
+    if cells(folder / f"{name}.py") != cells(folder / f"{name}.ipynb"):
+        return (f"notebooks/{name}.ipynb and notebooks/{name}.py differ; pair them with: "
+                f"jupytext --sync notebooks/{name}.py (the newer file wins)")
+    return None
 
 
 def checked_parameters(settings: ProjectSettings, profile: str, names: list[str],
@@ -416,11 +505,12 @@ _SPECIAL = {
 
 
 def execute_notebook(source: Path, output: Path, parameters: dict, cwd: Path,
-                     runs_dir: Optional[Path] = None) -> Path:
+                     runs_dir: Optional[Path] = None, key: Optional[str] = None) -> Path:
     """jupytext source -> executed notebook, in a papermill process of its own.
 
     The executed copy replaces ``output`` only when every cell ran; a failing notebook is
-    kept beside it as ``<name>.failed.ipynb`` to read the error in.
+    kept beside it as ``<name>.failed.ipynb`` to read the error in. The copy records its
+    profile, parameters and :func:`page_key` (``key``) in its metadata (``sddlib``).
     """
     import jupytext  # the book extra, as above
 
@@ -432,7 +522,8 @@ def execute_notebook(source: Path, output: Path, parameters: dict, cwd: Path,
         command = [sys.executable, "-m", "papermill", str(unexecuted), str(executed),
                    "--cwd", str(cwd), "--kernel", "python3", "--no-progress-bar",
                    "-y", yaml.safe_dump(parameters, sort_keys=False)]
-        env = {**os.environ, "SDDLIB_PROGRESS": "0"}
+        env = {**os.environ, "SDDLIB_PROGRESS": "0",
+               "SDDLIB_BOOK_DIR": str(output.parent.resolve())}
         if runs_dir is not None:
             env["SDDLIB_RUNS_DIR"] = str(Path(runs_dir).resolve())
         result = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -442,20 +533,119 @@ def execute_notebook(source: Path, output: Path, parameters: dict, cwd: Path,
                 os.replace(executed, failed)
             tail = "\n".join(result.stderr.strip().splitlines()[-15:])
             raise RuntimeError(f"notebook {source.name} failed (see {failed}):\n{tail}")
-        _show_parameters_once(executed)
+        _finish_page(executed, {"profile": parameters.get("profile"),
+                                "parameters": parameters, "key": key})
         os.replace(executed, output)
+        failed = output.with_name(f"{output.stem}.failed.ipynb")
+        if failed.exists():  # an earlier failure, fixed now
+            failed.unlink()
     return output
 
 
-def _show_parameters_once(notebook_path: Path) -> None:
-    """Hide the notebook's own ``parameters`` cell (its defaults) in the book: papermill's
-    injected cell below it shows the values the page was computed with."""
+def _finish_page(notebook_path: Path, record: dict) -> None:
+    """Hide the parameter cells (:func:`hide_parameter_cells`) and record ``record`` in
+    the notebook's metadata (``sddlib``)."""
     notebook = json.loads(notebook_path.read_text())
+    _hide_parameter_cells(notebook)
+    notebook["metadata"]["sddlib"] = record
+    notebook_path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False, default=str))
+
+
+def hide_parameter_cells(path: Path) -> bool:
+    """Tag the ``parameters`` cell (the notebook's defaults) and papermill's injected one
+    ``remove-cell`` in the executed page ``path``, so the book shows the parameters once:
+    the box :func:`use_profile` writes with every value the page was computed with.
+    Rewrites the file (atomically) only when a tag was missing; True then."""
+    notebook = json.loads(path.read_text())
+    if not _hide_parameter_cells(notebook):
+        return False
+    atomic_write_text(path, json.dumps(notebook, indent=1, ensure_ascii=False, default=str))
+    return True
+
+
+def _hide_parameter_cells(notebook: dict) -> bool:
+    changed = False
     for cell in notebook["cells"]:
         tags = cell.setdefault("metadata", {}).setdefault("tags", [])
-        if "parameters" in tags and "remove-cell" not in tags:
+        if {"parameters", "injected-parameters"} & set(tags) and "remove-cell" not in tags:
             tags.append("remove-cell")
-    notebook_path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False))
+            changed = True
+    return changed
+
+
+# ---------------------------------------------------------------------------- profiles in a kernel
+def use_profile(name: str, namespace: dict, show: bool = True) -> None:
+    """Give notebook ``name`` the parameters of the profile its ``profile`` parameter names.
+
+    Called by every notebook in the cell after its ``parameters`` cell, with
+    ``globals()``. The profile's parameters come from the root ``_config.yml`` (as
+    ``sddlib figures --profile`` gives them); values set explicitly win: those papermill
+    injected (``papermill NB.ipynb OUT.ipynb -p profile paper -p seeds "[0]"``; its
+    injected cell is read back from the kernel's input history) and those edited in the
+    ``parameters`` cell (any value that differs from the cell as written in
+    ``notebooks/<name>.py``). The result is checked like ``sddlib figures`` checks it,
+    written into ``namespace`` and shown once as the page's parameters box (``show``).
+    """
+    settings = load_settings()
+    if settings.config_path is None:
+        raise FileNotFoundError("use_profile: no _config.yml with an sddlib section in the "
+                                "working folder or above; run from the repository")
+    declared = parameters_cell_defaults(settings.root / NOTEBOOK_DIR / f"{name}.py")
+    given = _injected_names(namespace)
+    explicit = {key: namespace[key] for key in declared
+                if key != "profile" and key in namespace and
+                (key in given or namespace[key] != declared[key])}
+    profile = namespace.get("profile", declared.get("profile", "quick"))
+    parameters = notebook_parameters(settings, profile, name, explicit)
+    try:
+        check_parameters(parameters, declared)
+    except ValueError as error:
+        raise ValueError(f"{error} (notebook {name}, profile {profile})") from None
+    namespace.update(parameters)
+    if show:
+        from IPython.display import Markdown, display
+
+        shown = "\n".join(yaml.safe_dump({key: value}, sort_keys=False, width=88,
+                                          default_flow_style=None).strip()
+                           for key, value in parameters.items())
+        display(Markdown(f"**Parameters** (profile `{profile}`; every value this page was "
+                         f"computed with):\n\n```yaml\n{shown}\n```"))
+
+
+def book_folder() -> Path:
+    """The folder executed pages go to: ``SDDLIB_BOOK_DIR`` (set by :func:`execute_notebook`
+    for its kernel), else ``book/`` under the project's root."""
+    if os.environ.get("SDDLIB_BOOK_DIR"):
+        return Path(os.environ["SDDLIB_BOOK_DIR"])
+    return load_settings().root / BOOK_DIR
+
+
+def page_names() -> list[str]:
+    """The book's notebook pages, in book order (``notebooks`` in ``_config.yml``)."""
+    return notebook_names(load_settings())
+
+
+def page_parameters(name: str, profile: str) -> dict:
+    """The parameters page ``name`` was executed with, when its executed copy in
+    :func:`book_folder` was computed on ``profile``; else the profile's own."""
+    path = book_folder() / f"{name}.ipynb"
+    if executed_profile(path) == profile:
+        return json.loads(path.read_text())["metadata"]["sddlib"]["parameters"]
+    return notebook_parameters(load_settings(), profile, name)
+
+
+def _injected_names(namespace: dict) -> set[str]:
+    """The names papermill's injected ``# Parameters`` cell assigned, from the IPython
+    input history (``In``) of the kernel; empty outside a papermill run."""
+    for source in reversed(namespace.get("In") or []):
+        if isinstance(source, str) and source.lstrip().startswith("# Parameters"):
+            try:
+                tree = ast.parse(source)
+            except SyntaxError:
+                return set()
+            return {target.id for node in tree.body if isinstance(node, ast.Assign)
+                    for target in node.targets if isinstance(target, ast.Name)}
+    return set()
 
 
 # ---------------------------------------------------------------------------- notebook helpers
@@ -540,6 +730,59 @@ def glue(name: str, value: Any, display: bool = False) -> None:
         import matplotlib.pyplot as plt
 
         plt.close(value)
+
+
+CLAIM_PREFIX = "claim:"
+
+
+def claim(name: str, statement: str, verdict: str) -> None:
+    """Glue ``verdict`` (:func:`metrics.verdict`'s words) under ``name`` for the page's
+    text, and record the claim with it in the executed page, where the landing page's
+    table of every claim in the book (:func:`book_claims`) finds it."""
+    glue(name, verdict)
+    glue(CLAIM_PREFIX + name, json.dumps({"claim": statement, "verdict": verdict}))
+
+
+def book_claims(book_dir: Path, names: Iterable[str]) -> pd.DataFrame:
+    """Every claim recorded by :func:`claim` in the executed pages ``names`` (in that
+    order) under ``book_dir``: columns page (its file name), title (its first heading),
+    claim, verdict (the full words), judged (holds / does not hold here / cannot be judged
+    here). A page not executed yet contributes nothing."""
+    from .metrics import VERDICTS
+
+    rows = []
+    for name in names:
+        path = Path(book_dir) / f"{name}.ipynb"
+        if not path.is_file():
+            continue
+        notebook = json.loads(path.read_text())
+        title = next((line.lstrip("# ").strip() for cell in notebook["cells"]
+                      if cell["cell_type"] == "markdown"
+                      for line in "".join(cell["source"]).splitlines()
+                      if line.startswith("# ")), name)
+        for cell in notebook["cells"]:
+            for output in cell.get("outputs", []):
+                record = output.get("metadata", {}).get("scrapbook", {})
+                if not str(record.get("name", "")).startswith(CLAIM_PREFIX):
+                    continue
+                text = output["data"][record["mime_prefix"] + "text/plain"]
+                found = json.loads(ast.literal_eval("".join(text)))
+                judged = next((words for words in (VERDICTS[False], VERDICTS[None],
+                                                   VERDICTS[True])
+                               if found["verdict"].startswith(words)), "?")
+                rows.append({"page": name, "title": title, **found, "judged": judged})
+    return pd.DataFrame(rows, columns=["page", "title", "claim", "verdict", "judged"])
+
+
+def claims_table(claims: pd.DataFrame):
+    """:func:`book_claims` as the landing page's table: each claim, its verdict and a link
+    to the page that judges it."""
+    shown = pd.DataFrame({
+        "claim": claims.claim,
+        "verdict": claims.verdict,
+        "page": [f'<a href="{page}.html">{title}</a>'
+                 for page, title in zip(claims.page, claims.title)]})
+    return shown.style.hide(axis="index")
 
 
 def glue_summary(summary, prefix: str = "") -> None:

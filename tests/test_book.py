@@ -1,15 +1,21 @@
-"""The book builds on the smoke profile: every figure page holds its image and its glued
-numbers, the reference appendix lists every config key and levels.csv column, and the
-build warns about nothing (no missing reference, no missing glue key)."""
+"""The book builds on the smoke profile from `jupyter-book build book/` alone: every page
+holds its image and its glued numbers, the landing page lists every claim, the reference
+appendix lists every config key and levels.csv column, the build warns about nothing (no
+missing reference, no missing glue key), and a reader in Chromium sees no raw TeX, no
+broken image and no table wider than the page."""
+import json
+import os
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 
+from sddlib import book as book_extension
 from sddlib import figures
 from sddlib.config import help_table, parse_assignments
 from sddlib.project import load_settings
@@ -21,20 +27,36 @@ NOTEBOOKS = figures.notebook_names(SETTINGS)
 TOC = yaml.safe_load((ROOT / "book" / "_toc.yml").read_text())
 PARTS = {part["caption"]: [chapter["file"] for chapter in part["chapters"]]
          for part in TOC["parts"]}
-FIGURE_PAGES = [name for name in NOTEBOOKS if name not in PARTS["Appendix"]]
+FIGURE_PAGES = [name for name in NOTEBOOKS
+                if name not in PARTS["Appendix"] and name != figures.LANDING]
+JUPYTER_BOOK = Path(sys.executable).with_name("jupyter-book")
+sys.path.insert(0, str(ROOT / "scripts"))
+import check_book  # noqa: E402  (scripts/ is not a package)
+
+
+def fresh_copy(scratch: Path) -> Path:
+    """What a fresh clone holds for the book: the project's settings, the notebooks, the
+    book's sources (no executed page), the reference tables and benchmark records."""
+    project = scratch / "project"
+    ignore = shutil.ignore_patterns("_build", "__pycache__", ".ipynb_checkpoints")
+    shutil.copytree(ROOT / "book", project / "book",
+                    ignore=shutil.ignore_patterns("_build", "*.ipynb"))
+    shutil.copytree(ROOT / "notebooks", project / "notebooks", ignore=ignore)
+    shutil.copytree(ROOT / "data" / "reference", project / "data" / "reference")
+    shutil.copytree(ROOT / "benchmarks", project / "benchmarks", ignore=ignore)
+    shutil.copy(ROOT / "_config.yml", project / "_config.yml")
+    return project
 
 
 @pytest.fixture(scope="module")
 def built_book(tmp_path_factory):
-    scratch = tmp_path_factory.mktemp("book")
-    book = scratch / "book"
-    shutil.copytree(ROOT / "book", book, ignore=shutil.ignore_patterns("_build", "*.ipynb"))
-    figures.make_figures("smoke", settings=SETTINGS, book_dir=book, runs_dir=scratch / "runs",
-                         log=lambda text: None)
-    jupyter_book = Path(sys.executable).with_name("jupyter-book")
-    result = subprocess.run([str(jupyter_book), "build", str(book)], capture_output=True,
-                            text=True)
-    return book, result
+    """`SDDLIB_PROFILE=smoke jupyter-book build book/` in a fresh copy, and nothing else."""
+    project = fresh_copy(tmp_path_factory.mktemp("book"))
+    env = {**os.environ, "SDDLIB_PROFILE": "smoke",
+           "SDDLIB_RUNS_DIR": str(project / "data" / "runs")}
+    result = subprocess.run([str(JUPYTER_BOOK), "build", "book/"], capture_output=True,
+                            text=True, cwd=project, env=env)
+    return project / "book", result
 
 
 def test_the_book_builds_without_warnings(built_book):
@@ -44,6 +66,9 @@ def test_the_book_builds_without_warnings(built_book):
     warnings = [line for line in log.splitlines() if "WARNING" in line or "ERROR" in line]
     assert warnings == []
     assert (book / "_build" / "html" / "index.html").exists()
+    for name in NOTEBOOKS:  # every page, executed by the build itself
+        assert (book / f"{name}.ipynb").is_file() and \
+            (book / "_build" / "html" / f"{name}.html").is_file(), name
 
 
 def test_the_math_renders_offline(built_book):
@@ -53,6 +78,8 @@ def test_the_math_renders_offline(built_book):
     scripts = re.findall(r'<script[^>]*src="([^"]*mathjax[^"]*)"',
                          (html / "learning-distance.html").read_text(), re.I)
     assert scripts == ["_static/mathjax/tex-chtml.js"]
+    for page in html.glob("*.html"):  # no page loads anything from outside the book
+        assert not re.findall(r'<script[^>]*src="(?:https?:)?//', page.read_text()), page.name
     assert (html / "_static" / "mathjax" / "tex-chtml.js").is_file()
 
 
@@ -65,8 +92,112 @@ def test_every_figure_page_has_its_image_and_glued_numbers(built_book, name):
     assert pasted, f"{name}: no glued number in the text"
     text = re.sub(r"<[^>]+>", "", html)  # code blocks are split into highlighted spans
     assert f"sddlib figures --only {name}" in text  # every page says how to rerun it
-    # the parameters once: the values it was computed with, not the notebook's defaults
-    assert 'profile = "smoke"' in text and 'profile = "quick"' not in text
+    # the parameters once: every value the page was computed with, not the defaults
+    assert text.count("every value this page was computed with") == 1
+    assert "profile: smoke" in text and 'profile = "quick"' not in text
+    assert "# Parameters" not in text  # papermill's injected cell is hidden
+
+
+def test_the_landing_page_lists_every_claim_with_its_verdict_and_page(built_book):
+    book, _ = built_book
+    html = (book / "_build" / "html" / "intro.html").read_text()
+    assert re.search(r"<img [^>]*src=\"[^\"]+\.png\"", html), "no headline figure"
+    claims = figures.book_claims(book, NOTEBOOKS)
+    recorded = sum(1 for name in NOTEBOOKS for cell in json.loads(
+        (book / f"{name}.ipynb").read_text())["cells"] if "figures.claim(" in
+        "".join(cell["source"]))
+    assert len(claims) >= recorded >= 10  # (a loop records several claims in one call)
+    assert set(claims.judged) <= {"holds", "does not hold here", "cannot be judged here"}
+    for row in claims.itertuples():
+        assert row.claim in html and f'href="{row.page}.html"' in html
+
+
+def test_a_second_pass_executes_nothing(built_book):
+    """Every page is up to date: same source, parameters, code and inputs."""
+    book, _ = built_book
+    lines = []
+    figures.make_figures("smoke", settings=load_settings(book.parent), book_dir=book,
+                         log=lines.append)
+    assert lines and all("up to date" in line for line in lines), lines
+
+
+def test_a_reader_sees_every_page_whole(built_book):
+    """Headless Chromium: no raw TeX, no image that did not load, no table wider than the
+    page (skipped where Chromium is not installed)."""
+    if check_book.browser() is None:
+        pytest.skip("no Chromium (apt-get install chromium)")
+    book, _ = built_book
+    assert check_book.main([str(book / "_build" / "html")]) == 0
+
+
+def test_the_reader_check_finds_what_a_reader_would(tmp_path):
+    if check_book.browser() is None:
+        pytest.skip("no Chromium (apt-get install chromium)")
+    page = tmp_path / "bad.html"
+    page.write_text("<html><body><article style='width:400px'><p>the norm \\(\\|w\\|\\) "
+                    "unrendered</p><img src='missing.png'><table style='width:900px'><tr>"
+                    "<th>wide</th></tr></table></article></body></html>")
+    problems = check_book.check_page(check_book.browser(), page)
+    assert any("raw TeX" in p for p in problems), problems
+    assert any("image did not load: missing.png" in p for p in problems), problems
+    assert any("table 1 (wide)" in p for p in problems), problems
+    good = tmp_path / "good.html"
+    good.write_text("<html><body><article><p>plain text</p></article></body></html>")
+    assert check_book.check_page(check_book.browser(), good) == []
+
+
+def test_a_missing_page_fails_the_build(tmp_path):
+    """The extension refuses to let Jupyter Book exit 0 without every page of the toc."""
+    from sphinx.errors import ExtensionError
+
+    project = fresh_copy(tmp_path)
+    book = project / "book"
+    for name in NOTEBOOKS:  # every notebook page "executed" already
+        (book / f"{name}.ipynb").write_text("{}")
+    toc = yaml.safe_load((book / "_toc.yml").read_text())
+    toc["parts"][0]["chapters"].append({"file": "no-such-page"})
+    (book / "_toc.yml").write_text(yaml.safe_dump(toc))
+    with pytest.raises(ExtensionError, match="no-such-page"):
+        book_extension.execute_missing(SimpleNamespace(srcdir=str(book)), None)
+
+
+def test_pages_to_execute_follow_the_profile(tmp_path):
+    page = tmp_path / "sdd-datasets.ipynb"
+    page.write_text(json.dumps({"cells": [], "metadata": {"sddlib": {"profile": "quick"}}}))
+    names = ["intro", "sdd-datasets", "theory"]
+    # missing pages, and the landing page with them
+    assert book_extension.pages_to_execute(tmp_path, names, "quick", False) == \
+        ["intro", "theory"]
+    (tmp_path / "theory.ipynb").write_text(page.read_text())
+    (tmp_path / "intro.ipynb").write_text(page.read_text())
+    assert book_extension.pages_to_execute(tmp_path, names, "quick", False) == []
+    # SDDLIB_PROFILE named: pages computed on another profile are executed again
+    assert book_extension.pages_to_execute(tmp_path, names, "smoke", True) == names
+    assert book_extension.pages_to_execute(tmp_path, names, "smoke", False) == []
+
+
+def test_papermill_runs_a_page_on_a_profile_from_the_repository_root(tmp_path):
+    """`papermill notebooks/NAME.ipynb OUT.ipynb -p profile smoke`: the notebook loads the
+    profile's parameters from _config.yml; -p/-y values override them."""
+    out = tmp_path / "out.ipynb"
+    env = {**os.environ, "SDDLIB_RUNS_DIR": str(tmp_path / "runs")}
+    result = subprocess.run(
+        [sys.executable, "-m", "papermill", "notebooks/label-noise.ipynb", str(out),
+         "-p", "profile", "smoke", "-y", "experiment: {levels: 2}\nseeds: [1]", "-k", "python3",
+         "--no-progress-bar"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    cells = json.loads(out.read_text())["cells"]
+    box = next("".join(o["data"]["text/markdown"]) for c in cells for o in c.get("outputs", [])
+               if "text/markdown" in o.get("data", {}))
+    assert "profile: smoke" in box and "train_size: 300" in box  # the smoke profile's values
+    assert "levels: 2" in box and "seeds: [1]" in box  # the -y overrides won
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert len(runs) == 5 and all("-n300-" in r and "-seed1-" in r for r in runs), runs
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_the_notebook_papermill_reads_is_its_jupytext_source(name):
+    assert figures.pair_problem(SETTINGS, name) is None
 
 
 def test_reference_page_lists_every_key_and_column(built_book):
@@ -83,7 +214,8 @@ def test_reference_page_lists_every_key_and_column(built_book):
 
 
 def test_toc_lists_every_notebook_and_the_pages():
-    files = [name for chapters in PARTS.values() for name in chapters]
+    files = [TOC["root"]] + [name for chapters in PARTS.values() for name in chapters]
+    assert TOC["root"] == figures.LANDING
     assert [name for name in files if name in NOTEBOOKS] == NOTEBOOKS
     assert PARTS["Figures"] == FIGURE_PAGES
     assert "reference" in PARTS["Appendix"] and "bibliography" in PARTS["Appendix"]
