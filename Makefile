@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup book smoke-book screenshots test bench run clean-venv
+.PHONY: setup book smoke-book check-book screenshots test bench run clean-venv
 
 setup: $(STAMP)
 
@@ -28,9 +28,14 @@ smoke-book: setup
 	$(BIN)/sddlib figures --profile smoke --runs-dir data/smoke-runs
 	$(BIN)/jupyter-book build book/
 
-# A PNG of every built page (needs Chromium: apt-get install chromium).
-screenshots:
-	$(BIN)/python scripts/book_screenshots.py book/_build/html --out book/_build/screenshots
+# The built book as a reader sees it, in headless Chromium (apt-get install chromium):
+# fails on raw TeX, an image that did not load or a table wider than the page.
+check-book: setup
+	$(BIN)/python scripts/check_book.py book/_build/html
+
+# The same, with a PNG of every built page.
+screenshots: setup
+	$(BIN)/python scripts/check_book.py book/_build/html --screenshots book/_build/screenshots
 
 test: setup
 	$(BIN)/python -m pytest -q

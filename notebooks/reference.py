@@ -157,6 +157,11 @@ table(pd.DataFrame({"column": run_store.LEVEL_COLUMNS,
                     "definition": [COLUMNS[c] for c in run_store.LEVEL_COLUMNS]}))
 
 # %% [markdown]
+# A run with a validation split (`validation_size` training samples held out, with their
+# noisy labels; the split is stored in `validation.npz`) has two more columns: `val_acc`
+# and `val_loss`, the level's accuracy and loss on those samples. A distillation run's
+# `meta.json` names the teacher run and the level that taught it (`sddlib.distill`).
+#
 # Evaluation runs after each level's training, in eval mode. `w_start` is the original
 # init for the dense level 0 and for lottery rewinding to iteration 0, the rewind point
 # for later rewind points, the previous level's trained weights for `finetune` and

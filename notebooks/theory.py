@@ -53,10 +53,16 @@ import pandas as pd
 from sddlib import figures, metrics, plots, theory
 from sddlib.network_check import network_check
 
-linear_frame = theory.simulate_linear(**linear, seed=seed)
-rf_frame = theory.simulate_random_features(**random_features, seed=seed)
+# the network check's runs first (its figure is at the end of the page): the only runs
+# this page trains, so `sddlib figures --compute-only` finds them before any simulation
+network_frame = network_check(network["experiment"], network["widths"],
+                              network["target_weights"], seeds=network["seeds"],
+                              compute_missing=compute_missing)
+# the simulations are kept in the run store and reused (figures.computed)
+linear_frame = figures.computed(theory.simulate_linear, **linear, seed=seed)
+rf_frame = figures.computed(theory.simulate_random_features, **random_features, seed=seed)
 # near p = n the risk's variance explodes; the comparison leaves |p/n - 1| < 0.25 out
-iso_frame, analytic = theory.isotropic_comparison(**isotropic, seed=seed)
+iso_frame, analytic = figures.computed(theory.isotropic_comparison, **isotropic, seed=seed)
 
 # agreement of the analytic curves with simulation, in standard errors and relative terms
 agreement = theory.analytic_agreement(iso_frame, analytic)
@@ -198,10 +204,10 @@ figures.glue("dd_table", shown.style.format(
 
 # %% tags=["hide-input"]
 per_trial = pd.concat([
-    theory.refit_benefit(correlated["correlations"],
-                         [int(round(r * linear["n"])) for r in correlated["p_over_n"]],
-                         n=linear["n"], d=linear["d"], s=linear["s"], trials=linear["trials"],
-                         sigma2=linear["sigma2"], structure=structure, seed=seed)
+    figures.computed(theory.refit_benefit, correlations=correlated["correlations"],
+                     p_values=[int(round(r * linear["n"])) for r in correlated["p_over_n"]],
+                     n=linear["n"], d=linear["d"], s=linear["s"], trials=linear["trials"],
+                     sigma2=linear["sigma2"], structure=structure, seed=seed)
     for structure in correlated["structures"]], ignore_index=True)
 benefit = theory.mean_refit_benefit(per_trial)
 judged = theory.refit_benefit_grows(per_trial)
@@ -251,9 +257,6 @@ figures.glue("fig_refit_correlation",
 # target are trained directly: they are the "train small" baseline.
 
 # %% tags=["hide-input"]
-network_frame = network_check(network["experiment"], network["widths"],
-                              network["target_weights"], seeds=network["seeds"],
-                              compute_missing=compute_missing)
 mean_error = network_frame.groupby(["method", "width"], as_index=False).test_error.mean()
 small = mean_error[mean_error.method == "small (trained directly)"]
 pruned = mean_error[mean_error.method == "magnitude, retrained"]

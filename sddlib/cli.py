@@ -3,7 +3,12 @@
     sddlib run [CONFIG.yml] [--set key=value]... [--runs-dir DIR]   run or resume one experiment
                [--seeds 0 1 2] [--[no-]stack] [--workers N]          ... once per seed, stacked
                                                                      or side by side
-    sddlib ls [--runs-dir DIR]                                       list runs and their status
+    sddlib sweep GRID.yml [--workers N] [--ray ADDRESS]              compute a grid of runs, here
+                                                                     or on a Ray cluster
+    sddlib ls [--status S]... [--set key=value]... [--verify]       list runs and their status
+                                                                     (damaged ones with why)
+    sddlib clean [--unfinished] [--damaged] [--set key=value]...     list (--yes: remove) the
+                 [--yes]                                             unfinished, damaged runs
     sddlib show RUN [--runs-dir DIR]                                 print a run's per-level table
     sddlib figures [--profile P] [--only NAME] [-p key=value]...     execute the book's notebooks
     sddlib keys                                                      every config key, its default, allowed values
@@ -23,13 +28,16 @@ from typing import Optional
 
 import yaml
 
+from . import entropy
 from .checkpoints import upgrade_learning_distance
 from .config import ConfigError, ExperimentConfig, help_table, parse_assignments
 from .experiment import run_experiment
-from .figures import make_figures
+from .figures import compute_figures, make_figures
+from .grid import load_grid, run_all
 from .parallel import parse_workers
 from .project import load_settings
-from .store import RunStore
+from .store import (STATUS_FILTERS, DamagedFileError, RunBusyError, RunStore,
+                    parse_config_filter, parse_status_filter, selected)
 from .sweep import run_many
 
 
@@ -40,18 +48,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     except SystemExit as exit:  # --help, or a bad flag (one line, see _Parser.error)
         return exit.code if isinstance(exit.code, int) else 2
     if args.command is None:
-        print("sddlib: error: give a command: run, ls, show, figures or keys (see sddlib --help)",
-              file=sys.stderr)
+        print("sddlib: error: give a command: run, sweep, ls, show, clean, figures or keys "
+              "(see sddlib --help)", file=sys.stderr)
         return 2
     try:
         return args.handler(args)
     except yaml.YAMLError as error:  # a YAML file read without a name to give (see _settings)
         _error(args.command, f"YAML: {_yaml_problem(error)}")
         return 2
-    except (ConfigError, KeyError, ValueError, OSError) as error:
+    except (ConfigError, KeyError, ValueError, OSError, RunBusyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
         if isinstance(error, OSError) and error.filename:
             message = f"{error.filename}: {error.strerror}"
+        if isinstance(error, DamagedFileError) and args.command != "clean":
+            message += " (sddlib clean --damaged removes the run)"
         _error(args.command, message)
         return 2
     except RuntimeError as error:
@@ -126,9 +136,56 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(handler=_run)
 
-    listing = commands.add_parser("ls", help="list runs with their status")
+    sweep = commands.add_parser(
+        "sweep", help="compute a grid of runs (finished ones are skipped), in local worker "
+        "processes or on a Ray cluster", epilog="GRID.yml: base: (config keys) and grid: "
+        "(key: list of values; the runs are their cartesian product); see sddlib.grid")
+    sweep.add_argument("grid", type=Path, help="grid file (YAML)")
+    sweep.add_argument("--workers", default="auto", metavar="N",
+                       help="runs at once (default auto: one process per GPU, or one per "
+                            "core for runs worth a process; with --ray: no cap)")
+    sweep.add_argument("--ray", metavar="ADDRESS", help="run each run as a Ray task: auto "
+                       "(the running cluster), local (start Ray here) or host:port; needs "
+                       "pip install 'sddlib[ray]'")
+    sweep.add_argument("--retries", type=_count, default=2, metavar="N",
+                       help="start a run again this many times if its worker is lost "
+                            "(default 2)")
+    _store_option(sweep)
+    sweep.add_argument("--data-dir", type=Path, help="dataset cache (default: from "
+                       "_config.yml)")
+    sweep.add_argument("--download", action="store_true",
+                       help="download torchvision datasets that are missing")
+    sweep.add_argument("--checkpoint-every", type=_seconds, default=60.0, metavar="SECONDS",
+                       help="mid-level checkpoint period (default 60)")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+    sweep.set_defaults(handler=_sweep)
+
+    listing = commands.add_parser(
+        "ls", help="list runs with their status: finished, partial, new, running or damaged "
+        "(with the damaged file and why)")
+    _filter_options(listing)
+    listing.add_argument("--verify", action="store_true",
+                         help="also hash every checkpoint against checksums.json (reads every "
+                              "byte; without it, sizes and zip directories are checked)")
     _store_option(listing)
     listing.set_defaults(handler=_ls)
+
+    clean = commands.add_parser(
+        "clean", help="remove unfinished and damaged runs (a dry run unless --yes)",
+        description="List, or with --yes remove, the unfinished and damaged runs.",
+        epilog="finished and running runs are never removed; a run whose only damage is its "
+        "mid-level checkpoint (progress.pt) loses just that file")
+    clean.add_argument("--unfinished", action="store_true",
+                       help="the unfinished runs (new or partial); with neither flag, the "
+                            "unfinished and the damaged ones")
+    clean.add_argument("--damaged", action="store_true",
+                       help="the damaged runs (as sddlib ls lists them)")
+    clean.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                       help="only runs whose config has this value (repeatable)")
+    clean.add_argument("--yes", action="store_true", help="remove them (without it: list "
+                       "what would be removed)")
+    _store_option(clean)
+    clean.set_defaults(handler=_clean)
 
     show = commands.add_parser("show", help="print a run's per-level table")
     show.add_argument("run", help="run folder name, a unique prefix of it, or its hash")
@@ -147,6 +204,12 @@ def _parser() -> argparse.ArgumentParser:
                          "runs); YAML values, "
                          "dotted keys into dicts: -p seeds=[0,1,2] -p experiment.noise=0.4")
     _store_option(figures)
+    figures.add_argument("--compute-only", action="store_true",
+                         help="compute every run the pages need, in one schedule (one pool, "
+                              "dependencies first, biggest first), and execute no page")
+    figures.add_argument("--force", action="store_true",
+                         help="execute every page again, even those up to date (same "
+                              "source, parameters, code and inputs)")
     figures.add_argument("--build", action="store_true",
                          help="run jupyter-book build book/ afterwards")
     figures.set_defaults(handler=_figures)
@@ -155,6 +218,15 @@ def _parser() -> argparse.ArgumentParser:
                                "values")
     keys.set_defaults(handler=_keys)
     return parser
+
+
+def _filter_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--status", action="append", default=[], metavar="STATUS",
+                        help=f"only runs with this status: {', '.join(STATUS_FILTERS)} "
+                             "(unfinished: new or partial; repeatable, or comma-separated)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="only runs whose config has this value, e.g. --set noise=0.2 "
+                             "(repeatable; keys and values as for sddlib run)")
 
 
 def _store_option(parser: argparse.ArgumentParser) -> None:
@@ -261,24 +333,89 @@ def _run_seeds(args, configs: list[ExperimentConfig]) -> int:
     return 0
 
 
+def _sweep(args) -> int:
+    """``sddlib sweep``: every run of a grid file; exit 1 if any failed."""
+    configs = load_grid(args.grid)  # every run checked before anything is touched
+    workers = parse_workers(args.workers, "--workers")
+    _check_folder(args.data_dir, "--data-dir")
+    if args.ray is not None:
+        from .distributed import import_ray
+
+        import_ray()
+    store, settings = _store(args)
+    summary = run_all(configs, store, workers=workers, ray=args.ray,
+                      progress=not args.quiet, retries=args.retries,
+                      checkpoint_seconds=args.checkpoint_every,
+                      data_dir=args.data_dir or settings.data_dir, download=args.download)
+    print(summary.report(), file=sys.stderr)
+    return 0 if summary.ok else 1
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; allowed: integers >= 0")
+    return value
+
+
 def _ls(args) -> int:
+    """``sddlib ls``: the runs, filtered; a damaged run is listed with its problem (the one
+    line naming the file), never an error."""
+    statuses, where = parse_status_filter(args.status), parse_config_filter(args.sets)
     store, _ = _store(args)
-    runs = store.runs()
-    if not runs:
+    listed = store.listing(verify=args.verify)
+    if not listed:
         print(f"no runs in {store.root}")
         return 0
-    width = max(len(r.name) for r in runs)
+    shown = [entry for entry in listed if selected(entry, statuses, where)]
+    if not shown:
+        print(f"no run in {store.root} matches ({len(listed)} runs in all)")
+        return 0
+    width = max(len(entry.name) for entry in shown)
     print(f"{'run':<{width}}  {'status':<8}  levels")
-    for run in runs:
-        print(f"{run.name:<{width}}  {run.status():<8}  {run.levels_done()}/"
-              f"{run.config.levels + 1}")
+    for entry in shown:
+        problem = f"  {entry.problem}" if entry.problem is not None else ""
+        print(f"{entry.name:<{width}}  {entry.status:<8}  {entry.levels()}{problem}")
+    return 0
+
+
+def _clean(args) -> int:
+    """``sddlib clean``: list, or with ``--yes`` remove, the unfinished and damaged runs
+    that match; finished and running runs are never touched."""
+    statuses = parse_status_filter((["unfinished"] if args.unfinished else []) +
+                                   (["damaged"] if args.damaged else []) or
+                                   ["unfinished", "damaged"])
+    where = parse_config_filter(args.sets)
+    store, _ = _store(args)
+    chosen = [entry for entry in store.listing() if selected(entry, statuses, where)]
+    for entry in chosen:
+        if not args.yes:
+            why = f": {entry.problem}" if entry.problem is not None else ""
+            print(f"would remove {entry.name} ({entry.status}, levels {entry.levels()}){why}")
+            continue
+        try:
+            print(store.remove(entry, statuses))
+        except RunBusyError as error:
+            print(f"kept {entry.name}: {error}")
+    if args.yes:
+        for leftover in store.tidy():
+            print(f"removed {leftover.name} (left by a killed process)")
+    elif chosen:
+        print(f"{len(chosen)} runs; run again with --yes to remove them")
+    else:
+        print(f"nothing to remove in {store.root}")
     return 0
 
 
 def _show(args) -> int:
     store, settings = _store(args)
     run = store.get(args.run.strip())
+    run.check()  # a damaged run: one line naming the file, exit 2
     upgrade_learning_distance(run, settings.data_dir)  # a run stored before the correction
+    entropy.upgrade_activation_entropy(run, settings.data_dir)  # ... or before the measure
     print(run.path)
     print(_format_table(run.levels(), run.config.levels))
     return 0
@@ -288,8 +425,12 @@ def _figures(args) -> int:
     settings = _settings()
     _check_folder(args.runs_dir, "--runs-dir")
     overrides = parse_assignments(args.parameters)
+    if args.compute_only:
+        compute_figures(args.profile, args.only, overrides, settings, runs_dir=args.runs_dir,
+                        log=lambda text: print(text, file=sys.stderr))
+        return 0
     make_figures(args.profile, args.only, overrides, settings, runs_dir=args.runs_dir,
-                 log=lambda text: print(text, file=sys.stderr))
+                 log=lambda text: print(text, file=sys.stderr), force=args.force)
     if args.build:
         book = settings.root / "book"
         return subprocess.run([str(Path(sys.executable).with_name("jupyter-book")), "build",
@@ -310,7 +451,7 @@ def _format_table(table, levels: int) -> str:
     if table.empty:
         return "no finished level yet"
     columns = ["level", "sparsity", "train_acc", "train_acc_clean", "train_acc_corrupted",
-               "test_acc", "test_loss", "learning_distance", "seconds"]
+               "test_acc", "test_loss", "learning_distance", "activation_entropy", "seconds"]
     shown = table[[c for c in columns if c in table.columns]]
     return shown.to_string(index=False, float_format=lambda v: f"{v:.4f}")
 

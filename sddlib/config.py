@@ -11,7 +11,9 @@ holds only the settings that change its numbers *given its other settings*: ``wi
 only for a model that reads them, ``momentum`` only under SGD, ``milestones`` and
 ``gamma`` only for the multistep schedule, ``finetune_lr`` only in finetune,
 ``rewind_iteration`` only where the mode rewinds, ``gradient_batches`` only for the
-gradient criterion, ``noise_kind`` only with noise, and every none resolved to what it
+gradient criterion, ``noise_kind`` only with noise, ``validation_size`` only when a split
+is held out, the distillation keys only when the run distils (and then its teacher run's
+own identity, see :mod:`distill`), and every none resolved to what it
 means (the dataset's sizes, the model's width, its output-layer rule, the dataset's
 augmentation). What a model, criterion or mode reads is said by its registry entry
 (:mod:`models`, :mod:`prune`, :mod:`retrain`). Settings that never change the numbers
@@ -41,6 +43,7 @@ from typing import Any, Iterable, Optional
 import yaml
 
 from .data import DATASETS, MNIST1D_TEST_SIZE, MNIST1D_TRAIN_SIZE, NOISE_KINDS
+from .distill import RULES as DISTILL_RULES
 from .fast import COMPILE_MODES, PRECISIONS
 from .models import MODELS, model_spec
 from .prune import CRITERIA
@@ -61,8 +64,8 @@ def _field(default, help: str, choices=None, low=None, high=None, identity=True,
     """``low``/``high``: inclusive bounds; ``above``/``below``: exclusive ones."""
     meta = {"help": help, "choices": choices, "low": low, "high": high, "above": above,
             "below": below, "identity": identity}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -85,6 +88,11 @@ class ExperimentConfig:
     noise_kind: str = _field("random", "label noise model", choices=NOISE_KINDS)
     augment: Optional[bool] = _field(
         None, "random crop (padding 4) and horizontal flip; none = on for cifar/tinyimagenet")
+    validation_size: int = _field(
+        0, "training samples held out as a validation split (drawn after the label noise, "
+           "so its labels are noisy as a researcher's are; stratified, seeded by seed; "
+           "stored in validation.npz); each level's row gets val_acc and val_loss; 0 = none",
+        low=0)
     # model
     model: str = _field("cnn1d", "architecture", choices=lambda: tuple(MODELS))
     widths: list = _field([300, 100], "hidden widths of the mlp (LeNet-300-100: 300,100)")
@@ -112,6 +120,22 @@ class ExperimentConfig:
     redense_level: Optional[int] = _field(
         None, "train the run's level-L sparse solution on with every weight free (re-dense); "
               "none = off", low=0)
+    # distillation from a sparse teacher (DSD², see sddlib.distill)
+    distill_from: str = _field(
+        "none", "train every level with distillation from a fixed level of the teacher run: "
+                "dense = its level 0; best-fit = its level with the best val_acc (needs "
+                "validation_size >= 1); the teacher run is computed first if missing",
+        choices=DISTILL_RULES)
+    distill_alpha: float = _field(
+        0.8, "weight of the distillation term: alpha*T^2*KL(teacher || student) + "
+             "(1-alpha)*CE on the noisy labels", low=0.0, high=1.0)
+    distill_temperature: float = _field(
+        10.0, "softmax temperature T of distillation", above=0.0)
+    teacher: dict = _field(
+        {}, "the teacher run: the student's config without distillation, with these keys "
+            "over it (--set teacher.model=cnn1d --set teacher.width=64); best-fit picks "
+            "among its levels 0..levels, by default the student's levels, a range that is "
+            "part of the student's identity (set teacher.levels to extend a student)")
     # training
     epochs: int = _field(30, "epochs per level", low=1)
     batch_size: int = _field(128, "mini-batch size", low=1)
@@ -145,6 +169,9 @@ class ExperimentConfig:
         for f in dataclasses.fields(self):
             object.__setattr__(self, f.name, _coerce(f, getattr(self, f.name)))
         self.validate()
+        if self.teacher:  # its entries as the teacher's config reads them (80,120 -> [80, 120])
+            teacher = self.teacher_config
+            object.__setattr__(self, "teacher", {k: getattr(teacher, k) for k in self.teacher})
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad key and its allowed values."""
@@ -174,6 +201,8 @@ class ExperimentConfig:
             raise ConfigError("milestones: epochs must be >= 0")
         if (complaint := mode_of(self).validate(self)) is not None:
             raise ConfigError(complaint)
+        if self.teacher or self.distill_from != "none":
+            self._check_teacher()
         model, kind = model_spec(self.model), DATASETS[self.dataset].kind
         if model.reads == "image" and kind != "image":
             readers = [name for name, spec in MODELS.items() if spec.reads in ("any", kind)]
@@ -239,8 +268,11 @@ class ExperimentConfig:
         changes = parse_assignments(keys_read, flag="--set")
         for key, value in changes.items():
             if isinstance(value, dict):
-                raise ConfigError(f"{key}: --set takes config keys, not dotted ones; allowed: "
-                                  "the keys of `sddlib keys`")
+                if key not in _DICT_FIELDS:
+                    raise ConfigError(f"{key}: --set takes config keys, not dotted ones; "
+                                      f"allowed: the keys of `sddlib keys` and dotted "
+                                      f"{', '.join(k + '.KEY' for k in _DICT_FIELDS)}")
+                changes[key] = {**getattr(self, key), **value}  # one entry at a time
         return self.replace(**changes)
 
     def identity(self) -> dict[str, Any]:
@@ -272,6 +304,8 @@ class ExperimentConfig:
             model += f"-w{self.model_width}" + (f"d{self.depth}" if "depth" in fields else "")
         mode = self.retrain + (f"-redense{self.redense_level}"
                                if self.redense_level is not None else "")
+        if self.distill_from != "none":
+            mode += f"-distill-{self.distill_from}"
         return f"{data}-{model}-{noise}-{self.criterion}-{mode}-seed{self.seed}"
 
     def run_name(self) -> str:
@@ -319,12 +353,48 @@ class ExperimentConfig:
         """reinit borrows its masks from the lottery run with the same everything else."""
         return self.replace(retrain="lottery")
 
+    @property
+    def teacher_config(self) -> "ExperimentConfig":
+        """The run a distilling student learns from: its own config without distillation,
+        ``teacher``'s entries over it; its ``levels``: 0 for a dense teacher, the student's
+        for best-fit (unless ``teacher`` sets them)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)
+                    if f.name in ("distill_from", "distill_alpha", "distill_temperature")}
+        levels = self.levels if self.distill_from == "best-fit" else 0
+        return ExperimentConfig.from_dict({**self.to_dict(), **defaults, "teacher": {},
+                                           "levels": levels, **self.teacher})
+
+    def _check_teacher(self) -> None:
+        wrong = sorted(set(self.teacher) & _NOT_FOR_TEACHER)
+        if wrong:
+            raise ConfigError(f"teacher.{wrong[0]}: a teacher reads the student's inputs and "
+                              f"does not distil; allowed: any key but "
+                              f"{', '.join(sorted(_NOT_FOR_TEACHER))}")
+        try:
+            teacher = self.teacher_config
+        except ConfigError as error:
+            raise ConfigError(f"teacher.{error}") from None
+        if self.distill_from == "none":
+            return
+        if self.redense_level is not None:
+            raise ConfigError("redense_level: a distilling run has no re-dense branch; "
+                              "allowed: none")
+        if self.distill_from == "best-fit" and teacher.validation_size == 0:
+            raise ConfigError("validation_size: best-fit picks the teacher's level by its "
+                              "accuracy on a validation split; allowed: >= 1, e.g. --set "
+                              "validation_size=500")
+
 
 # Fields that accept none, with the type of their other values.
 _NULLABLE = {"train_size": int, "test_size": int, "image_size": int, "augment": bool,
              "finetune_lr": float,
              "prune_output": bool, "width": int, "redense_level": int,
              "threads": int}
+# Fields whose value is a dict (``--set teacher.model=mlp`` sets one entry).
+_DICT_FIELDS = ("teacher",)
+# What a teacher may not change: what its inputs are, and distillation itself.
+_NOT_FOR_TEACHER = {"dataset", "image_size", "distill_from", "distill_alpha",
+                    "distill_temperature", "teacher", "redense_level"}
 
 def parse_assignments(assignments: Iterable[str], flag: str = "-p") -> dict:
     """``key=value`` strings as a nested dict: the one override grammar of ``--set``
@@ -374,6 +444,11 @@ _ONLY_IF = {
     "noise_kind": lambda c: c.noise > 0,
     "image_size": lambda c: c.dataset == "tinyimagenet",
     "redense_level": lambda c: c.redense_level is not None,
+    "validation_size": lambda c: c.validation_size > 0,
+    "distill_from": lambda c: c.distill_from != "none",
+    "distill_alpha": lambda c: c.distill_from != "none",
+    "distill_temperature": lambda c: c.distill_from != "none",
+    "teacher": lambda c: c.distill_from != "none",
 }
 # Fields that belong to one model, criterion or mode (their registry entries list them).
 _OWNED = {"widths", "width", "depth", "gradient_batches", "rewind_iteration", "finetune_lr"}
@@ -408,12 +483,19 @@ def _resolved(config: "ExperimentConfig", name: str):
                 else config.prune_output)
     if name == "image_size" and config.image_size is None:
         return spec.input_shape[-1]
+    if name == "teacher":  # the teacher run itself, and for best-fit the levels it picks among
+        teacher = config.teacher_config
+        return {**teacher.identity(), **({"levels": teacher.levels}
+                                         if config.distill_from == "best-fit" else {})}
     return getattr(config, name)
 
 
 # The first identity (legacy_identity): fields added after its first release, with the
 # default that kept older identities ...
-_ADDED_LATER: dict[str, Any] = {"redense_level": None, "precision": "auto"}
+_ADDED_LATER: dict[str, Any] = {"redense_level": None, "precision": "auto",
+                                "validation_size": 0, "distill_from": "none",
+                                "distill_alpha": 0.8, "distill_temperature": 10.0,
+                                "teacher": {}}
 
 
 # ... and fields whose default changed, hashed as the runs stored before the change had them.
@@ -483,8 +565,8 @@ def _format(value) -> str:
 
 def _base_type(f):
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-    if isinstance(default, list):
-        return list
+    if isinstance(default, (list, dict)):
+        return type(default)
     return _NULLABLE.get(f.name) or type(default)
 
 
@@ -502,6 +584,14 @@ def _parse(f, raw: str):
             raise ValueError
         if kind is list:  # 300,100 or, as in YAML, [300, 100]
             return [int(v) for v in raw.replace(" ", "").strip("[]").split(",") if v]
+        if kind is dict:
+            try:
+                value = yaml.safe_load(raw)
+            except yaml.YAMLError:
+                raise ValueError from None
+            if not isinstance(value, dict):
+                raise ValueError
+            return value
         if kind is int:
             return int(raw)
         if kind is float:
@@ -509,7 +599,7 @@ def _parse(f, raw: str):
         return raw
     except ValueError:
         expected = {bool: "true or false", list: "comma-separated integers", int: "an integer",
-                    float: "a number"}[kind]
+                    float: "a number", dict: "key: value pairs"}[kind]
         allowed = _bounds_text(f.metadata)
         raise ConfigError(f"{f.name}: {raw!r} is not {expected}"
                           + (f"; allowed: {allowed}" if allowed else "")) from None
@@ -539,13 +629,15 @@ def _coerce(f, value):
         str: isinstance(value, str),
         list: isinstance(value, (list, tuple)) and all(
             isinstance(v, int) and not isinstance(v, bool) for v in value),
+        dict: isinstance(value, dict) and all(isinstance(k, str) for k in value),
     }[kind]
     if not ok:
         expected = {bool: "true or false", list: "a list of integers", int: "an integer",
-                    float: "a number", str: "a string"}[kind]
+                    float: "a number", str: "a string",
+                    dict: "key: value pairs, e.g. {model: mlp}"}[kind]
         raise ConfigError(f"{f.name}: {value!r} is not {expected}{allowed}")
     if kind is float:
         return float(value)
-    if kind is list:
-        return list(value)
+    if kind in (list, dict):
+        return kind(value)
     return value

@@ -13,6 +13,9 @@ that the noise can no longer be fitted. This module therefore does two things:
    distribution). ``load`` does both. ``save_noise`` records exactly which
    samples were corrupted so that a run can be audited or reproduced.
 
+``split_validation`` then holds part of the noisy training set out, for choosing a
+level without looking at the test set (a distilling run's best-fit teacher).
+
 Datasets (``DATASETS``):
 
 - ``mnist1d`` (default): Greydanus' MNIST-1D, generated procedurally by the
@@ -633,6 +636,80 @@ def _atomic_savez(path: Path, **arrays) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+# ---------------------------------------------------------------------------
+# the validation split
+
+
+@dataclass
+class Validation:
+    """Training samples held out of training, to choose a level without the test set."""
+
+    indices: torch.Tensor  # positions in the training set (after subsetting), sorted
+    x: torch.Tensor
+    y: torch.Tensor  # the labels as given: noisy where the noise hit
+    y_clean: torch.Tensor
+    stratified: bool
+
+
+VALIDATION_STREAM = 0x76616C  # keeps the split's random stream apart from the noise's
+
+
+def split_validation(bundle: DataBundle, size: int, seed: int,
+                     indices: Optional[torch.Tensor] = None) -> tuple[DataBundle, Validation]:
+    """Hold ``size`` training samples out of ``bundle``: the bundle trained on, and them.
+
+    The split is drawn after the label noise, from the labels as given (noisy where the
+    noise hit): a researcher without clean labels holds out part of the labels they have,
+    and the noise draw stays the one a run without a split gets. With random or symmetric
+    noise the expected accuracy on noisy labels is an increasing affine function of the
+    accuracy on clean ones, so ranking levels by it ranks them by clean accuracy too.
+    Stratified on those labels (scikit-learn's ``train_test_split``) where every class has
+    two samples and the split has room for each class on both sides, plain random
+    otherwise; seeded by ``seed`` alone, so it is fixed per dataset, size and seed.
+    ``indices``: a split stored before (``validation.npz``), used instead of drawing.
+    """
+    n = bundle.num_train
+    if not 0 < size < n:
+        raise ValueError(f"validation_size: {size} of {n} training samples; allowed: 1 to "
+                         f"{n - 1}")
+    labels = bundle.y_train.numpy()
+    present = np.bincount(labels)
+    present = present[present > 0]
+    stratified = (size >= len(present) and n - size >= len(present)
+                  and int(present.min()) >= 2)
+    if indices is None:
+        from sklearn.model_selection import train_test_split
+
+        state = int(np.random.SeedSequence((seed, VALIDATION_STREAM)).generate_state(1)[0])
+        _, held = train_test_split(np.arange(n), test_size=size, random_state=state,
+                                   stratify=labels if stratified else None)
+        indices = torch.from_numpy(np.sort(held).astype(np.int64))
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[indices] = False
+    position = torch.full((n,), -1, dtype=torch.int64)
+    position[keep] = torch.arange(int(keep.sum()))
+    noise = position[bundle.noise_indices]
+    train = replace(bundle, x_train=bundle.x_train[keep], y_train=bundle.y_train[keep],
+                    y_train_clean=bundle.y_train_clean[keep], noise_indices=noise[noise >= 0])
+    held_out = Validation(indices, bundle.x_train[indices], bundle.y_train[indices],
+                          bundle.y_train_clean[indices], stratified)
+    return train, held_out
+
+
+def save_validation(validation: Validation, num_train: int, path: str | os.PathLike) -> None:
+    """Write which training samples were held out, their labels as given and true (npz)."""
+    _atomic_savez(Path(path), num_train=np.asarray(num_train, dtype=np.int64),
+                  indices=validation.indices.numpy(), labels=validation.y.numpy(),
+                  clean_labels=validation.y_clean.numpy(),
+                  stratified=np.asarray(validation.stratified))
+
+
+def load_validation_indices(path: str | os.PathLike) -> torch.Tensor:
+    """The held-out positions a file written by ``save_validation`` holds."""
+    with np.load(path) as arrays:
+        return torch.from_numpy(arrays["indices"])
 
 
 # ---------------------------------------------------------------------------

@@ -10,7 +10,13 @@ from the masks, accuracy on the noisy training labels, on the clean training lab
 on the corrupted subset (memorisation: agreement with the *noisy* label where it differs
 from the true one), test accuracy and loss, the learning distance (how far the level's
 training moved its trainable weights from where the mode started them: see
-:mod:`sddlib.distance`) and the seconds spent.
+:mod:`sddlib.distance`), the activation entropy of its ReLUs on the training inputs
+(:mod:`sddlib.entropy`; per layer in the level's ``entropy.json``) and the seconds spent.
+A run with a validation split (``validation_size``, :func:`data.split_validation`) trains
+on the rest of the training set, stores the split in ``validation.npz`` and adds
+``val_acc`` and ``val_loss`` (on the labels as given, noisy where the noise hit). A
+distilling run (``distill_from``, :mod:`sddlib.distill`) trains every level with the loss
+of its teacher run's chosen level and records which in ``meta.json`` (``teacher``).
 
 A run knows its data: the dataset is loaded (and every size checked) before the store is
 touched, its fingerprint (:func:`data.fingerprint`) and source go into ``meta.json``, and a
@@ -21,6 +27,7 @@ stored run is reused or resumed only on data with the same fingerprint
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -29,11 +36,12 @@ import torch
 from tqdm import tqdm
 
 from . import data as data_module
-from . import distance, fast, parallel, prune, train
+from . import distance, entropy, fast, parallel, prune, train
 from .checkpoints import cpu_state, fresh_state, mean, new_model, upgrade_learning_distance
 from .config import ConfigError, ExperimentConfig
-from .files import atomic_save_torch, atomic_write_text, load_torch
-from .retrain import mode_of
+from .distill import Distiller, teacher_level
+from .files import DamagedFileError, atomic_save_torch, atomic_write_text, load_torch
+from .retrain import mode_of, runs_needed
 from .store import Run, RunStore
 
 
@@ -43,19 +51,21 @@ def run_experiment(config: ExperimentConfig, store: RunStore, *, progress: bool 
     """Run or resume ``config`` in ``store`` and return the finished run.
 
     A finished run is returned as it is; a partial one continues from its last finished
-    level and its newest mid-level checkpoint. The runs its mode needs first (a reinit
-    run's lottery run, a re-dense branch's parent) are computed first if missing.
+    level and its newest mid-level checkpoint. The runs it needs (a reinit run's lottery
+    run, a re-dense branch's parent, a distilling run's teacher) are computed first if
+    missing.
     """
     mode = mode_of(config)
     options = dict(progress=progress, checkpoint_seconds=checkpoint_seconds,
                    data_dir=data_dir, download=download)
-    needs = mode.needs(config)
+    needs = runs_needed(config)
     config = config.replace(levels=mode.levels(config))
     bundle = load_data(config, data_dir, download)  # bad sizes fail here, store untouched
     found = store.find(config)
     if found is not None:
         check_data(found, bundle)
         upgrade_learning_distance(found, data_dir)
+        entropy.upgrade_activation_entropy(found, data_dir, progress)
         if found.is_finished():
             return found
     for needed in needs:
@@ -72,12 +82,30 @@ def run_experiment(config: ExperimentConfig, store: RunStore, *, progress: bool 
 
 def load_data(config: ExperimentConfig, data_dir: Path | str = "data/datasets",
               download: bool = False) -> data_module.DataBundle:
-    """The data ``config`` trains on, its label noise applied; a bad size or a missing
-    dataset raises here, before any run folder exists."""
-    return data_module.load(
+    """The data ``config`` trains on, its label noise applied, before its validation split
+    is held out (:func:`training_split`); a bad size or a missing dataset raises here,
+    before any run folder exists."""
+    bundle = data_module.load(
         config.dataset, Path(data_dir), noise=config.noise, noise_kind=config.noise_kind,
         seed=config.seed, train_size=config.train_size, test_size=config.test_size,
         download=download, image_size=config.image_size)
+    if config.validation_size >= bundle.num_train:
+        raise ConfigError(f"validation_size: {config.validation_size} of {bundle.num_train} "
+                          f"training samples leaves none to train on; allowed: 0 to "
+                          f"{bundle.num_train - 1}")
+    return bundle
+
+
+def training_split(config: ExperimentConfig, bundle: data_module.DataBundle, run: Run) \
+        -> tuple[data_module.DataBundle, Optional[data_module.Validation]]:
+    """The part of ``bundle`` (from :func:`load_data`) that ``config``'s run trains on, and
+    its validation split (None without one): the split stored in the run's
+    ``validation.npz`` if it has one, else drawn (:func:`data.split_validation`)."""
+    if config.validation_size == 0:
+        return bundle, None
+    path = run.file("validation.npz")
+    stored = data_module.load_validation_indices(path) if path.exists() else None
+    return data_module.split_validation(bundle, config.validation_size, config.seed, stored)
 
 
 class DataMismatchError(ConfigError):
@@ -117,9 +145,11 @@ def check_data(run: Run, bundle: data_module.DataBundle) -> None:
 
 def run_meta(speed, bundle: data_module.DataBundle) -> dict:
     """What ``meta.json`` records beside the environment: speed settings, the data, and
-    which learning-distance definition ``levels.csv`` holds."""
+    which learning-distance and activation-entropy definitions ``levels.csv`` holds."""
     return {**speed.meta(), "data": data_module.describe(bundle),
-            "learning_distance_version": distance.VERSION}
+            "learning_distance_version": distance.VERSION,
+            "activation_entropy_version": entropy.VERSION,
+            "activation_entropy_samples": entropy.SAMPLES}
 
 
 def clean_data(config: ExperimentConfig, data_dir) -> data_module.DataBundle:
@@ -156,11 +186,15 @@ class Experiment:
             bar.set_postfix(sparsity=f"{row['sparsity']:.3f}", test=f"{row['test_acc']:.3f}")
 
     def setup(self) -> None:
-        """Load the data and the original init: what every level needs."""
-        bundle = self._data()
+        """Load the data, the validation split, the original init and the teacher: what
+        every level needs."""
+        bundle, validation = self._hold_out(self._data())
         self.inputs = train.Inputs.from_bundle(bundle, self.device)
+        self.validation = None if validation is None else \
+            (validation.x.to(self.device), validation.y.to(self.device))
         self.input_shape, self.num_classes = bundle.input_shape, bundle.num_classes
         self.init_state = self._initial_state()
+        self.distiller = self._distiller()
 
     def _level(self, level: int) -> dict:
         started = time.time()
@@ -178,7 +212,8 @@ class Experiment:
         callbacks.append(show)
         recipe = self.recipe(level)
         train.train_level(model, self.inputs, recipe, seed=self.config.seed, level=level,
-                          callbacks=tuple(callbacks), resume=resume, speed=self.speed)
+                          callbacks=tuple(callbacks), resume=resume, speed=self.speed,
+                          distill=self.distiller)
         epochs.close()
         spent = time.time() - started + (resume or {}).get("seconds", 0.0)
         return self.finish_level(level, model, spent)
@@ -204,7 +239,7 @@ class Experiment:
         if (leak := prune.check_masks_hold(model)) is not None:
             raise RuntimeError(f"pruned weights of {leak} moved away from zero")
         atomic_save_torch(self.run.level_dir(level) / "final.pt", cpu_state(model))
-        row = self._measure(level, model, spent)
+        row = {**self._measure(level, model, spent), **self._measure_validation(model)}
         self.run.append_level(row)
         self.run.file("progress.pt").unlink(missing_ok=True)
         return row
@@ -216,6 +251,74 @@ class Experiment:
         if not noise_path.exists():
             data_module.save_noise(bundle, noise_path)
         return bundle
+
+    def _hold_out(self, bundle):
+        """The training part of ``bundle`` and the validation split, stored with the run
+        (``validation.npz``, and what it is in ``meta.json``) the first time."""
+        train_part, validation = training_split(self.config, bundle, self.run)
+        path = self.run.file("validation.npz")
+        if validation is not None and not path.exists():
+            data_module.save_validation(validation, bundle.num_train, path)
+            self._note_meta(validation={
+                "size": len(validation.indices), "file": "validation.npz",
+                "labels": "as trained on (noisy where the noise hit)",
+                "stratified": validation.stratified, "drawn": "after the label noise"})
+        return train_part, validation
+
+    def _distiller(self) -> Optional[Distiller]:
+        """The loss of a distilling run: its teacher run's level that ``distill_from``
+        picks (:mod:`sddlib.distill`), frozen; ``meta.json`` records which."""
+        config = self.config
+        if config.distill_from == "none":
+            return None
+        wanted = config.teacher_config
+        found = self.store.find(wanted)
+        if found is None or not found.is_finished():
+            raise RuntimeError(f"teacher: run {wanted.run_name()} is not finished; "
+                               "run_experiment and run_many compute it first")
+        table = found.levels()
+        level = teacher_level(table, config.distill_from, wanted.levels)
+        row = table[table.level == level].iloc[0]
+        teacher = new_model(wanted, self.input_shape, self.num_classes)
+        teacher.load_state_dict(load_torch(found.level_dir(level) / "final.pt"))
+        teacher = fast.prepare_model(teacher.to(self.device), self.speed, self.inputs.is_image)
+        distiller = Distiller(teacher, config.distill_alpha, config.distill_temperature,
+                              self.speed, self._teacher_input(wanted, found))
+        if not config.use_augment:  # a sample's teacher logits never change: compute once
+            distiller.precompute(self.inputs)
+        chosen = {"run": found.name, "level": level, "rule": config.distill_from,
+                  "sparsity": float(row.sparsity), "test_acc": float(row.test_acc)}
+        if "val_acc" in row:
+            chosen["val_acc"] = float(row.val_acc)
+        recorded = self.run.meta().get("teacher")
+        if recorded is not None and (recorded["run"], recorded["level"]) != (found.name, level):
+            raise RuntimeError(f"teacher: run {self.run.name} was trained by {recorded['run']} "
+                               f"level {recorded['level']}, which now picks {found.name} level "
+                               f"{level}; use another --runs-dir")
+        self._note_meta(teacher=chosen)
+        return distiller
+
+    def _teacher_input(self, teacher_config: ExperimentConfig, teacher_run: Run):
+        """How the student's prepared inputs become the teacher's, when they differ: a
+        signal set is standardised with its training part's statistics, so a teacher
+        trained on another part saw other numbers (image sets use the dataset's own)."""
+        if self.inputs.is_image:
+            return None
+        bundle = load_data(teacher_config, self.data_dir, self.download)
+        theirs = train.Inputs.from_bundle(training_split(teacher_config, bundle,
+                                                         teacher_run)[0], torch.device("cpu"))
+        ours = self.inputs
+        mean, std = theirs.mean.to(self.device), theirs.std.to(self.device)
+        if torch.equal(mean, ours.mean) and torch.equal(std, ours.std):
+            return None
+        scale, shift = ours.std / std, (ours.mean - mean) / std
+        return lambda x: x * scale + shift
+
+    def _note_meta(self, **entries) -> None:
+        meta = self.run.meta()
+        if any(meta.get(key) != value for key, value in entries.items()):
+            atomic_write_text(self.run.file("meta.json"), json.dumps({**meta, **entries},
+                                                                     indent=2))
 
     def _new_model(self) -> torch.nn.Module:
         return new_model(self.config, self.input_shape, self.num_classes).to(self.device)
@@ -313,16 +416,31 @@ class Experiment:
         return save
 
     def _resume_state(self, level: int) -> Optional[dict]:
+        """The level's mid-level checkpoint, if there is one; a damaged one is discarded
+        with a one-line warning (it holds nothing committed: the level restarts)."""
         path = self.run.file("progress.pt")
         if not path.exists():
             return None
-        payload = load_torch(path)
+        try:
+            payload = load_torch(path)
+        except DamagedFileError as error:
+            print(f"sddlib: discarding a damaged mid-level checkpoint, {error}; level {level} "
+                  "restarts", file=sys.stderr)
+            path.unlink()
+            return None
         if payload.get("level") != level:
             path.unlink()
             return None
         return payload
 
     # ------------------------------------------------------------------ measurements
+    def _measure_validation(self, model) -> dict:
+        """``val_acc`` and ``val_loss`` on the validation split; nothing without one."""
+        if self.validation is None:
+            return {}
+        correct, loss = train.evaluate(model, self.inputs, *self.validation, speed=self.speed)
+        return {"val_acc": mean(correct), "val_loss": loss}
+
     def _measure(self, level: int, model, seconds: float) -> dict:
         inputs = self.inputs
         speed = self.speed
@@ -348,5 +466,13 @@ class Experiment:
             "learning_distance": distance.learning_distance(
                 self.start_state(level), cpu_state(model),
                 {name: mask.cpu() for name, mask in masks.items()}),
+            "activation_entropy": self._activation_entropy(level, model),
             "seconds": seconds,
         }
+
+    def _activation_entropy(self, level: int, model) -> float:
+        """The network's activation entropy (:mod:`sddlib.entropy`); its layers' values
+        go to the level's ``entropy.json``."""
+        result = entropy.activation_entropy(model, self.inputs, entropy.SAMPLES)
+        entropy.save(result, self.run.level_dir(level))
+        return result.network

@@ -24,6 +24,7 @@ the runs that are new.
 from __future__ import annotations
 
 import ast
+import contextlib
 import copy
 import hashlib
 import inspect
@@ -41,6 +42,7 @@ import pandas as pd
 import yaml
 
 from . import theory
+from .cache import cached
 from .config import RETRAIN_MODES, ConfigError, ExperimentConfig
 from .data import DATASETS
 from .files import atomic_write_text
@@ -50,7 +52,7 @@ from .parallel import parse_workers
 from .project import ProjectSettings, load_settings
 from .prune import CRITERIA
 from .store import RunStore
-from .sweep import run_many
+from .sweep import Planned, planning, run_many
 
 NOTEBOOK_DIR = "notebooks"
 BOOK_DIR = "book"
@@ -131,7 +133,7 @@ def parameters_cell_defaults(source: Path) -> dict:
 def make_figures(profile: str = "quick", only: Optional[list[str]] = None,
                  overrides: Optional[dict] = None, settings: Optional[ProjectSettings] = None,
                  book_dir: Optional[Path] = None, runs_dir: Optional[Path] = None,
-                 log=print, force: bool = False) -> list[Path]:
+                 log=print, force: bool = False, schedule_runs: bool = True) -> list[Path]:
     """Execute the notebooks of ``profile`` into the book folder; returns their paths.
 
     ``runs_dir`` replaces the run store of ``_config.yml`` for these notebooks (it reaches
@@ -139,18 +141,12 @@ def make_figures(profile: str = "quick", only: Optional[list[str]] = None,
     with the same parameters, by the same sddlib code and from the same input files
     (:func:`page_key`) is kept as it is, unless ``force``: its runs are stored, so
     executing it again would draw the same page. The landing page, which collects the
-    other pages' claims, runs last, whenever another page changed.
+    other pages' claims, runs last, whenever another page changed. With
+    ``schedule_runs`` the runs of every page to execute are computed first, in one
+    schedule (:func:`plan_runs`, :func:`schedule`); the pages then only read them.
     """
     settings = settings or load_settings()
-    if settings.config_path is None:
-        raise FileNotFoundError("figures: no _config.yml with an sddlib section here or above")
-    names = notebook_names(settings)
-    if only:
-        unknown = [n for n in only if n not in names]
-        if unknown:
-            raise ValueError(f"only: unknown notebook {unknown[0]!r}; allowed: "
-                             f"{', '.join(names)}")
-        names = [n for n in names if n in only]
+    names = _chosen(settings, only)
     book_dir = Path(book_dir or settings.root / BOOK_DIR)
     # every notebook's parameters are checked before the first one runs, so bad input
     # fails in a second with one line, not in a kernel minutes later
@@ -162,11 +158,24 @@ def make_figures(profile: str = "quick", only: Optional[list[str]] = None,
     _stack_setting(), _workers_setting()  # the environment the kernels will read
     written = []
     order = [n for n in plans if n != LANDING] + [n for n in plans if n == LANDING]
+    keys = {name: page_key(settings, name, plans[name], book_dir) for name in order}
+    todo = [name for name in order
+            if force or executed_key(book_dir / f"{name}.ipynb") != keys[name]]
+    if schedule_runs and todo:  # the runs of every page to execute, in one schedule
+        with _runs_dir_set(runs_dir):
+            planned = plan_runs(settings, {name: plans[name] for name in todo})
+            started = time.time()
+            count = schedule([c for found in planned.values() for c in found], store(),
+                             load_settings().data_dir, _workers_setting(),
+                             progress=os.environ.get("SDDLIB_PROGRESS", "1") != "0")
+        if count:
+            log(f"[figures] {count} runs computed in one schedule in "
+                f"{time.time() - started:.0f} s")
     for name in order:
         parameters = plans[name]
         output = book_dir / f"{name}.ipynb"
-        key = page_key(settings, name, parameters, book_dir)
-        if not force and executed_key(output) == key:
+        key = keys[name] if name != LANDING else page_key(settings, name, parameters, book_dir)
+        if name not in todo and not (name == LANDING and executed_key(output) != key):
             log(f"[figures] {name} ({profile}) is up to date")
             written.append(output)
             continue
@@ -177,6 +186,116 @@ def make_figures(profile: str = "quick", only: Optional[list[str]] = None,
                                         runs_dir=runs_dir, key=key))
         log(f"[figures] {name} done in {time.time() - started:.0f} s")
     return written
+
+
+# ---------------------------------------------------------------------------- one schedule
+def plan_runs(settings: ProjectSettings, plans: dict[str, dict]) -> dict[str, list[ExperimentConfig]]:
+    """The runs each notebook of ``plans`` (name -> its checked parameters) will ask for,
+    found without executing its figures.
+
+    Each notebook's code cells run here, in this process, with its parameters, inside
+    :func:`sweep.planning`: the first call that would compute runs (``figures.gather``,
+    ``network_check``: everything goes through :func:`sweep.run_many`) records them and
+    stops the notebook there. The pages compute their runs before any figure or analysis
+    (the theory page its network check first), so nothing heavy runs here. Runs a page
+    asks for only after reading others (the re-dense branches of the levels a curve
+    picks) are not in the plan: the page computes them itself. Raises
+    :class:`RuntimeError` naming the notebook if its code fails before that point.
+    """
+    import contextlib
+    import io
+
+    import jupytext  # the book extra, as above
+
+    planned = {}
+    for name, parameters in plans.items():
+        notebook = jupytext.read(settings.root / NOTEBOOK_DIR / f"{name}.py")
+        namespace: dict = {"__name__": f"sddlib_plan_{name.replace('-', '_')}"}
+        found: list = []
+        with planning() as found, contextlib.redirect_stdout(io.StringIO()):
+            try:
+                for cell in notebook.cells:
+                    if cell.cell_type != "code":
+                        continue
+                    exec(compile(cell.source, f"notebooks/{name}.py", "exec"), namespace)
+                    if "parameters" in cell.metadata.get("tags", []):
+                        namespace.update(parameters)
+            except Planned:
+                pass
+            except Exception as error:  # a notebook's own code: name it and what failed
+                raise RuntimeError(f"notebook {name}: planning its runs failed: "
+                                   f"{type(error).__name__}: {error}") from error
+        planned[name] = list(found)
+    return planned
+
+
+def schedule(configs: Iterable[ExperimentConfig], store_: RunStore, data_dir: Path,
+             workers="auto", progress: bool = True) -> int:
+    """Compute every run of ``configs`` not yet finished, in one schedule (each run once,
+    at the most levels asked for; dependencies first, biggest first: :mod:`sddlib.grid`).
+    Returns how many runs were computed."""
+    wanted: dict[str, ExperimentConfig] = {}
+    for config in configs:
+        known = wanted.get(config.run_name())
+        if known is None or config.levels > known.levels:
+            wanted[config.run_name()] = config
+    missing = [c for c in wanted.values()
+               if (found := store_.find(c)) is None or not found.is_finished()]
+    if missing:
+        run_many(missing, store_, progress=progress, stack=_stack_setting(), workers=workers,
+                 data_dir=data_dir)
+    return len(missing)
+
+
+def compute_figures(profile: str = "quick", only: Optional[list[str]] = None,
+                    overrides: Optional[dict] = None,
+                    settings: Optional[ProjectSettings] = None,
+                    runs_dir: Optional[Path] = None, log=print) -> int:
+    """``sddlib figures --compute-only``: every run the pages of ``profile`` need, in one
+    schedule, executing no page. Returns how many runs were computed."""
+    settings = settings or load_settings()
+    names = _chosen(settings, only)
+    plans = checked_parameters(settings, profile, names, overrides)
+    with _runs_dir_set(runs_dir):
+        planned = plan_runs(settings, plans)
+        configs = [config for found in planned.values() for config in found]
+        log(f"[figures] {len(configs)} runs asked for by {sum(map(bool, planned.values()))} "
+            f"pages ({profile})")
+        started = time.time()
+        count = schedule(configs, store(), load_settings().data_dir, _workers_setting(),
+                         progress=os.environ.get("SDDLIB_PROGRESS", "1") != "0")
+        log(f"[figures] {count} runs computed in {time.time() - started:.0f} s")
+    return count
+
+
+@contextlib.contextmanager
+def _runs_dir_set(runs_dir: Optional[Path]):
+    """``SDDLIB_RUNS_DIR`` set to ``runs_dir`` within the block (for this process's reads)."""
+    if runs_dir is None:
+        yield
+        return
+    previous = os.environ.get("SDDLIB_RUNS_DIR")
+    os.environ["SDDLIB_RUNS_DIR"] = str(Path(runs_dir).resolve())
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("SDDLIB_RUNS_DIR", None)
+        else:
+            os.environ["SDDLIB_RUNS_DIR"] = previous
+
+
+def _chosen(settings: ProjectSettings, only: Optional[list[str]]) -> list[str]:
+    if settings.config_path is None:
+        raise FileNotFoundError("figures: no _config.yml with an sddlib section here or above")
+    names = notebook_names(settings)
+    if only:
+        unknown = [n for n in only if n not in names]
+        if unknown:
+            raise ValueError(f"only: unknown notebook {unknown[0]!r}; allowed: "
+                             f"{', '.join(names)}")
+        names = [n for n in names if n in only]
+    return names
 
 
 # The book's landing page: it collects the claims of the pages executed before it.
@@ -291,7 +410,15 @@ VARIANTS = {
     "modes": lambda names: {m: {"retrain": m} for m in names},
     "noises": lambda noises: noises,
     "datasets": lambda sets: {n: {"dataset": n, **(changes or {})} for n, changes in sets.items()},
+    # label -> changes, each with its own "seeds" if it has one (not a config key)
+    "antidotes": lambda entries: {label: {k: v for k, v in changes.items() if k != "seeds"}
+                                  for label, changes in entries.items()},
+    "width_sweep": lambda entries: entries,
+    "depth_sweep": lambda entries: entries,
 }
+# The base experiment each variant parameter changes (check_parameters builds every one).
+BASES = {"experiment": ["criteria", "modes", "noises", "datasets", "antidotes"],
+         "width_experiment": ["width_sweep"], "depth_experiment": ["depth_sweep"]}
 # theory parameters: (function they go to, its arguments the notebook sets itself, the
 # keys the notebook reads)
 _THEORY = {"linear": ("simulate_linear", {"seed", "problem"}, ("n", "s")),
@@ -318,20 +445,23 @@ def check_parameters(parameters: dict, declared: dict) -> None:
             _SPECIAL[key](key, value)
         elif default is not None and not _same_kind(value, default):
             raise ValueError(f"{key}: {value!r} is not {_kind_text(default)}")
-    if "experiment" not in parameters:
-        return
     seeds = parameters.get("seeds") or [parameters.get("seed", 0)]
-    variants, owner = {"": {}}, ""
-    for key, make in VARIANTS.items():
-        if key in parameters:
-            variants = {label: changes for label, changes in make(parameters[key]).items()}
-            owner = key
-            break
     levels = None
-    for label, changes in variants.items():
-        config = _config_or_error(parameters["experiment"], {**changes, "seed": seeds[0]},
-                                  "experiment", changes, f"{owner}.{label}" if label else "")
-        levels = config.levels
+    for base, variant_keys in BASES.items():
+        if base not in parameters:
+            continue
+        variants, owner = {"": {}}, ""
+        for key in variant_keys:
+            if key in parameters:
+                variants = {label: changes for label, changes in
+                            VARIANTS[key](parameters[key]).items()}
+                owner = key
+                break
+        for label, changes in variants.items():
+            config = _config_or_error(parameters[base], {**changes, "seed": seeds[0]},
+                                      base, changes, f"{owner}.{label}" if label else "")
+            if base == "experiment":
+                levels = config.levels
     shown = parameters.get("levels_shown")
     if isinstance(shown, list) and levels is not None and any(l > levels for l in shown):
         raise ValueError(f"levels_shown: {shown!r} goes past the experiment's levels; allowed: "
@@ -396,6 +526,21 @@ def _dict_of_dicts(key, value, names=None) -> None:
         if not isinstance(changes, dict):
             raise ValueError(f"{key}.{label}: {changes!r} is not allowed; allowed: experiment "
                              f"keys as key: value pairs, e.g. {{}} or {{noise: 0.4}}")
+
+
+def _rates(key, value) -> None:
+    if not isinstance(value, list) or not value or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1
+            for v in value):
+        raise ValueError(f"{key}: {value!r} is not allowed; allowed: a list of rates in "
+                         f"[0, 1), e.g. [0.1, 0.2, 0.5]")
+
+
+def _antidotes(key, value) -> None:
+    _dict_of_dicts(key, value)
+    for label, changes in value.items():
+        if "seeds" in changes:
+            _integers(f"{key}.{label}.seeds", changes["seeds"], 0, text="seeds")
 
 
 def _experiment(key, value) -> None:
@@ -490,6 +635,13 @@ _SPECIAL = {
     "criteria": _choices(CRITERIA),
     "modes": _choices(RETRAIN_MODES),
     "noises": _dict_of_dicts,
+    "antidotes": _antidotes,
+    "distill_from": _one_of("dense", "best-fit"),
+    "noise_rates": lambda key, value: _rates(key, value),
+    "width_sweep": _dict_of_dicts,
+    "depth_sweep": _dict_of_dicts,
+    "width_experiment": _experiment,
+    "depth_experiment": _experiment,
     "datasets": lambda key, value: _dict_of_dicts(key, value, DATASETS),
     "alphas": _alphas,
     "levels_shown": _levels_shown,
@@ -629,9 +781,15 @@ def page_parameters(name: str, profile: str) -> dict:
     """The parameters page ``name`` was executed with, when its executed copy in
     :func:`book_folder` was computed on ``profile``; else the profile's own."""
     path = book_folder() / f"{name}.ipynb"
+    settings = load_settings()
     if executed_profile(path) == profile:
-        return json.loads(path.read_text())["metadata"]["sddlib"]["parameters"]
-    return notebook_parameters(load_settings(), profile, name)
+        metadata = json.loads(path.read_text())["metadata"]
+        if "sddlib" in metadata:
+            return metadata["sddlib"]["parameters"]
+        given = (metadata.get("papermill") or {}).get("parameters") or {}  # papermill's own
+        return notebook_parameters(settings, profile, name,
+                                   {k: v for k, v in given.items() if k != "profile"})
+    return notebook_parameters(settings, profile, name)
 
 
 def _injected_names(namespace: dict) -> set[str]:
@@ -711,6 +869,45 @@ def _stack_setting():
 
 def _workers_setting():
     return parse_workers(os.environ.get("SDDLIB_WORKERS", "auto"), "SDDLIB_WORKERS")
+
+
+def computed(function, **arguments):
+    """``function(**arguments)`` for a result that comes from no run (the theory page's
+    simulations): kept in the run store's ``.analysis`` folder, keyed by the arguments and
+    the source of the function's module, and reused (:mod:`sddlib.cache`)."""
+    module = inspect.getmodule(function)
+    return cached(load_settings().runs_dir / ".analysis", f"{module.__name__}.{function.__name__}",
+                  arguments, lambda: function(**arguments), code=(module,))
+
+
+def book_curves(profile: str, exclude: Iterable[str] = (LANDING,)) -> pd.DataFrame:
+    """The tidy levels of every finished run the book's pages draw on ``profile`` (each
+    page with the parameters it was executed with, :func:`page_parameters`; the runs
+    found by :func:`plan_runs`), for analyses across the whole book. Runs not finished
+    are left out."""
+    settings = load_settings()
+    plans = {name: page_parameters(name, profile) for name in notebook_names(settings)
+             if name not in exclude}
+    wanted: dict[str, ExperimentConfig] = {}
+    for found in plan_runs(settings, plans).values():
+        for config in found:
+            known = wanted.get(config.run_name())
+            if known is None or config.levels > known.levels:
+                wanted[config.run_name()] = config
+    return run_many(list(wanted.values()), store(), compute_missing=False, progress=False,
+                    data_dir=settings.data_dir)
+
+
+def curve_name(row) -> str:
+    """A run's curve in words: dataset, model, noise, criterion, retraining, seed."""
+    noise = f"{row.noise:.0%} {row.noise_kind} labels" if row.noise else "clean labels"
+    extras = ""
+    if getattr(row, "weight_decay", 0):
+        extras += f", L2 {row.weight_decay:g}"
+    if getattr(row, "distill_from", "none") not in ("none", None):
+        extras += f", distilled ({row.distill_from} teacher)"
+    return (f"{row.dataset} {row.model}, {noise}, {row.criterion}, {row.retrain}{extras}, "
+            f"seed {row.seed}")
 
 
 def lottery_run(experiment: dict, seed: int, compute_missing: bool = True):

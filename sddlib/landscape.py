@@ -33,12 +33,20 @@ from hessian_eigenthings import supervised_loss
 from torch import nn
 from torch.nn import functional as F
 
-from . import prune, train
+from . import checkpoints, models, prune, train
+from .cache import cached
 from .checkpoints import load_level
 from .experiment import run_experiment
 from .files import load_torch
 
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
+
+
+def _code():
+    """The modules whose source the per-run results below depend on (their cache key)."""
+    import sys
+
+    return (sys.modules[__name__], checkpoints, models, prune, train)
 
 # Central-difference step of the finite-difference Hessian-vector product (see
 # restricted_hessian): small enough to step over few ReLU kinks, large enough for float32.
@@ -221,12 +229,21 @@ def hutchpp_trace(model: nn.Module, batches: Batches, queries: int = 99, seed: i
 
 # ---------------------------------------------------------------------------- per run
 def direction_curves(run, levels: Iterable[int], alphas: Sequence[float], seed: int = 0,
-                     data_dir="data/datasets") -> pd.DataFrame:
+                     data_dir="data/datasets", cache: bool = True) -> pd.DataFrame:
     """Loss and accuracy along a filter-normalised direction around each of ``levels``.
 
     Measured on the training set with its noisy labels (``split = "train"``) and on the
-    test set (``"test"``). Columns: level, sparsity, split, alpha, loss, accuracy.
+    test set (``"test"``). Columns: level, sparsity, split, alpha, loss, accuracy. Kept in
+    the run's folder and reused (:mod:`sddlib.cache`; ``cache=False`` computes afresh).
     """
+    levels, alphas = [int(level) for level in levels], [float(a) for a in alphas]
+    return cached(run.path, "direction_curves", {"levels": levels, "alphas": alphas,
+                                                 "seed": seed},
+                  lambda: _direction_curves(run, levels, alphas, seed, data_dir), _code(),
+                  enabled=cache)
+
+
+def _direction_curves(run, levels, alphas, seed, data_dir) -> pd.DataFrame:
     frames = []
     for level, model, inputs in _level_models(run, levels, data_dir):
         direction = filter_normalised_direction(model, seed)
@@ -238,15 +255,27 @@ def direction_curves(run, levels: Iterable[int], alphas: Sequence[float], seed: 
 
 def sharpness_by_level(run, levels: Iterable[int] | None = None, hessian_batches: int = 4,
                        k: int = 3, trace_queries: int = 30, seed: int = 0,
-                       method: str = "autograd", data_dir="data/datasets") -> pd.DataFrame:
+                       method: str = "autograd", data_dir="data/datasets",
+                       cache: bool = True) -> pd.DataFrame:
     """Top Hessian eigenvalue and Hutch++ trace of each level's solution (default: all).
 
     The Hessian is that of the training loss (noisy labels) over ``hessian_batches``
     seeded mini-batches of the run's batch size; ``method`` as in
     :func:`restricted_hessian`. Columns: level, sparsity, weights (the
     restricted Hessian's size), top_eigenvalue, eigenvalues (all ``k``, descending), trace.
+    Kept in the run's folder and reused (:mod:`sddlib.cache`; ``cache=False`` computes
+    afresh).
     """
-    levels = list(run.levels().level) if levels is None else levels
+    levels = [int(level) for level in (run.levels().level if levels is None else levels)]
+    arguments = {"levels": levels, "hessian_batches": hessian_batches, "k": k,
+                 "trace_queries": trace_queries, "seed": seed, "method": method}
+    return cached(run.path, "sharpness", arguments,
+                  lambda: _sharpness_by_level(run, data_dir=data_dir, **arguments),
+                  _code(), enabled=cache)
+
+
+def _sharpness_by_level(run, levels, hessian_batches, k, trace_queries, seed, method,
+                        data_dir) -> pd.DataFrame:
     rows = []
     for level, model, inputs in _level_models(run, levels, data_dir):
         batches = training_batches(inputs, run.config.batch_size, hessian_batches, seed)
@@ -259,12 +288,21 @@ def sharpness_by_level(run, levels: Iterable[int] | None = None, hessian_batches
 
 
 def redense_paths(run, store, levels: Iterable[int], alphas: Sequence[float],
-                  data_dir="data/datasets", progress: bool = False) -> pd.DataFrame:
+                  data_dir="data/datasets", progress: bool = False,
+                  cache: bool = True) -> pd.DataFrame:
     """The straight line from each level's sparse solution (alpha 0) to its re-dense one.
 
     The re-dense runs (``redense_level = level``, see ``experiment``) are computed if
-    missing. Columns: level, sparsity, split, alpha, loss, accuracy.
+    missing. Columns: level, sparsity, split, alpha, loss, accuracy. Kept in the run's
+    folder and reused (:mod:`sddlib.cache`; ``cache=False`` computes afresh).
     """
+    levels, alphas = [int(level) for level in levels], [float(a) for a in alphas]
+    return cached(run.path, "redense_paths", {"levels": levels, "alphas": alphas},
+                  lambda: _redense_paths(run, store, levels, alphas, data_dir, progress),
+                  _code(), enabled=cache)
+
+
+def _redense_paths(run, store, levels, alphas, data_dir, progress) -> pd.DataFrame:
     frames = []
     for level, model, inputs in _level_models(run, levels, data_dir):
         redense = run_experiment(run.config.replace(redense_level=level), store,

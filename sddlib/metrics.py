@@ -19,7 +19,8 @@ named phases (light, critical, sweet spot, collapsed) are placed at the same lan
 Beyond the landmarks: where training accuracy starts to drop (the end of interpolation),
 where the network stops memorising the noisy labels and where test accuracy recovers, the
 rank correlation of learning distance and test accuracy, and the level-by-level
-difference of two variants run with the same seeds. The claims these numbers judge are
+difference of two variants run with the same seeds, and an early stop over levels read
+from the activation entropy (:func:`entropy_early_stop`). The claims these numbers judge are
 worded by :func:`verdict`, the one place the book's "holds" / "does not hold here" /
 "cannot be judged here" is written.
 """
@@ -97,6 +98,32 @@ def curve_summary(frame: pd.DataFrame, value: str = "test_acc") -> CurveSummary:
         last_level=int(last["level"]),
         seeds=int(curve["seeds"].max()),
     )
+
+
+def dip_depth(frame: pd.DataFrame, value: str = "test_acc") -> float:
+    """How deep a curve dips before its best pruned level (seeds averaged): the dense
+    accuracy minus the lowest accuracy between dense and the best level, 0 when nothing
+    before the best is below dense (no dip). The quantity DSD² and the antidote paper say
+    their remedies remove."""
+    summary = curve_summary(frame, value)
+    if np.isnan(summary.worst_acc):
+        return 0.0
+    return max(0.0, summary.dense_acc - summary.worst_acc)
+
+
+def dip_depths(frame: pd.DataFrame, by: str, value: str = "test_acc") -> pd.DataFrame:
+    """:func:`dip_depth` per group of ``by`` and per seed: columns ``by``, ``dip`` (of the
+    seed-averaged curve), ``dip_mean`` and ``dip_std`` over the seeds' own curves,
+    ``seed_dips`` (each seed's, in seed order) and ``seeds``."""
+    rows = []
+    for key, group in frame.groupby(by, sort=False):
+        per_seed = [dip_depth(seed_frame, value)
+                    for _, seed_frame in sorted(group.groupby("seed"), key=lambda kv: kv[0])]
+        rows.append({by: key, "dip": dip_depth(group, value),
+                     "dip_mean": float(np.mean(per_seed)),
+                     "dip_std": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0,
+                     "seed_dips": per_seed, "seeds": len(per_seed)})
+    return pd.DataFrame(rows)
 
 
 def summaries(frame: pd.DataFrame, by: str | list[str], value: str = "test_acc") -> pd.DataFrame:
@@ -351,6 +378,142 @@ def sharpness_trend(frame: pd.DataFrame, sharpness: pd.DataFrame,
         len(rise))
 
 
+# ---------------------------------------------------------------------------- early stop
+class EarlyStop(NamedTuple):
+    turn_level: int   # where the entropy's steep fall was seen (-1: never)
+    stop_level: int   # the last level the rule lets train
+    keep_level: int   # the level whose network the rule keeps
+    validation: bool  # whether a validation accuracy chose ``keep_level``
+
+
+def entropy_early_stop(frame: pd.DataFrame, patience: int = 3, drop: float = 0.01, *,
+                       entropy: str = "activation_entropy",
+                       validation: str = "val_acc") -> EarlyStop:
+    """Where to stop pruning, read from the activation entropy (and a validation accuracy
+    when the curve has one), never from test accuracy.
+
+    DSD² (Quétu & Tartaglione) say the entropy's changes track the phases and make a
+    classic early stop usable, but publish no rule; this one is ours, designed on the
+    entropy curves of stored runs (MNIST-1D 1-D CNN, MNIST LeNet-300-100). Along the
+    levels the network's entropy (seeds averaged) first rises a little or stays flat
+    (light phase), drifts down slowly, then falls steeply, level after level, about
+    where memorisation of the noisy labels ends. That steep fall is the phase change:
+
+    1. **Turn.** The first level ``t`` whose last ``patience`` level-to-level changes are
+       all falls, averaging at least ``drop`` times the highest entropy so far (with the
+       defaults: three falls in a row, of 1% of the peak a level on average).
+    2. **Without a validation accuracy** (no ``validation`` column, or a NaN in it) the
+       rule stops at ``t`` and keeps ``t``. On the MNIST-1D curves that is at or next to
+       the best level; on the LeNet ones the turn comes while test accuracy is still
+       climbing out of the dip, several levels early.
+    3. **With one**, the turn only opens the classic early stop, which the dip of sparse
+       double descent would otherwise end too soon (the paper's point): from ``t`` on,
+       training continues until ``patience`` levels in a row bring no validation
+       accuracy above the best since ``t``, and the best of those levels is kept.
+
+    No turn: the rule never stops (``stop_level`` is the last level, ``turn_level`` -1)
+    and keeps the best validation level, or the last level without one. The rule is
+    online: what it says about a level depends on the levels up to ``stop_level`` only,
+    so cutting the curve there changes nothing. :func:`early_stop_report` puts its
+    choice beside the best level in hindsight.
+    """
+    if isinstance(patience, bool) or not isinstance(patience, (int, np.integer)) \
+            or patience < 1:
+        raise ValueError(f"patience: must be an integer >= 1, got {patience!r}")
+    if not isinstance(drop, (int, float)) or isinstance(drop, bool) or not drop >= 0:
+        raise ValueError(f"drop: must be a number >= 0, got {drop!r}")
+    if entropy not in frame:
+        raise ValueError(f"{entropy}: the frame has no such column; runs stored before it "
+                         "was measured get it when they are next found "
+                         "(sddlib.entropy.upgrade_activation_entropy)")
+    curve = mean_curve(frame, entropy)
+    if curve.empty:
+        raise ValueError("entropy_early_stop: no levels to read")
+    levels = [int(level) for level in curve["level"]]
+    scores = mean_curve(frame, validation)["mean"].to_numpy() if validation in frame else None
+    if scores is not None and np.isnan(scores).any():
+        scores = None
+    last = len(levels) - 1
+    turn = _entropy_turn(curve["mean"].to_numpy(), patience, drop)
+    if turn is None:
+        keep = int(np.argmax(scores)) if scores is not None else last
+        return EarlyStop(-1, levels[last], levels[keep], scores is not None)
+    if scores is None:
+        return EarlyStop(levels[turn], levels[turn], levels[turn], False)
+    best = turn
+    for index in range(turn + 1, last + 1):
+        if index > best + patience:
+            break
+        if scores[index] > scores[best]:
+            best = index
+    return EarlyStop(levels[turn], levels[min(best + patience, last)], levels[best], True)
+
+
+def _entropy_turn(values: np.ndarray, patience: int, drop: float) -> int | None:
+    """The index of the first level ending ``patience`` falls of mean >= ``drop`` x peak."""
+    for index in range(patience, len(values)):
+        window = values[index - patience:index + 1]
+        if np.isnan(window).any():
+            continue
+        falls = window[:-1] - window[1:]
+        if (falls > 0).all() and falls.mean() >= drop * np.nanmax(values[:index + 1]):
+            return index
+    return None
+
+
+def early_stop_report(frame: pd.DataFrame, by: str | list[str] | None = "run",
+                      patience: int = 3, drop: float = 0.01) -> pd.DataFrame:
+    """:func:`entropy_early_stop` on every curve of ``frame``, beside hindsight.
+
+    A curve is a group of ``by`` (default: each run; config columns such as
+    ``["dataset", "noise"]`` average seeds first; None, or a frame without the ``run``
+    column, makes the frame one curve). The rule is given the curve without its
+    ``test_acc`` column, so it cannot read it. One row per curve: the ``by`` values,
+    ``turn_level``, ``stop_level``, ``keep_level`` and ``keep_sparsity``;
+    ``keep_test_acc``, the kept level's test accuracy; ``best_level``, ``best_sparsity``
+    and ``best_test_acc``, the best level in hindsight (highest mean test accuracy over
+    every level, dense included); ``test_acc_lost`` (best minus kept); ``levels_trained``
+    (levels 0 to ``stop_level``) of ``levels``; ``levels_saved``, the share of levels
+    the rule does not train, which is also the share of epochs (every level trains the
+    config's epochs); ``seconds_saved``, the share of the stored ``seconds`` those levels
+    took (NaN without the column); ``validation``, whether ``val_acc`` took part.
+    """
+    if by is None or (by == "run" and "run" not in frame):
+        groups = [((), frame)]
+        keys: list[str] = []
+    else:
+        keys = [by] if isinstance(by, str) else list(by)
+        groups = [(key if isinstance(key, tuple) else (key,), group)
+                  for key, group in frame.groupby(by if isinstance(by, str) else keys,
+                                                  sort=False)]
+    rows = []
+    for key, group in groups:
+        rule = entropy_early_stop(group.drop(columns=["test_acc"], errors="ignore"),
+                                  patience, drop)
+        accuracy = mean_curve(group, "test_acc").set_index("level")
+        best = int(accuracy["mean"].idxmax())
+        last = int(accuracy.index.max())
+        seconds = (mean_curve(group, "seconds").set_index("level")["mean"]
+                   if "seconds" in group else None)
+        rows.append({
+            **dict(zip(keys, key)),
+            "turn_level": rule.turn_level, "stop_level": rule.stop_level,
+            "keep_level": rule.keep_level,
+            "keep_sparsity": float(accuracy.loc[rule.keep_level, "sparsity"]),
+            "keep_test_acc": float(accuracy.loc[rule.keep_level, "mean"]),
+            "best_level": best, "best_sparsity": float(accuracy.loc[best, "sparsity"]),
+            "best_test_acc": float(accuracy.loc[best, "mean"]),
+            "test_acc_lost": float(accuracy.loc[best, "mean"]
+                                   - accuracy.loc[rule.keep_level, "mean"]),
+            "levels_trained": rule.stop_level + 1, "levels": last + 1,
+            "levels_saved": (last - rule.stop_level) / (last + 1),
+            "seconds_saved": float(seconds[seconds.index > rule.stop_level].sum()
+                                   / seconds.sum()) if seconds is not None else float("nan"),
+            "validation": rule.validation,
+        })
+    return pd.DataFrame(rows)
+
+
 # ---------------------------------------------------------------------------- verdicts
 VERDICTS = {True: "holds", False: "does not hold here", None: "cannot be judged here"}
 
@@ -391,6 +554,9 @@ def verdict_of_cases(cases, unit: str = "setting", why_none: str = "") -> str:
         return verdict(None, why_none)
     if all(judged):
         return verdict(True, f"for every {unit} where it can be judged")
+    if not any(judged):
+        return verdict(False, f"for any of the {len(judged)} {unit}s where it can be judged"
+                       if len(judged) > 1 else f"for the one {unit} where it can be judged")
     return verdict(True, f"for {sum(judged)} of the {len(judged)} {unit}s where it can be "
                          "judged")
 

@@ -10,7 +10,10 @@
   convolutions, each conv -> ReLU -> BatchNorm, max-pool after each block, adaptive
   average pool to 7x7 and a linear head.
 
-Every model names its classifier layer in ``output_name`` so pruning can keep it dense.
+Every model names its classifier layer in ``output_name`` so pruning can keep it dense,
+and applies its ReLUs as ``nn.ReLU`` modules, one per application (they hold no weights,
+so the state dict is the same as with ``torch.relu``), which is how :mod:`sddlib.entropy`
+finds them.
 Initialisation follows the paper's code: Kaiming-normal conv and linear weights,
 BatchNorm weight ~ U(0, 1) and bias 0.
 """
@@ -140,10 +143,11 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.shortcut = _shortcut(planes_in, planes, stride)
+        self.relu1, self.relu2 = nn.ReLU(), nn.ReLU()
 
     def forward(self, x):
-        out = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+        out = self.relu1(self.bn1(self.conv1(x)))
+        return self.relu2(self.bn2(self.conv2(out)) + self.shortcut(x))
 
 
 class Bottleneck(nn.Module):
@@ -158,11 +162,12 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(planes * 4)
         self.shortcut = _shortcut(planes_in, planes * 4, stride)
+        self.relu1, self.relu2, self.relu3 = nn.ReLU(), nn.ReLU(), nn.ReLU()
 
     def forward(self, x):
-        out = torch.relu(self.bn1(self.conv1(x)))
-        out = torch.relu(self.bn2(self.conv2(out)))
-        return torch.relu(self.bn3(self.conv3(out)) + self.shortcut(x))
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.relu2(self.bn2(self.conv2(out)))
+        return self.relu3(self.bn3(self.conv3(out)) + self.shortcut(x))
 
 
 def _shortcut(planes_in: int, planes_out: int, stride: int) -> nn.Module:
@@ -181,6 +186,7 @@ class CifarResNet(nn.Module):
         block, counts = self._plans[name]
         self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU()
         stages, planes_in = [], width
         for stage, count in enumerate(counts):
             planes = width * 2 ** stage
@@ -192,7 +198,7 @@ class CifarResNet(nn.Module):
         self.fc = nn.Linear(planes_in, num_classes)
 
     def forward(self, x):
-        out = self.layers(torch.relu(self.bn1(self.conv1(x))))
+        out = self.layers(self.relu(self.bn1(self.conv1(x))))
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(out, 1), 1))
 
 

@@ -62,41 +62,45 @@ def network_check(experiment: dict, widths: Sequence[int], target_weights: int,
     runs = store if store is not None else RunStore(settings.runs_dir)
     data_dir = data_dir if data_dir is not None else settings.data_dir
     rows = []
+    plan = []  # (width, small, configs of one criterion)
     for width in widths:
         dense_weights = prunable_weights(width_config(experiment, width))
         small = dense_weights <= target_weights
         for criterion in (["magnitude"] if small else criteria):
-            configs = [width_config(experiment, width, seed=seed, criterion=criterion,
-                                    retrain="lr-rewind", rewind_iteration=0,
-                                    levels=0 if small else 1,
-                                    rate=0.2 if small else 1.0 - target_weights / dense_weights)
-                       for seed in seeds]
-            run_many(configs, runs, compute_missing=compute_missing, progress=False,
-                     data_dir=data_dir)
-            for config in configs:
-                run = runs.find(config)
-                if run is None or not run.is_finished():
-                    continue
-                table = run.levels()
-                if small:
-                    rows.append({"width": width, "seed": config.seed,
-                                 "weights": int(table.remaining_weights[0]),
-                                 "method": "small (trained directly)",
-                                 "test_acc": float(table.test_acc[0])})
-                    continue
-                pruned = evaluate_pruned(run, 0, mask_level=1, data_dir=data_dir)
-                rows += [
-                    {"width": width, "seed": config.seed,
-                     "weights": int(table.remaining_weights[1]),
-                     "method": f"{criterion}, retrained", "test_acc": float(table.test_acc[1])},
-                    {"width": width, "seed": config.seed,
-                     "weights": int(pruned["remaining_weights"]),
-                     "method": f"{criterion}, not retrained", "test_acc": pruned["test_acc"]},
-                ]
-                if criterion == criteria[0]:
-                    rows.append({"width": width, "seed": config.seed,
-                                 "weights": int(table.remaining_weights[0]), "method": "dense",
-                                 "test_acc": float(table.test_acc[0])})
+            plan.append((width, small, [
+                width_config(experiment, width, seed=seed, criterion=criterion,
+                             retrain="lr-rewind", rewind_iteration=0, levels=0 if small else 1,
+                             rate=0.2 if small else 1.0 - target_weights / dense_weights)
+                for seed in seeds]))
+    # every run in one call: one pool for all widths
+    run_many([config for _, _, configs in plan for config in configs], runs,
+             compute_missing=compute_missing, progress=False, data_dir=data_dir)
+    for width, small, configs in plan:
+        for config in configs:
+            run = runs.find(config)
+            if run is None or not run.is_finished():
+                continue
+            table = run.levels()
+            if small:
+                rows.append({"width": width, "seed": config.seed,
+                             "weights": int(table.remaining_weights[0]),
+                             "method": "small (trained directly)",
+                             "test_acc": float(table.test_acc[0])})
+                continue
+            pruned = evaluate_pruned(run, 0, mask_level=1, data_dir=data_dir)
+            criterion = config.criterion
+            rows += [
+                {"width": width, "seed": config.seed,
+                 "weights": int(table.remaining_weights[1]),
+                 "method": f"{criterion}, retrained", "test_acc": float(table.test_acc[1])},
+                {"width": width, "seed": config.seed,
+                 "weights": int(pruned["remaining_weights"]),
+                 "method": f"{criterion}, not retrained", "test_acc": pruned["test_acc"]},
+            ]
+            if criterion == criteria[0]:
+                rows.append({"width": width, "seed": config.seed,
+                             "weights": int(table.remaining_weights[0]), "method": "dense",
+                             "test_acc": float(table.test_acc[0])})
     frame = pd.DataFrame(rows)
     if not frame.empty:
         frame["test_error"] = 1.0 - frame["test_acc"]

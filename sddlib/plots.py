@@ -26,6 +26,18 @@ LABELS = {"train_acc": "training accuracy", "test_acc": "test accuracy",
           "learning_distance": "learning distance"}
 
 
+# legend titles in words for the columns the curves are split by
+LEGEND_TITLES = {"dataset_name": "dataset", "retrain": "retraining mode",
+                 "criterion": "pruning criterion", "noise": "label noise",
+                 "weight_decay": "weight decay (L2)", "distill_from": "teacher",
+                 "model_width": "width", "depth": "depth"}
+
+
+def legend_title(column: str) -> str:
+    """The words a legend shows for the column its lines are split by."""
+    return LEGEND_TITLES.get(column, column.replace("_", " "))
+
+
 def with_remaining(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.copy()
     frame["remaining"] = 100.0 * (1.0 - frame["sparsity"])
@@ -53,6 +65,8 @@ def curves(ax, frame: pd.DataFrame, y: str = "test_acc", hue: str | None = None,
                  markersize=3, ax=ax, **kwargs)
     sparsity_axis(ax)
     ax.set_ylabel(LABELS.get(y, y.replace("_", " ")))
+    if hue is not None and ax.get_legend() is not None:
+        ax.get_legend().set_title(legend_title(hue))
     return ax
 
 
@@ -103,6 +117,40 @@ def train_test_figure(frame: pd.DataFrame, hue: str, phases: CurveSummary | None
     return fig
 
 
+def entropy_figure(frame: pd.DataFrame, hue: str, labels, summaries: dict,
+                   stops: dict | None = None):
+    """Per label (one panel each, two a row): test accuracy (left axis) and the network's
+    activation entropy (right axis, dashed) against the weights left, the phases of the
+    test curve shaded (``summaries``: label -> :class:`CurveSummary`), and where the
+    early-stop rule keeps a level (``stops``: label -> sparsity; a dotted line)."""
+    labels = list(labels)
+    rows = (len(labels) + 1) // 2
+    fig, axes = figure(rows, 2)
+    for ax, label in zip(axes.flat, labels):
+        part = frame[frame[hue] == label]
+        curves(ax, part, "test_acc", label="test accuracy", color="C0")
+        mark_phases(ax, summaries[label])
+        twin = ax.twinx()
+        data = with_remaining(part)
+        sns.lineplot(data=data, x="remaining", y="activation_entropy", errorbar="sd",
+                     ax=twin, color="C3", linestyle="--", label="activation entropy")
+        twin.set_ylabel("activation entropy (bits)")  # shares ax's (inverted, log) x axis
+        if stops and not np.isnan(stops.get(label, np.nan)):
+            ax.axvline(100.0 * (1.0 - stops[label]), color="0.2", linestyle=":", lw=1.5,
+                       label="early stop keeps")
+        handles = ax.get_legend_handles_labels()
+        twin_handles = twin.get_legend_handles_labels()
+        if twin.get_legend() is not None:
+            twin.get_legend().remove()
+        ax.legend(handles[0] + twin_handles[0], handles[1] + twin_handles[1], fontsize=8,
+                  loc="lower left")
+        ax.set_title(label)
+    for ax in list(axes.flat)[len(labels):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
 def figure(rows: int = 1, cols: int = 2, width: float = 10.0, height: float = 3.6):
     matplotlib.rcParams.update({"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3})
     fig, axes = plt.subplots(rows, cols, figsize=(width, height * rows), squeeze=False)
@@ -143,8 +191,9 @@ def paired_figure(frame: pd.DataFrame, hue: str, differences: dict[str, pd.DataF
         mark_sparsities(axes[0, 0], drops)
     axes[0, 0].set_title("training accuracy (noisy labels)")
     curves(axes[0, 1], frame, "test_acc", hue=hue)
-    for ax in axes[0]:
-        ax.get_legend().set_title(legend_title or hue)
+    if legend_title:  # else curves' title for the column, in words
+        for ax in axes[0]:
+            ax.get_legend().set_title(legend_title)
     if phases is not None:
         mark_phases(axes[0, 1], phases)
     axes[0, 1].set_title("test accuracy")
@@ -182,7 +231,7 @@ def lines_by_level(ax, table: pd.DataFrame, split: str, y: str, title: str, xlab
     data["remaining"] = [f"{100 * (1 - s):.3g}% left" for s in data.sparsity]
     sns.lineplot(data=data, x="alpha", y=y, hue="remaining", marker="o", markersize=3, ax=ax)
     ax.set(title=title, xlabel=xlabel)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, title="level (weights left)", title_fontsize=8)
     return ax
 
 

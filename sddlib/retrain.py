@@ -17,6 +17,10 @@ and the re-dense *branch* (``redense_level = L``): one level that starts from a 
 run's level-``L`` solution (its parent, the same config without ``redense_level``), lets
 every pruned weight grow back from zero and trains the full recipe.
 
+Distillation (:mod:`sddlib.distill`) is orthogonal to the mode: a loss, not a schedule, so
+it is no mode here; :func:`runs_needed` adds a distilling run's teacher run to what its
+mode needs.
+
 Each is one :class:`Mode`: which runs it needs finished first, its level-0 weights, where
 a pruned level's masks come from, what weights the level starts from (also where its
 learning distance is measured from, see :mod:`sddlib.distance`), what recipe it trains,
@@ -186,6 +190,15 @@ REDENSE = Redense()
 def mode_of(config: "ExperimentConfig") -> Mode:
     """The strategy that computes ``config``: its retraining mode, or the re-dense branch."""
     return REDENSE if config.redense_level is not None else MODES[config.retrain]
+
+
+def runs_needed(config: "ExperimentConfig") -> list["ExperimentConfig"]:
+    """The runs that must be finished before ``config``'s can start: what its mode needs
+    (:meth:`Mode.needs`) and, when it distils, its teacher run."""
+    needed = mode_of(config).needs(config)
+    if config.distill_from != "none":
+        needed = needed + [config.teacher_config]
+    return needed
 
 
 def parent(config: "ExperimentConfig") -> "ExperimentConfig":

@@ -1,14 +1,16 @@
 """Many runs at once: which to compute, in what order, stacked or side by side.
 
 :func:`run_many` is what the book's notebooks and ``sddlib run --seeds`` call: it reuses
-the finished runs (checking their data, upgrading their stored learning distance), and
-computes the missing ones in rounds (a run after the runs its mode needs first, see
-:mod:`sddlib.retrain`), one group at a time in this process or in a pool of worker
-processes (:mod:`sddlib.parallel`), where a group is one run or several trained together
-as one stacked ensemble (:func:`run_stacked`, :mod:`sddlib.ensemble`).
+the finished runs (checking their data, upgrading their stored learning distance and
+activation entropy), and computes the missing ones in rounds (a run after the runs its
+mode needs first, see :mod:`sddlib.retrain`), one group at a time in this process or in
+a pool of worker processes (:mod:`sddlib.parallel`), where a group is one run or
+several trained together as one stacked ensemble (:func:`run_stacked`,
+:mod:`sddlib.ensemble`).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sys
@@ -21,14 +23,36 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from . import ensemble, fast, parallel, train
+from . import ensemble, entropy, fast, parallel, train
 from .checkpoints import upgrade_learning_distance
 from .config import ExperimentConfig
 from .experiment import Experiment, check_data, clean_data, load_data, run_experiment, run_meta
 from .files import atomic_save_torch, atomic_write_text
 from .models import model_spec
-from .retrain import mode_of
+from .retrain import mode_of, runs_needed
 from .store import Run, RunStore, table
+
+
+class Planned(Exception):
+    """Raised by :func:`run_many` inside :func:`planning`, once it has recorded the runs
+    it was asked to compute: the caller wanted to know them, not to have them computed."""
+
+
+_PLANNING: Optional[list] = None
+
+
+@contextlib.contextmanager
+def planning():
+    """Within this block :func:`run_many` computes nothing: a call that would compute
+    records its configs in the list this yields and raises :class:`Planned`. The book
+    uses it to ask a notebook which runs it needs without executing its figures
+    (``sddlib figures --compute-only``)."""
+    global _PLANNING
+    previous, _PLANNING = _PLANNING, []
+    try:
+        yield _PLANNING
+    finally:
+        _PLANNING = previous
 
 
 def run_many(configs: list[ExperimentConfig], store: RunStore, *, compute_missing: bool = True,
@@ -54,6 +78,9 @@ def run_many(configs: list[ExperimentConfig], store: RunStore, *, compute_missin
     Runs that start from another run's results (``reinit``, re-dense) are trained after the
     runs they need, which are computed too if missing (and not returned unless asked for).
     """
+    if _PLANNING is not None and compute_missing:
+        _PLANNING.extend(configs)
+        raise Planned()
     runs, missing = [], []
     data_dir = options.get("data_dir", "data/datasets")
     for config in configs:
@@ -61,6 +88,7 @@ def run_many(configs: list[ExperimentConfig], store: RunStore, *, compute_missin
         if found is not None and found.is_finished():
             check_data(found, clean_data(config, data_dir))
             upgrade_learning_distance(found, data_dir)
+            entropy.upgrade_activation_entropy(found, data_dir, progress)
             runs.append(found)
         else:
             missing.append(config)
@@ -92,13 +120,14 @@ def _rounds(missing: list[ExperimentConfig], store: RunStore, stack: bool) \
         -> list[list[list[ExperimentConfig]]]:
     """The missing runs, with the unfinished runs they start from, in rounds: a run's
     round comes after the round of the run it needs (a ``reinit`` run's lottery run, a
-    re-dense run's parent); each round in groups (stacked where ``stack``)."""
+    re-dense run's parent, a distilling run's teacher); each round in groups (stacked
+    where ``stack``)."""
     depth: dict[str, int] = {}
     wanted: dict[str, ExperimentConfig] = {}
 
     def visit(config: ExperimentConfig) -> int:
         level = 0
-        for needs in mode_of(config).needs(config):
+        for needs in runs_needed(config):
             found = store.find(needs)
             if found is None or not found.is_finished() or needs.levels > found.config.levels:
                 level = max(level, visit(needs) + 1)
@@ -140,12 +169,14 @@ def stack_groups(configs: list[ExperimentConfig]) -> list[list[ExperimentConfig]
     """``configs`` in groups that can train as one stacked ensemble (a group may be one).
 
     Left alone: models with BatchNorm (see :mod:`ensemble`), ``reinit`` (it waits for its
-    lottery run), rewinding (level 0 saves the rewind point mid-level) and re-dense
-    branches. Repeats of one run are dropped.
+    lottery run), rewinding (level 0 saves the rewind point mid-level), re-dense
+    branches and distilling runs (the stacked loop has no teacher). Repeats of one run
+    are dropped.
     """
     groups: dict[str, dict[str, ExperimentConfig]] = {}
     for config in configs:
-        if not model_spec(config.model).batch_norm and mode_of(config).stackable(config):
+        if not model_spec(config.model).batch_norm and mode_of(config).stackable(config) \
+                and config.distill_from == "none":
             key = json.dumps({k: v for k, v in config.to_dict().items()
                               if k not in _STACK_FREE}, sort_keys=True)
         else:
@@ -183,6 +214,9 @@ def run_stacked(configs: list[ExperimentConfig], store: RunStore, *, progress: b
     without one, or a process killed between two members' writes) the checkpoints are
     discarded and the group restarts the level.
     """
+    if distilling := [c.run_name() for c in configs if c.distill_from != "none"]:
+        raise ValueError(f"distill_from: {distilling[0]} distils and trains alone; allowed "
+                         "in a stacked group: none")
     device = train.resolve_device(configs[0].device)
     # members share one precision (it is part of the group key); vmapped training is
     # neither compiled nor channels_last (stacked models are 1-D or MLPs)
@@ -195,6 +229,7 @@ def run_stacked(configs: list[ExperimentConfig], store: RunStore, *, progress: b
             if (found := store.find(config)) is not None:
                 check_data(found, bundle)
                 upgrade_learning_distance(found, data_dir)
+                entropy.upgrade_activation_entropy(found, data_dir, progress)
         runs = [store.create(config, str(device), extra=run_meta(speed, bundle))
                 for config, bundle in zip(configs, bundles)]
         for run in runs:

@@ -198,7 +198,8 @@ class LevelState:
 
 def train_level(model: nn.Module, inputs: Inputs, recipe: Recipe, *, seed: int, level: int,
                 callbacks: tuple[Callable, ...] = (),
-                resume: Optional[dict] = None, speed: Optional[fast.Speed] = None) -> LevelState:
+                resume: Optional[dict] = None, speed: Optional[fast.Speed] = None,
+                distill=None) -> LevelState:
     """Train ``model`` through one level's schedule, keeping masked weights at zero.
 
     ``resume`` is a checkpoint written at an epoch end (see ``checkpoint_payload``).
@@ -207,7 +208,9 @@ def train_level(model: nn.Module, inputs: Inputs, recipe: Recipe, *, seed: int, 
     and channels_last (the GPU fast path, see :mod:`fast`); ``None`` is the plain path
     (float32, eager), whatever the device. Either way the step loop never waits for the
     device: the data order and augmentation of an epoch are drawn at its start and moved
-    to the device once; a step only slices them.
+    to the device once; a step only slices them. ``distill`` (a :class:`distill.Distiller`)
+    replaces the cross-entropy with its ``loss(model, x, y, index)``, ``index`` being the
+    batch's positions in the training set.
     """
     speed = speed or fast.Speed()
     device = inputs.x_train.device
@@ -241,7 +244,8 @@ def train_level(model: nn.Module, inputs: Inputs, recipe: Recipe, *, seed: int, 
                 drawn = slice((step - first) * size, (step - first) * size + len(index))
                 x = crop_flip(x, offsets[:, drawn], flips[drawn])
             x = inputs.prepare(fast.to_memory_format(x, speed))
-            loss = loss_of(model, x, inputs.y_train[index])
+            y = inputs.y_train[index]
+            loss = loss_of(model, x, y) if distill is None else distill.loss(model, x, y, index)
             take_step(loss, optimizer, pairs, recipe, steps, state, callbacks)
         end_epoch(state, epoch, callbacks)
     return state

@@ -48,6 +48,8 @@ def world(tmp_path_factory):
         "options.yml": "model: mlp\ndata_dir: /somewhere\n",
         "typed.yml": "model: mlp\nlr: [0.1]\n",
         "typo.yml": "modle: mlp\n",
+        "grid-typo.yml": "base: {modle: mlp}\ngrid: {seed: [0, 1]}\n",
+        "grid-rate.yml": "base: {model: mlp}\ngrid: {rate: [0.2, 0]}\n",
     }.items():
         (files / name).write_text(text)
     (base / "empty").mkdir()
@@ -151,6 +153,17 @@ CASES = [
                  id="set-download"),
     pytest.param(run_args("--set", "seeds=0,1"), "seeds", ["--seeds"], id="set-seeds"),
     pytest.param(run_args("--set", "workers=2"), "workers", ["--workers"], id="set-workers"),
+    # distillation and its validation split
+    pytest.param(run_args("--set", "distill_from=best"), "distill_from",
+                 ["none, dense, best-fit"], id="set-distill-from"),
+    pytest.param(run_args("--set", "distill_alpha=2"), "distill_alpha", ["0.0 to 1.0"],
+                 id="set-distill-alpha"),
+    pytest.param(run_args("--set", "distill_from=best-fit"), "validation_size", [">= 1"],
+                 id="best-fit-without-validation"),
+    pytest.param(run_args("--set", "distill_from=dense", "--set", "teacher.dataset=digits"),
+                 "teacher.dataset", ["any key but"], id="set-teacher-dataset"),
+    pytest.param(run_args("--set", "validation_size=300"), "validation_size", ["0 to 299"],
+                 id="validation-size-too-big"),
     # what only the data can tell: checked before the run folder is made
     pytest.param(run_args("--set", "dataset=digits", "--set", "train_size=8000",
                           "--set", "test_size=none"),
@@ -177,6 +190,11 @@ CASES = [
                  id="yaml-unknown-key"),
     pytest.param(run_args("{files}/missing.yml"), "missing.yml", ["no file"],
                  id="yaml-no-file"),
+    # sddlib sweep: grid files
+    pytest.param(["sweep", "{files}/grid-typo.yml", "--runs-dir", "{runs}"], "base.modle",
+                 ["did you mean model"], id="sweep-base-typo"),
+    pytest.param(["sweep", "{files}/grid-rate.yml", "--runs-dir", "{runs}"], "grid.rate",
+                 ["> 0.0", "< 1.0"], id="sweep-grid-value"),
     # sddlib show
     pytest.param(["show", "nothing-like-this", "--runs-dir", "{runs}"], "nothing-like-this",
                  ["mnist1d-n300-mlp-8-"], id="show-unknown"),

@@ -29,6 +29,7 @@ PARTS = {part["caption"]: [chapter["file"] for chapter in part["chapters"]]
          for part in TOC["parts"]}
 FIGURE_PAGES = [name for name in NOTEBOOKS
                 if name not in PARTS["Appendix"] and name != figures.LANDING]
+TOC_FILES = [TOC["root"]] + [name for chapters in PARTS.values() for name in chapters]
 JUPYTER_BOOK = Path(sys.executable).with_name("jupyter-book")
 sys.path.insert(0, str(ROOT / "scripts"))
 import check_book  # noqa: E402  (scripts/ is not a package)
@@ -119,6 +120,26 @@ def test_a_second_pass_executes_nothing(built_book):
     figures.make_figures("smoke", settings=load_settings(book.parent), book_dir=book,
                          log=lines.append)
     assert lines and all("up to date" in line for line in lines), lines
+
+
+def test_the_plan_names_the_runs_each_page_read(built_book, monkeypatch):
+    """`sddlib figures --compute-only` asks each page for its runs without executing it:
+    every run planned is one the built pages used (finished in their store), and every
+    page that trains runs plans some."""
+    from sddlib.store import RunStore
+
+    book, _ = built_book
+    project = book.parent
+    monkeypatch.setenv("SDDLIB_RUNS_DIR", str(project / "data" / "runs"))
+    settings = load_settings(project)
+    planned = figures.plan_runs(settings, figures.checked_parameters(settings, "smoke",
+                                                                     NOTEBOOKS))
+    store = RunStore(project / "data" / "runs")
+    assert not [name for name in NOTEBOOKS if name != "reference" and not planned[name]]
+    assert all(store.find(config).is_finished() for found in planned.values()
+               for config in found)
+    assert figures.schedule([c for found in planned.values() for c in found], store,
+                            settings.data_dir, workers=1, progress=False) == 0
 
 
 def test_a_reader_sees_every_page_whole(built_book):
@@ -214,10 +235,9 @@ def test_reference_page_lists_every_key_and_column(built_book):
 
 
 def test_toc_lists_every_notebook_and_the_pages():
-    files = [TOC["root"]] + [name for chapters in PARTS.values() for name in chapters]
     assert TOC["root"] == figures.LANDING
-    assert [name for name in files if name in NOTEBOOKS] == NOTEBOOKS
-    assert PARTS["Figures"] == FIGURE_PAGES
+    assert [name for name in TOC_FILES if name in NOTEBOOKS] == NOTEBOOKS
+    assert PARTS["Figures"] + PARTS["Antidotes"] == FIGURE_PAGES
     assert "reference" in PARTS["Appendix"] and "bibliography" in PARTS["Appendix"]
 
 

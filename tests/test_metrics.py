@@ -253,6 +253,9 @@ def test_verdict_of_cases_counts_the_cases_that_can_be_judged():
     assert metrics.verdict_of_cases(pd.Series([True, False, True]), "dataset") == \
         "holds for 2 of the 3 datasets where it can be judged"
     assert metrics.verdict_of_cases([None], why_none="no dip") == "cannot be judged here: no dip"
+    # none of the cases holds: the claim does not hold, not "holds for 0 of ..."
+    assert metrics.verdict_of_cases([False, None, False], "mode").startswith(
+        metrics.VERDICTS[False])
     assert metrics.verdict_of_cases([]) == "cannot be judged here"
 
 

@@ -198,3 +198,14 @@ def test_landmark_tables_have_headings_in_words():
     assert headings[:3] == ["dataset", "dense", "worst"] and "worst at sparsity" in headings
     assert not [h for h in headings if "_" in h]
     assert "85.4%" in html and "99.9%" in html  # accuracies and sparsities in percent
+
+
+def test_legends_are_titled_in_words_not_column_names():
+    frame = pd.concat([levels("a", SHAPE), levels("b", SHAPE)]).rename(
+        columns={"variant": "dataset_name"})
+    fig = plots.train_test_figure(frame, "dataset_name")
+    assert [ax.get_legend().get_title().get_text() for ax in fig.axes] == ["dataset"] * 2
+    fig = plots.train_test_figure(frame.rename(columns={"dataset_name": "label noise"}),
+                                  "label noise")
+    assert fig.axes[0].get_legend().get_title().get_text() == "label noise"
+    assert plots.legend_title("some_column") == "some column"
