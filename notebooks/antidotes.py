@@ -118,6 +118,7 @@ figures.glue("fig_antidotes", plots.train_test_figure(
     palette=colours, hue_order=labels))
 shown = table.reset_index()
 shown["dip (seeds)"] = [", ".join(f"{d:.1%}" for d in dips) for dips in shown.seed_dips]
+shown["three_phases"] = shown.three_phases.map({True: "yes", False: "no"})
 figures.glue("antidote_table", figures.percent_table(shown, {
     "antidote": "antidote", "dense_acc": "dense", "dip": "dip", "dip (seeds)": "dip (seeds)",
     "worst_sparsity": "lowest at sparsity", "best_acc": "best", "best_sparsity":

@@ -758,7 +758,8 @@ def use_profile(name: str, namespace: dict, show: bool = True) -> None:
         from IPython.display import Markdown, display
 
         shown = "\n".join(yaml.safe_dump({key: value}, sort_keys=False, width=88,
-                                          default_flow_style=None).strip()
+                                          default_flow_style=None if isinstance(
+                                              value, (dict, list)) else False).strip()
                            for key, value in parameters.items())
         display(Markdown(f"**Parameters** (profile `{profile}`; every value this page was "
                          f"computed with):\n\n```yaml\n{shown}\n```"))
