@@ -97,12 +97,12 @@ figures.glue("fig_theory", plots.risk_figure(
 # ```{glue:figure} fig_theory
 # :name: fig-theory
 #
-# Test risk against p/n at fixed s. Left: linear model with a power-law spectrum; the
-# dotted green line is the oracle small model on the s best features. Middle: isotropic
+# Test risk against p/n at fixed s. Top left: linear model with a power-law spectrum; the
+# dotted green line is the oracle small model on the s best features. Top right: isotropic
 # features, simulation (lines, bands of ±2 standard errors) and the analytic curves
 # (circles): the dense min-norm risk of Hastie et al. {cite}`hastie2019surprises` and the
-# Gaussian-coordinate prediction of the magnitude-pruned risk. Right: random ReLU features,
-# where the baseline is a small model on s random features.
+# Gaussian-coordinate prediction of the magnitude-pruned risk. Bottom: random ReLU
+# features, where the baseline is a small model on s random features.
 # ```
 #
 # **Measured.** The dense min-norm risk peaks at the interpolation threshold

@@ -8,9 +8,11 @@ The public API::
 The pieces, each in the module named after it, imports pointing one way: ``config``,
 ``data``, ``models``, ``prune`` (masks and criteria) and ``retrain`` (retraining modes);
 ``train`` (one level's training); ``experiment`` (one run); ``sweep`` (many runs, stacked
-or side by side, with ``parallel`` and ``ensemble``); ``store`` and ``checkpoints`` (the
-run store and reading it); ``metrics``, ``landscape``, ``theory`` and ``network_check``
-(analysis); ``plots`` and ``figures`` (the book); ``cli`` (the ``sddlib`` command).
+or side by side, with ``parallel`` and ``ensemble``); ``grid`` (grids of runs, scheduled
+in worker processes or, with ``distributed``, on a Ray cluster); ``store`` and
+``checkpoints`` (the run store and reading it); ``metrics``, ``landscape``, ``theory`` and
+``network_check`` (analysis); ``plots`` and ``figures`` (the book); ``cli`` (the ``sddlib``
+command).
 """
 from .api import load_runs, run, run_many
 from .config import ConfigError, ExperimentConfig

@@ -32,7 +32,7 @@ from . import entropy
 from .checkpoints import upgrade_learning_distance
 from .config import ConfigError, ExperimentConfig, help_table, parse_assignments
 from .experiment import run_experiment
-from .figures import compute_figures, make_figures
+from .figures import compute_figures, make_figures, plan_table
 from .grid import load_grid, run_all
 from .parallel import parse_workers
 from .project import load_settings
@@ -207,6 +207,12 @@ def _parser() -> argparse.ArgumentParser:
     figures.add_argument("--compute-only", action="store_true",
                          help="compute every run the pages need, in one schedule (one pool, "
                               "dependencies first, biggest first), and execute no page")
+    figures.add_argument("--plan", action="store_true",
+                         help="print what the pages would train (runs and epochs per dataset "
+                              "and model) and compute nothing")
+    figures.add_argument("--ray", metavar="ADDRESS",
+                         help="with --compute-only: run the schedule on a Ray cluster (auto, "
+                              "local, or host:port; needs pip install sddlib[ray])")
     figures.add_argument("--force", action="store_true",
                          help="execute every page again, even those up to date (same "
                               "source, parameters, code and inputs)")
@@ -351,14 +357,7 @@ def _sweep(args) -> int:
     return 0 if summary.ok else 1
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; allowed: integers >= 0")
-    return value
+_count = _seed  # a count of retries: an integer >= 0, as a seed
 
 
 def _ls(args) -> int:
@@ -425,10 +424,17 @@ def _figures(args) -> int:
     settings = _settings()
     _check_folder(args.runs_dir, "--runs-dir")
     overrides = parse_assignments(args.parameters)
+    if args.plan:
+        table = plan_table(args.profile, args.only, overrides, settings)
+        print(table.to_string(index=False) if not table.empty else "no runs")
+        print(f"total: {int(table.runs.sum())} runs, {int(table.epochs.sum()):,} epochs")
+        return 0
     if args.compute_only:
         compute_figures(args.profile, args.only, overrides, settings, runs_dir=args.runs_dir,
-                        log=lambda text: print(text, file=sys.stderr))
+                        log=lambda text: print(text, file=sys.stderr), ray=args.ray)
         return 0
+    if args.ray:
+        raise ValueError("--ray: only with --compute-only (the pages then only read)")
     make_figures(args.profile, args.only, overrides, settings, runs_dir=args.runs_dir,
                  log=lambda text: print(text, file=sys.stderr), force=args.force)
     if args.build:

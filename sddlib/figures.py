@@ -52,7 +52,9 @@ from .parallel import parse_workers
 from .project import ProjectSettings, load_settings
 from .prune import CRITERIA
 from .store import RunStore
-from .sweep import Planned, planning, run_many
+from .grid import run_all
+from .sweep import Planned, planning, run_many, stacking_pays
+from .train import resolve_device
 
 NOTEBOOK_DIR = "notebooks"
 BOOK_DIR = "book"
@@ -202,7 +204,6 @@ def plan_runs(settings: ProjectSettings, plans: dict[str, dict]) -> dict[str, li
     picks) are not in the plan: the page computes them itself. Raises
     :class:`RuntimeError` naming the notebook if its code fails before that point.
     """
-    import contextlib
     import io
 
     import jupytext  # the book extra, as above
@@ -212,7 +213,7 @@ def plan_runs(settings: ProjectSettings, plans: dict[str, dict]) -> dict[str, li
         notebook = jupytext.read(settings.root / NOTEBOOK_DIR / f"{name}.py")
         namespace: dict = {"__name__": f"sddlib_plan_{name.replace('-', '_')}"}
         found: list = []
-        with planning() as found, contextlib.redirect_stdout(io.StringIO()):
+        with planning() as found, _silent(), contextlib.redirect_stdout(io.StringIO()):
             try:
                 for cell in notebook.cells:
                     if cell.cell_type != "code":
@@ -229,30 +230,79 @@ def plan_runs(settings: ProjectSettings, plans: dict[str, dict]) -> dict[str, li
     return planned
 
 
-def schedule(configs: Iterable[ExperimentConfig], store_: RunStore, data_dir: Path,
-             workers="auto", progress: bool = True) -> int:
-    """Compute every run of ``configs`` not yet finished, in one schedule (each run once,
-    at the most levels asked for; dependencies first, biggest first: :mod:`sddlib.grid`).
-    Returns how many runs were computed."""
+def each_once(configs: Iterable[ExperimentConfig]) -> dict[str, ExperimentConfig]:
+    """Run name -> config, each run once, at the most levels asked for (a run extended to
+    more levels keeps its first ones: a variant that asks for fewer reads those)."""
     wanted: dict[str, ExperimentConfig] = {}
     for config in configs:
         known = wanted.get(config.run_name())
         if known is None or config.levels > known.levels:
             wanted[config.run_name()] = config
+    return wanted
+
+
+_SILENT = False  # while planning: glue() and use_profile() show nothing
+
+
+@contextlib.contextmanager
+def _silent():
+    """Nothing a planned notebook's code does reaches the page that plans it (in a kernel:
+    the antidotes page plans every page): no glue, no display, no figure left open."""
+    import IPython.display
+    import matplotlib.pyplot as plt
+    from IPython.core import display_functions
+
+    global _SILENT
+    previous, _SILENT = _SILENT, True
+    shown = (IPython.display.display, display_functions.display)
+    open_before = set(plt.get_fignums())
+    IPython.display.display = display_functions.display = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        _SILENT = previous
+        IPython.display.display, display_functions.display = shown
+        for number in set(plt.get_fignums()) - open_before:
+            plt.close(number)
+
+
+def schedule(configs: Iterable[ExperimentConfig], store_: RunStore, data_dir: Path,
+             workers="auto", progress: bool = True, ray: Optional[str] = None) -> int:
+    """Compute every run of ``configs`` not yet finished, in one schedule: each run once
+    (at the most levels asked for), the runs it needs first, the biggest first, in one
+    pool of ``workers`` processes or as Ray tasks on the cluster at ``ray``
+    (:func:`sddlib.grid.run_all`). Where stacking pays (CUDA, or ``SDDLIB_STACK=1``)
+    and no cluster is named, :func:`sweep.run_many` trains runs that differ only in seed,
+    noise or criterion as stacked ensembles instead. Returns how many runs were computed;
+    raises :class:`RuntimeError` naming the runs that failed."""
+    wanted = each_once(configs)
     missing = [c for c in wanted.values()
                if (found := store_.find(c)) is None or not found.is_finished()]
-    if missing:
-        run_many(missing, store_, progress=progress, stack=_stack_setting(), workers=workers,
+    if not missing:
+        return 0
+    stack = _stack_setting()
+    if stack == "auto":
+        stack = stacking_pays(resolve_device(missing[0].device))
+    if stack and ray is None:
+        run_many(missing, store_, progress=progress, stack=True, workers=workers,
                  data_dir=data_dir)
-    return len(missing)
+        return len(missing)
+    summary = run_all(missing, store_, workers=workers, ray=ray, progress=progress,
+                      data_dir=data_dir)
+    if summary.failed:
+        raise RuntimeError(f"{len(summary.failed)} run(s) failed: " + "; ".join(
+            f"{name}: {why}" for name, why in summary.failed.items()))
+    return len(summary.computed)
 
 
 def compute_figures(profile: str = "quick", only: Optional[list[str]] = None,
                     overrides: Optional[dict] = None,
                     settings: Optional[ProjectSettings] = None,
-                    runs_dir: Optional[Path] = None, log=print) -> int:
+                    runs_dir: Optional[Path] = None, log=print,
+                    ray: Optional[str] = None) -> int:
     """``sddlib figures --compute-only``: every run the pages of ``profile`` need, in one
-    schedule, executing no page. Returns how many runs were computed."""
+    schedule (on the Ray cluster at ``ray`` if given), executing no page. Returns how many
+    runs were computed."""
     settings = settings or load_settings()
     names = _chosen(settings, only)
     plans = checked_parameters(settings, profile, names, overrides)
@@ -263,9 +313,26 @@ def compute_figures(profile: str = "quick", only: Optional[list[str]] = None,
             f"pages ({profile})")
         started = time.time()
         count = schedule(configs, store(), load_settings().data_dir, _workers_setting(),
-                         progress=os.environ.get("SDDLIB_PROGRESS", "1") != "0")
+                         progress=os.environ.get("SDDLIB_PROGRESS", "1") != "0", ray=ray)
         log(f"[figures] {count} runs computed in {time.time() - started:.0f} s")
     return count
+
+
+def plan_table(profile: str = "quick", only: Optional[list[str]] = None,
+               overrides: Optional[dict] = None,
+               settings: Optional[ProjectSettings] = None) -> pd.DataFrame:
+    """What the pages of ``profile`` would train (``sddlib figures --plan``): one row per
+    dataset and model with its runs and epochs (levels + 1 times epochs per run; the
+    re-dense branches a page picks after reading a curve not counted), heaviest first."""
+    settings = settings or load_settings()
+    plans = checked_parameters(settings, profile, _chosen(settings, only), overrides)
+    wanted = each_once(c for found in plan_runs(settings, plans).values() for c in found)
+    rows = [{"dataset": c.dataset, "model": c.model, "runs": 1,
+             "epochs": (c.levels + 1) * c.epochs} for c in wanted.values()]
+    if not rows:
+        return pd.DataFrame(columns=["dataset", "model", "runs", "epochs"])
+    table = pd.DataFrame(rows).groupby(["dataset", "model"], as_index=False).sum()
+    return table.sort_values("epochs", ascending=False, ignore_index=True)
 
 
 @contextlib.contextmanager
@@ -717,7 +784,7 @@ def hide_parameter_cells(path: Path) -> bool:
 
 def _hide_parameter_cells(notebook: dict) -> bool:
     changed = False
-    for cell in notebook["cells"]:
+    for cell in notebook.get("cells", []):
         tags = cell.setdefault("metadata", {}).setdefault("tags", [])
         if {"parameters", "injected-parameters"} & set(tags) and "remove-cell" not in tags:
             tags.append("remove-cell")
@@ -754,7 +821,7 @@ def use_profile(name: str, namespace: dict, show: bool = True) -> None:
     except ValueError as error:
         raise ValueError(f"{error} (notebook {name}, profile {profile})") from None
     namespace.update(parameters)
-    if show:
+    if show and not _SILENT:
         from IPython.display import Markdown, display
 
         shown = "\n".join(yaml.safe_dump({key: value}, sort_keys=False, width=88,
@@ -839,12 +906,7 @@ def gather(variants: dict[str, list[ExperimentConfig]], compute_missing: bool = 
     settings = load_settings()
     progress = os.environ.get("SDDLIB_PROGRESS", "1") != "0"
     if compute_missing:
-        wanted: dict[str, ExperimentConfig] = {}  # each run once, at the most levels asked for
-        for group in variants.values():
-            for config in group:
-                known = wanted.get(config.run_name())
-                if known is None or config.levels > known.levels:
-                    wanted[config.run_name()] = config
+        wanted = each_once(config for group in variants.values() for config in group)
         run_many(list(wanted.values()), store(), progress=progress,
                  stack=_stack_setting(), workers=_workers_setting(),
                  data_dir=settings.data_dir)
@@ -889,12 +951,7 @@ def book_curves(profile: str, exclude: Iterable[str] = (LANDING,)) -> pd.DataFra
     settings = load_settings()
     plans = {name: page_parameters(name, profile) for name in notebook_names(settings)
              if name not in exclude}
-    wanted: dict[str, ExperimentConfig] = {}
-    for found in plan_runs(settings, plans).values():
-        for config in found:
-            known = wanted.get(config.run_name())
-            if known is None or config.levels > known.levels:
-                wanted[config.run_name()] = config
+    wanted = each_once(c for found in plan_runs(settings, plans).values() for c in found)
     return run_many(list(wanted.values()), store(), compute_missing=False, progress=False,
                     data_dir=settings.data_dir)
 
@@ -922,6 +979,13 @@ def lottery_run(experiment: dict, seed: int, compute_missing: bool = True):
 def glue(name: str, value: Any, display: bool = False) -> None:
     """myst-nb's glue, silent by default: the page shows the value where the text cites it."""
     from myst_nb import glue as myst_glue
+
+    if _SILENT:  # a notebook planned from another page's kernel (see plan_runs)
+        if type(value).__name__ == "Figure":
+            import matplotlib.pyplot as plt
+
+            plt.close(value)
+        return
 
     myst_glue(name, value, display=display)
     if type(value).__name__ == "Figure":  # shown where glued, not again below the cell

@@ -314,12 +314,15 @@ def risk_panel(ax, frame: pd.DataFrame, title: str, analytic: pd.DataFrame | Non
     return ax
 
 
-def risk_figure(*panels: dict, width: float = 15.0, height: float = 4.2):
+def risk_figure(*panels: dict, width: float = 10.0, height: float = 4.2):
     """One :func:`risk_panel` per entry of ``panels`` (its keyword arguments: ``frame``,
-    ``title``, optionally ``analytic`` and ``mark``), side by side."""
-    fig, axes = figure(1, len(panels), width=width, height=height)
-    for ax, panel in zip(axes[0], panels):
+    ``title``, optionally ``analytic`` and ``mark``), two a row, left to right."""
+    rows = (len(panels) + 1) // 2
+    fig, axes = figure(rows, 2 if len(panels) > 1 else 1, width=width, height=height)
+    for ax, panel in zip(axes.flat, panels):
         risk_panel(ax, **panel)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
     fig.tight_layout()
     return fig
 

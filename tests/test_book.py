@@ -174,7 +174,7 @@ def test_a_missing_page_fails_the_build(tmp_path):
     project = fresh_copy(tmp_path)
     book = project / "book"
     for name in NOTEBOOKS:  # every notebook page "executed" already
-        (book / f"{name}.ipynb").write_text("{}")
+        (book / f"{name}.ipynb").write_text('{"cells": [], "metadata": {}}')
     toc = yaml.safe_load((book / "_toc.yml").read_text())
     toc["parts"][0]["chapters"].append({"file": "no-such-page"})
     (book / "_toc.yml").write_text(yaml.safe_dump(toc))
@@ -260,3 +260,23 @@ def test_overrides_merge_into_dict_parameters():
         figures.notebook_parameters(SETTINGS, "huge", NOTEBOOKS[0])
     with pytest.raises(ValueError, match="^colour: not a parameter of notebook"):
         figures.notebook_parameters(SETTINGS, "quick", NOTEBOOKS[0], {"colour": "red"})
+
+
+def test_compute_only_computes_a_pages_runs_in_one_schedule_and_executes_nothing(tmp_path):
+    from sddlib import cli
+    from sddlib.store import RunStore
+
+    runs = tmp_path / "runs"
+    args = ["figures", "--compute-only", "--profile", "smoke", "--only", "pruning-criteria",
+            "--runs-dir", str(runs)]
+    assert cli.main(args) == 0
+    stored = RunStore(runs).runs()
+    assert sorted(run.config.criterion for run in stored) == ["gradient", "magnitude", "random"]
+    assert all(run.is_finished() for run in stored)
+    assert not (tmp_path / "book").exists()
+    lines = []
+    assert figures.compute_figures("smoke", ["pruning-criteria"], settings=SETTINGS,
+                                   runs_dir=runs, log=lines.append) == 0  # all reused
+    table = figures.plan_table("smoke", ["pruning-criteria"], settings=SETTINGS)
+    assert table.runs.sum() == 3 and table.epochs.sum() == 3 * (3 + 1) * 1
+    assert cli.main(["figures", "--ray", "auto", "--profile", "smoke"]) == 2

@@ -109,8 +109,10 @@ def test_a_notebook_kernel_trains_its_runs_in_a_pool(tmp_path, monkeypatch):
     book = tmp_path / "book"
     shutil.copytree(root / "book", book, ignore=shutil.ignore_patterns("_build", "*.ipynb"))
     monkeypatch.setenv("SDDLIB_WORKERS", "2")
+    # the page computes its own runs (as under plain papermill), not a schedule before it
     figures.make_figures("smoke", only=["pruning-criteria"], settings=load_settings(root),
-                         book_dir=book, runs_dir=tmp_path / "runs", log=lambda text: None)
+                         book_dir=book, runs_dir=tmp_path / "runs", log=lambda text: None,
+                         schedule_runs=False)
     runs = RunStore(tmp_path / "runs").runs()
     assert len(runs) >= 3 and all(run.is_finished() for run in runs)
     metas = [json.loads(run.file("meta.json").read_text()) for run in runs]
