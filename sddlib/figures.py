@@ -959,13 +959,20 @@ def book_curves(profile: str, exclude: Iterable[str] = (LANDING,)) -> pd.DataFra
 def curve_name(row) -> str:
     """A run's curve in words: dataset, model, noise, criterion, retraining, seed."""
     noise = f"{row.noise:.0%} {row.noise_kind} labels" if row.noise else "clean labels"
+    size = ""  # the model's size where the config sets one
+    if row.model == "mlp":
+        widths = row.widths if isinstance(row.widths, (list, tuple)) else \
+            yaml.safe_load(str(row.widths))
+        size = " " + "-".join(str(w) for w in widths)
+    elif isinstance(getattr(row, "width", None), (int, float)) and not pd.isna(row.width):
+        size = f" width {int(row.width)}"
     extras = ""
     if getattr(row, "weight_decay", 0):
         extras += f", L2 {row.weight_decay:g}"
     if getattr(row, "distill_from", "none") not in ("none", None):
         extras += f", distilled ({row.distill_from} teacher)"
-    return (f"{row.dataset} {row.model}, {noise}, {row.criterion}, {row.retrain}{extras}, "
-            f"seed {row.seed}")
+    return (f"{row.dataset} {row.model}{size}, {noise}, {row.criterion}, {row.retrain}"
+            f"{extras}, seed {row.seed}")
 
 
 def lottery_run(experiment: dict, seed: int, compute_missing: bool = True):

@@ -61,7 +61,7 @@ from . import parallel
 from .config import ConfigError, ExperimentConfig
 from .data import DATASETS
 from .models import build_model
-from .retrain import mode_of
+from .retrain import mode_of, runs_needed
 from .store import RunStore
 from .sweep import train_group
 
@@ -206,8 +206,7 @@ def plan(configs: list[ExperimentConfig], store: RunStore) \
             if name not in reused:
                 reused.append(name)
             return False
-        needs = {needed.run_name() for needed in mode_of(config).needs(config)
-                 if visit(needed)}
+        needs = {needed.run_name() for needed in runs_needed(config) if visit(needed)}
         done = found.levels_done() if found is not None else 0
         tasks[name] = Task(config, needs, cost(config, done))
         return True

@@ -152,6 +152,19 @@ def test_needed_runs_are_added_and_wait_and_the_biggest_start_first(tmp_path):
     assert sorted(summary.computed) == sorted(tasks) and summary.ok
 
 
+def test_a_distilling_run_waits_for_its_teacher_run(tmp_path):
+    """The teacher run is a dependency like a reinit run's lottery run: added if missing,
+    and never computed by two workers at once (the student's worker would otherwise
+    compute it beside the teacher's own task)."""
+    student = ExperimentConfig(model="mlp", widths=[8], train_size=300, test_size=100,
+                               epochs=1, levels=1, device="cpu", validation_size=50,
+                               distill_from="best-fit")
+    tasks, _ = grid.plan([student], RunStore(tmp_path))
+    teacher = student.teacher_config.run_name()
+    assert set(tasks) == {student.run_name(), teacher}
+    assert tasks[student.run_name()].needs == {teacher}
+
+
 def test_a_lost_run_is_retried_and_a_failed_one_fails_the_runs_that_need_it(tmp_path):
     base = ExperimentConfig(model="mlp", widths=[8], train_size=300, test_size=100,
                             epochs=1, levels=1, device="cpu")
