@@ -824,10 +824,11 @@ def use_profile(name: str, namespace: dict, show: bool = True) -> None:
     if show and not _SILENT:
         from IPython.display import Markdown, display
 
+        used = {key: namespace.get(key, default) for key, default in declared.items()}
         shown = "\n".join(yaml.safe_dump({key: value}, sort_keys=False, width=88,
                                           default_flow_style=None if isinstance(
                                               value, (dict, list)) else False).strip()
-                           for key, value in parameters.items())
+                           for key, value in used.items())
         display(Markdown(f"**Parameters** (profile `{profile}`; every value this page was "
                          f"computed with):\n\n```yaml\n{shown}\n```"))
 

@@ -96,6 +96,8 @@ def test_every_figure_page_has_its_image_and_glued_numbers(built_book, name):
     # the parameters once: every value the page was computed with, not the defaults
     assert text.count("every value this page was computed with") == 1
     assert "profile: smoke" in text and 'profile = "quick"' not in text
+    declared = figures.parameters_cell_defaults(ROOT / "notebooks" / f"{name}.py")
+    assert not [key for key in declared if f"{key}:" not in text]  # all of them, set or not
     assert "# Parameters" not in text  # papermill's injected cell is hidden
 
 
