@@ -49,8 +49,6 @@ from sddlib import figures
 figures.use_profile("antidote-capacity", globals())
 
 # %% tags=["hide-input"]
-import pandas as pd
-
 from sddlib import metrics, plots
 
 ways = {"plain": {}, "distilled": {"distill_from": distill_from}}

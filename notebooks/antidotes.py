@@ -57,8 +57,6 @@ from sddlib import figures
 figures.use_profile("antidotes", globals())
 
 # %% tags=["hide-input"]
-import math
-
 import pandas as pd
 
 from sddlib import metrics, plots
