@@ -1,9 +1,10 @@
 """The book's figures: profiles, notebooks and the helpers their cells call.
 
-Every figure family is one jupytext notebook in ``notebooks/`` with a cell tagged
-``parameters``. The root ``_config.yml`` lists the notebooks in book order and, per
-profile (``smoke`` for tests, ``quick`` for a laptop, ``paper`` for a GPU box), the
-parameters each one gets::
+Every page is one notebook in ``notebooks/``: a jupytext ``.py`` (what ``sddlib figures``
+converts and reviews read) paired with an ``.ipynb`` (what papermill reads; kept equal,
+:func:`pair_problem`), with a cell tagged ``parameters``. The root ``_config.yml`` lists
+the notebooks in book order and, per profile (``smoke`` for tests, ``quick`` for a
+laptop, ``paper`` for a GPU box), the parameters each one gets::
 
     profiles:
       quick:
@@ -11,15 +12,23 @@ parameters each one gets::
         notebooks:
           pruning-criteria: {criteria: [magnitude, gradient, random]}
 
-``sddlib figures`` first checks the parameters of every notebook it will run (profile and
-``-p`` overrides merged: each experiment the notebook builds must be a valid
-:class:`ExperimentConfig`, seeds non-negative integers, ...; see :func:`checked_parameters`),
-so bad input fails at once in one line, not in a kernel. It then converts each source
-with jupytext and executes it with papermill, one process per notebook, into
-``book/<name>.ipynb``; ``jupyter-book build book/`` then renders those executed copies
-without executing them again. The heavy compute lives in the run
-store, not in the notebooks, so rerunning a figure with other parameters recomputes only
-the runs that are new.
+The cell after ``parameters`` calls :func:`use_profile`, so a notebook given only
+``profile`` (``papermill NB.ipynb OUT.ipynb -p profile paper``) loads that profile's
+values, explicit values winning, and shows every value it used once.
+
+``sddlib figures`` (:func:`make_figures`) first checks the parameters of every notebook it
+will run (profile and ``-p`` overrides merged: each experiment the notebook builds must be
+a valid :class:`ExperimentConfig`, seeds non-negative integers, ...; see
+:func:`checked_parameters`), so bad input fails at once in one line, not in a kernel. It
+skips the pages already executed with the same inputs (:func:`page_key`), asks the others
+which runs they need without executing their figures (:func:`plan_runs`) and computes
+them all in one schedule (:func:`schedule`); it then executes each page with papermill,
+one process per notebook, into ``book/<name>.ipynb``, the landing page (which collects
+every page's claims, :func:`claim`, :func:`book_claims`) last. ``jupyter-book build
+book/`` renders those executed copies without executing them again, and executes the
+missing ones first (:mod:`sddlib.book`). The heavy compute lives in the run store, and
+the analyses of stored runs beside them (:mod:`sddlib.cache`), so rerunning a figure with
+other parameters recomputes only what is new.
 """
 from __future__ import annotations
 
