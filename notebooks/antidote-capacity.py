@@ -49,30 +49,32 @@ from sddlib import figures
 figures.use_profile("antidote-capacity", globals())
 
 # %% tags=["hide-input"]
+import pandas as pd
+
 from sddlib import metrics, plots
 
 ways = {"plain": {}, "distilled": {"distill_from": distill_from}}
-variants = {}
+variants, described = {}, {}  # label -> configs; label -> what it is, column by column
 for sweep, (base, sizes) in {"width": (width_experiment, width_sweep),
                              "depth": (depth_experiment, depth_sweep)}.items():
     for size, changes in sizes.items():
         for noise in noise_rates:
             for way, extra in ways.items():
-                label = f"{sweep}|{size}|{noise:.0%}|{way}"
+                label = f"{sweep}, {size}, {noise:.0%} noise, {way}"
                 variants[label] = figures.configs(base, seeds,
                                                   {label: {**changes, "noise": noise, **extra}}
                                                   )[label]
+                described[label] = {"sweep": sweep, "size": size,
+                                    "noise rate": f"{noise:.0%}", "training": way,
+                                    "model size": size + (f", {noise:.0%} noise"
+                                                          if len(noise_rates) > 1 else "")}
 frame = figures.gather(variants, compute_missing, label="variant")
-parts = frame.variant.str.split("|", expand=True)
-frame["sweep"], frame["size"], frame["noise rate"], frame["training"] = \
-    parts[0], parts[1], parts[2], parts[3]
-frame["model size"] = frame["size"] + (", " + frame["noise rate"] + " noise"
-                                       if len(noise_rates) > 1 else "")
+for column in ("sweep", "size", "noise rate", "training", "model size"):
+    frame[column] = frame.variant.map({label: d[column] for label, d in described.items()})
 
 dips = metrics.dip_depths(frame, "variant").set_index("variant")
 table = metrics.summaries(frame, "variant").set_index("variant").join(dips.drop(columns="seeds"))
-table[["sweep", "size", "noise rate", "training"]] = \
-    table.index.to_series().str.split("|", expand=True).values
+table = table.join(pd.DataFrame.from_dict(described, orient="index"))
 plain = table[table.training == "plain"].set_index(["sweep", "size", "noise rate"])
 distilled = table[table.training == "distilled"].set_index(["sweep", "size", "noise rate"])
 shallower = (distilled.dip < plain.dip.reindex(distilled.index))

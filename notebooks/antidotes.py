@@ -57,15 +57,13 @@ from sddlib import figures
 figures.use_profile("antidotes", globals())
 
 # %% tags=["hide-input"]
-import pandas as pd
-
 from sddlib import metrics, plots
 
 # each antidote on its own seeds (a "seeds" entry), else the page's
-variants = {label: figures.configs(experiment, changes.get("seeds", seeds),
-                                   {label: {k: v for k, v in changes.items() if k != "seeds"}}
-                                   )[label]
-            for label, changes in antidotes.items()}
+changes = figures.variants("antidotes", antidotes)
+variants = {label: figures.configs(experiment, antidotes[label].get("seeds", seeds),
+                                   {label: changes[label]})[label]
+            for label in antidotes}
 frame = figures.gather(variants, compute_missing, label="antidote")
 labels = list(antidotes)
 table = metrics.summaries(frame, "antidote").set_index("antidote").loc[labels]
@@ -188,18 +186,7 @@ figures.glue("vanilla_levels_saved", float(stops[vanilla].levels_saved))
 
 # %% tags=["hide-input"]
 # the early-stop rule on every curve of the book, against hindsight
-curves = figures.book_curves(profile)
-if not curves.empty:
-    curves = curves[curves.groupby("run")["level"].transform("max") >= 2 * patience]
-if curves.empty:  # no run of the book stored yet: nothing to report
-    report = pd.DataFrame(columns=["run", "curve", "validation", "keep_sparsity",
-                                   "keep_test_acc", "best_sparsity", "best_test_acc",
-                                   "test_acc_lost", "levels_saved"])
-else:
-    report = metrics.early_stop_report(curves, by="run", patience=patience)
-    described = curves.groupby("run").first()
-    report["curve"] = [figures.curve_name(described.loc[run]) for run in report.run]
-    report["validation"] = report["validation"].map({True: "yes", False: "no"})
+report = figures.book_early_stops(profile, patience)
 close = report.test_acc_lost <= 0.01
 figures.glue("curve_count", len(report))
 figures.glue("close_count", int(close.sum()))
@@ -208,7 +195,7 @@ figures.glue("mean_saved", float(report.levels_saved.mean()))
 figures.claim("early_stop_claim", "An early stop on the activation entropy keeps a level "
               "within one point of the best test accuracy (every curve of the book)",
               metrics.verdict_of_cases(list(close), "curve"))
-figures.glue("early_stop_table", figures.percent_table(report.sort_values("curve"), {
+figures.glue("early_stop_table", figures.percent_table(report, {
     "curve": "curve", "validation": "validation split", "keep_sparsity": "kept: sparsity",
     "keep_test_acc": "kept: test", "best_sparsity": "best: sparsity",
     "best_test_acc": "best: test", "test_acc_lost": "lost", "levels_saved": "levels saved"},

@@ -111,8 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run or resume one experiment",
                               epilog="keys for --set: see `sddlib keys`")
     run.add_argument("config", nargs="?", type=Path, help="YAML file of key: value pairs")
-    run.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                     help="override one config key (repeatable)")
+    _sets_option(run, "override one config key (repeatable)")
     _store_option(run)
     run.add_argument("--data-dir", type=Path, help="dataset cache (default: from _config.yml)")
     run.add_argument("--download", action="store_true",
@@ -180,8 +179,7 @@ def _parser() -> argparse.ArgumentParser:
                             "unfinished and the damaged ones")
     clean.add_argument("--damaged", action="store_true",
                        help="the damaged runs (as sddlib ls lists them)")
-    clean.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                       help="only runs whose config has this value (repeatable)")
+    _sets_option(clean, "only runs whose config has this value (repeatable)")
     clean.add_argument("--yes", action="store_true", help="remove them (without it: list "
                        "what would be removed)")
     _store_option(clean)
@@ -230,9 +228,14 @@ def _filter_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--status", action="append", default=[], metavar="STATUS",
                         help=f"only runs with this status: {', '.join(STATUS_FILTERS)} "
                              "(unfinished: new or partial; repeatable, or comma-separated)")
+    _sets_option(parser, "only runs whose config has this value, e.g. --set noise=0.2 "
+                         "(repeatable; keys and values as for sddlib run)")
+
+
+def _sets_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--set KEY=VALUE``, repeatable, into ``args.sets`` (the one override grammar)."""
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="only runs whose config has this value, e.g. --set noise=0.2 "
-                             "(repeatable; keys and values as for sddlib run)")
+                        help=help)
 
 
 def _store_option(parser: argparse.ArgumentParser) -> None:

@@ -605,6 +605,21 @@ def _parse(f, raw: str):
                           + (f"; allowed: {allowed}" if allowed else "")) from None
 
 
+def checked_value(key: str, value):
+    """``value`` as config field ``key`` holds it (``80,120`` -> ``[80, 120]``), its type
+    and allowed values checked as a config checks them; a one-line :class:`ConfigError`
+    naming the key otherwise (for filters over stored runs, ``sddlib ls --set``)."""
+    fields = {f.name: f for f in dataclasses.fields(ExperimentConfig)}
+    if key not in fields or isinstance(value, dict):
+        raise ConfigError(f"--set: {key!r} is not a config key; allowed: "
+                          f"{', '.join(sorted(fields))}")
+    value = _coerce(fields[key], value)
+    allowed = _choices(fields[key].metadata)
+    if allowed and value not in allowed:
+        raise ConfigError(f"{key}: {value!r} is not allowed; allowed: {', '.join(allowed)}")
+    return value
+
+
 def _coerce(f, value):
     """Check types of values given in Python or YAML (ints where floats are fine)."""
     kind = _base_type(f)

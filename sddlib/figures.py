@@ -185,8 +185,9 @@ def make_figures(profile: str = "quick", only: Optional[list[str]] = None,
     for name in order:
         parameters = plans[name]
         output = book_dir / f"{name}.ipynb"
-        key = keys[name] if name != LANDING else page_key(settings, name, parameters, book_dir)
-        if name not in todo and not (name == LANDING and executed_key(output) != key):
+        if name == LANDING:  # its key holds the pages just executed
+            keys[name] = page_key(settings, name, parameters, book_dir)
+        if not force and executed_key(output) == keys[name]:
             log(f"[figures] {name} ({profile}) is up to date")
             written.append(output)
             continue
@@ -194,7 +195,7 @@ def make_figures(profile: str = "quick", only: Optional[list[str]] = None,
         log(f"[figures] {name} ({profile}) ...")
         written.append(execute_notebook(settings.root / NOTEBOOK_DIR / f"{name}.py",
                                         output, parameters, cwd=settings.root,
-                                        runs_dir=runs_dir, key=key))
+                                        runs_dir=runs_dir, key=keys[name]))
         log(f"[figures] {name} done in {time.time() - started:.0f} s")
     return written
 
@@ -713,7 +714,7 @@ _SPECIAL = {
     "noises": _dict_of_dicts,
     "antidotes": _antidotes,
     "distill_from": _one_of("dense", "best-fit"),
-    "noise_rates": lambda key, value: _rates(key, value),
+    "noise_rates": _rates,
     "width_sweep": _dict_of_dicts,
     "depth_sweep": _dict_of_dicts,
     "width_experiment": _experiment,
@@ -964,6 +965,27 @@ def book_curves(profile: str, exclude: Iterable[str] = (LANDING,)) -> pd.DataFra
     wanted = each_once(c for found in plan_runs(settings, plans).values() for c in found)
     return run_many(list(wanted.values()), store(), compute_missing=False, progress=False,
                     data_dir=settings.data_dir)
+
+
+def book_early_stops(profile: str, patience: int = 3) -> pd.DataFrame:
+    """:func:`metrics.early_stop_report` on every curve of the book (:func:`book_curves`)
+    long enough to judge (at least twice ``patience`` levels), each named in words
+    (``curve``, :func:`curve_name`) and sorted by it; ``validation`` says yes or no."""
+    from .metrics import early_stop_report
+
+    curves = book_curves(profile)
+    if not curves.empty:
+        curves = curves[curves.groupby("run")["level"].transform("max") >= 2 * patience]
+    if curves.empty:  # no run of the book stored yet
+        return pd.DataFrame(columns=["run", "curve", "validation", "keep_level",
+                                     "keep_sparsity", "keep_test_acc", "best_level",
+                                     "best_sparsity", "best_test_acc", "test_acc_lost",
+                                     "levels_saved"])
+    report = early_stop_report(curves, by="run", patience=patience)
+    described = curves.groupby("run").first()
+    report["curve"] = [curve_name(described.loc[run]) for run in report.run]
+    report["validation"] = report["validation"].map({True: "yes", False: "no"})
+    return report.sort_values("curve", ignore_index=True)
 
 
 def curve_name(row) -> str:

@@ -84,7 +84,7 @@ import pandas as pd
 import torch
 
 # the config's own value checks, so that a filter value reads as a config value does
-from .config import (IDENTITY_VERSION, ConfigError, ExperimentConfig, _choices, _coerce,
+from .config import (IDENTITY_VERSION, ConfigError, ExperimentConfig, checked_value,
                      parse_assignments)
 # re-exported: a store is read and written with them
 from .files import (DamagedFileError, atomic_save_torch, atomic_write_bytes,  # noqa: F401
@@ -459,21 +459,10 @@ def parse_config_filter(assignments: list[str]) -> dict[str, Any]:
     """``key=value`` filters (the ``--set`` grammar, :func:`config.parse_assignments`) as
     config values, each checked as the config checks it (type, allowed values); a
     one-line :class:`ConfigError` naming the key otherwise."""
-    fields = {f.name: f for f in dataclasses.fields(ExperimentConfig)}
     values = parse_assignments([key.strip().replace("-", "_") + equals + value for key, equals,
                                 value in (text.partition("=") for text in assignments)],
                                flag="--set")
-    wanted = {}
-    for key, value in values.items():
-        if key not in fields or isinstance(value, dict):
-            raise ConfigError(f"--set: {key!r} is not a config key; allowed: "
-                              f"{', '.join(sorted(fields))}")
-        value = _coerce(fields[key], value)
-        allowed = _choices(fields[key].metadata)
-        if allowed and value not in allowed:
-            raise ConfigError(f"{key}: {value!r} is not allowed; allowed: {', '.join(allowed)}")
-        wanted[key] = value
-    return wanted
+    return {key: checked_value(key, value) for key, value in values.items()}
 
 
 def selected(listed: Listed, statuses: set[str], where: dict[str, Any]) -> bool:
