@@ -31,6 +31,7 @@ A config is immutable once built: change one with :meth:`ExperimentConfig.replac
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import difflib
@@ -60,10 +61,14 @@ class ConfigError(ValueError):
 
 
 def _field(default, help: str, choices=None, low=None, high=None, identity=True, above=None,
-           below=None):
-    """``low``/``high``: inclusive bounds; ``above``/``below``: exclusive ones."""
+           below=None, short=None):
+    """``low``/``high``: inclusive bounds; ``above``/``below``: exclusive ones. ``short``:
+    the field in a run's readable name when it differs from its default (see
+    :meth:`ExperimentConfig.readable_name`): a prefix put before the value (``"wd"`` gives
+    ``wd5e-3``), or ``""`` for the value alone (``sgd``); fields the name's fixed part
+    already shows have none."""
     meta = {"help": help, "choices": choices, "low": low, "high": high, "above": above,
-            "below": below, "identity": identity}
+            "below": below, "identity": identity, "short": short}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -81,18 +86,18 @@ class ExperimentConfig:
               "dataset's default (mnist1d: 8000; others: the whole split)", low=1)
     test_size: Optional[int] = _field(
         None, "test samples (mnist1d: generated; others: a fixed subset); none = the "
-              "dataset's default (mnist1d: 2000; others: the whole split)", low=1)
+              "dataset's default (mnist1d: 2000; others: the whole split)", low=1, short='t')
     image_size: Optional[int] = _field(
-        None, "resize image sets to this side (tinyimagenet: 32 as the paper; none = native)", low=4)
+        None, "resize image sets to this side (tinyimagenet: 32 as the paper; none = native)", low=4, short='img')
     noise: float = _field(0.2, "fraction of training labels made noisy", low=0.0, high=1.0)
     noise_kind: str = _field("random", "label noise model", choices=NOISE_KINDS)
     augment: Optional[bool] = _field(
-        None, "random crop (padding 4) and horizontal flip; none = on for cifar/tinyimagenet")
+        None, "random crop (padding 4) and horizontal flip; none = on for cifar/tinyimagenet", short='aug')
     validation_size: int = _field(
         0, "training samples held out as a validation split (drawn after the label noise, "
            "so its labels are noisy as a researcher's are; stratified, seeded by seed; "
            "stored in validation.npz); each level's row gets val_acc and val_loss; 0 = none",
-        low=0)
+        low=0, short='val')
     # model
     model: str = _field("cnn1d", "architecture", choices=lambda: tuple(MODELS))
     widths: list = _field([300, 100], "hidden widths of the mlp (LeNet-300-100: 300,100)")
@@ -102,21 +107,21 @@ class ExperimentConfig:
     depth: int = _field(5, "number of conv blocks of vgglike", low=1, high=8)
     # pruning
     criterion: str = _field("magnitude", "pruning score", choices=lambda: tuple(CRITERIA))
-    scope: str = _field("global", "one threshold over all layers, or one per layer", choices=SCOPES)
+    scope: str = _field("global", "one threshold over all layers, or one per layer", choices=SCOPES, short='')
     rate: float = _field(0.2, "fraction of the remaining weights pruned at each level",
-                         above=0.0, below=1.0)
+                         above=0.0, below=1.0, short='rate')
     prune_output: Optional[bool] = _field(
         None, "prune the output layer too; none = the paper's choice per model "
-              "(resnet: yes; mlp, vgg: no)")
+              "(resnet: yes; mlp, vgg: no)", short='pruneout')
     gradient_batches: int = _field(
-        8, "seeded mini-batches averaged for the gradient criterion", low=1)
+        8, "seeded mini-batches averaged for the gradient criterion", low=1, short='gb')
     # retraining
     retrain: str = _field("lottery", "what happens after each pruning step", choices=RETRAIN_MODES)
     rewind_iteration: int = _field(
-        0, "lottery: iteration of the dense run to rewind to (0 = original init)", low=0)
+        0, "lottery: iteration of the dense run to rewind to (0 = original init)", low=0, short='rewind')
     finetune_lr: Optional[float] = _field(
         None, "constant learning rate of finetune mode; none = lr/100, the paper's ratio "
-              "(0.001 after 0.1 for CIFAR)", above=0.0)
+              "(0.001 after 0.1 for CIFAR)", above=0.0, short='ftlr')
     redense_level: Optional[int] = _field(
         None, "train the run's level-L sparse solution on with every weight free (re-dense); "
               "none = off", low=0)
@@ -128,29 +133,29 @@ class ExperimentConfig:
         choices=DISTILL_RULES)
     distill_alpha: float = _field(
         0.8, "weight of the distillation term: alpha*T^2*KL(teacher || student) + "
-             "(1-alpha)*CE on the noisy labels", low=0.0, high=1.0)
+             "(1-alpha)*CE on the noisy labels", low=0.0, high=1.0, short='alpha')
     distill_temperature: float = _field(
-        10.0, "softmax temperature T of distillation", above=0.0)
+        10.0, "softmax temperature T of distillation", above=0.0, short='T')
     teacher: dict = _field(
         {}, "the teacher run: the student's config without distillation, with these keys "
             "over it (--set teacher.model=cnn1d --set teacher.width=64); best-fit picks "
             "among its levels 0..levels, by default the student's levels, a range that is "
-            "part of the student's identity (set teacher.levels to extend a student)")
+            "part of the student's identity (set teacher.levels to extend a student)", short='teacher')
     # training
-    epochs: int = _field(30, "epochs per level", low=1)
-    batch_size: int = _field(128, "mini-batch size", low=1)
-    optimizer: str = _field("adam", "optimiser", choices=OPTIMIZERS)
-    lr: float = _field(1e-3, "learning rate", above=0.0)
-    momentum: float = _field(0.9, "SGD momentum", low=0.0, below=1.0)
-    weight_decay: float = _field(0.0, "L2 weight decay", low=0.0)
-    schedule: str = _field("constant", "learning-rate schedule", choices=SCHEDULES)
-    milestones: list = _field([], "multistep: epochs at which the lr is multiplied by gamma")
-    gamma: float = _field(0.1, "multistep: lr factor at each milestone", above=0.0)
+    epochs: int = _field(30, "epochs per level", low=1, short='e')
+    batch_size: int = _field(128, "mini-batch size", low=1, short='b')
+    optimizer: str = _field("adam", "optimiser", choices=OPTIMIZERS, short='')
+    lr: float = _field(1e-3, "learning rate", above=0.0, short='lr')
+    momentum: float = _field(0.9, "SGD momentum", low=0.0, below=1.0, short='mom')
+    weight_decay: float = _field(0.0, "L2 weight decay", low=0.0, short='wd')
+    schedule: str = _field("constant", "learning-rate schedule", choices=SCHEDULES, short='')
+    milestones: list = _field([], "multistep: epochs at which the lr is multiplied by gamma", short='ms')
+    gamma: float = _field(0.1, "multistep: lr factor at each milestone", above=0.0, short='gamma')
     seed: int = _field(0, "seed of init, label noise, data order and pruning", low=0)
     precision: str = _field(
         "auto", "float precision of the forward pass and loss; auto: bf16 autocast on cuda, "
                 "fp32 elsewhere (bf16 changes float rounding, not the recipe)",
-        choices=PRECISIONS)
+        choices=PRECISIONS, short='')
     # where, how long and how fast; none of these change the numbers (compile: beyond float
     # rounding), so they are not in the identity
     levels: int = _field(25, "pruning levels after the dense level 0", low=0, identity=False)
@@ -201,7 +206,7 @@ class ExperimentConfig:
             raise ConfigError("milestones: epochs must be >= 0")
         if (complaint := mode_of(self).validate(self)) is not None:
             raise ConfigError(complaint)
-        if self.teacher or self.distill_from != "none":
+        if self.teacher or self.distills:
             self._check_teacher()
         model, kind = model_spec(self.model), DATASETS[self.dataset].kind
         if model.reads == "image" and kind != "image":
@@ -288,9 +293,12 @@ class ExperimentConfig:
         return _hash(self.identity())
 
     def readable_name(self) -> str:
-        """``dataset[-nTRAIN]-model[-size]-noise-criterion-mode[-redenseL]-seedS``: the size
-        is the MLP's widths (``300x100``) or the base width (``w32``), ``nTRAIN`` a training
-        set smaller than the dataset's own."""
+        """``dataset[-nTRAIN]-model[-size]-noise-criterion-mode[-redenseL][-distill-RULE]
+        [-SETTINGS]-seedS``: the size is the MLP's widths (``300x100``) or the base width
+        (``w32``), ``nTRAIN`` a training set smaller than the dataset's own, and
+        ``SETTINGS`` every other setting of the run's identity that differs from its
+        default, each by its field's ``short`` name (``e40-sgd-lr0.1-mom0-wd5e-3-val500``),
+        so runs that differ in any setting of their identity never share a name."""
         noise = f"{self.noise_kind}{round(self.noise * 100)}" if self.noise else "clean"
         data = self.dataset
         spec = DATASETS[self.dataset]
@@ -304,9 +312,33 @@ class ExperimentConfig:
             model += f"-w{self.model_width}" + (f"d{self.depth}" if "depth" in fields else "")
         mode = self.retrain + (f"-redense{self.redense_level}"
                                if self.redense_level is not None else "")
-        if self.distill_from != "none":
+        if self.distills:
             mode += f"-distill-{self.distill_from}"
-        return f"{data}-{model}-{noise}-{self.criterion}-{mode}-seed{self.seed}"
+        settings = "".join(f"-{token}" for token in self._setting_tokens())
+        return f"{data}-{model}-{noise}-{self.criterion}-{mode}{settings}-seed{self.seed}"
+
+    def _setting_tokens(self) -> list[str]:
+        """The name tokens of :meth:`readable_name`'s ``SETTINGS``, in field order."""
+        tokens = []
+        for f in dataclasses.fields(self):
+            short = f.metadata.get("short")
+            if short is None or not f.metadata["identity"] or not _matters(self, f.name):
+                continue
+            value = _resolved(self, f.name)
+            default = copy.copy(self)  # the default in this run's context, unvalidated
+            object.__setattr__(default, f.name, f.default if f.default is not dataclasses.MISSING
+                               else f.default_factory())
+            if value == _resolved(default, f.name):
+                continue
+            if isinstance(value, bool):
+                tokens.append(short if value else f"no{short}")
+            elif isinstance(value, dict):
+                tokens.append(f"{short}{_hash(value)[:6]}")
+            elif isinstance(value, (list, tuple)):
+                tokens.append(short + "_".join(_short_number(v) for v in value))
+            else:
+                tokens.append(short + _short_number(value))
+        return tokens
 
     def run_name(self) -> str:
         return f"{self.readable_name()}-{self.short_hash()}"
@@ -331,6 +363,12 @@ class ExperimentConfig:
                 f"-seed{self.seed}-{_hash(self.legacy_identity())}")
 
     # ------------------------------------------------------------------ derived
+    @property
+    def distills(self) -> bool:
+        """Whether the run trains with distillation from a teacher run
+        (``distill_from`` other than ``none``)."""
+        return self.distill_from != "none"
+
     @property
     def use_augment(self) -> bool:
         if self.augment is not None:
@@ -374,7 +412,7 @@ class ExperimentConfig:
             teacher = self.teacher_config
         except ConfigError as error:
             raise ConfigError(f"teacher.{error}") from None
-        if self.distill_from == "none":
+        if not self.distills:
             return
         if self.redense_level is not None:
             raise ConfigError("redense_level: a distilling run has no re-dense branch; "
@@ -431,6 +469,19 @@ def parse_assignments(assignments: Iterable[str], flag: str = "-p") -> dict:
 
 
 
+def _short_number(value) -> str:
+    """A value as a run name shows it: the shorter of ``0.005`` and ``5e-3``, ``10`` for
+    10.0, strings as they are."""
+    if isinstance(value, float):
+        if value == int(value) and abs(value) < 1e6:
+            return str(int(value))
+        plain = f"{value:g}"
+        mantissa, _, exponent = f"{value:e}".partition("e")
+        scientific = f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+        return scientific if len(scientific) < len(plain) else plain
+    return str(value)
+
+
 def _hash(identity: dict[str, Any]) -> str:
     text = json.dumps(identity, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:10]
@@ -445,10 +496,10 @@ _ONLY_IF = {
     "image_size": lambda c: c.dataset == "tinyimagenet",
     "redense_level": lambda c: c.redense_level is not None,
     "validation_size": lambda c: c.validation_size > 0,
-    "distill_from": lambda c: c.distill_from != "none",
-    "distill_alpha": lambda c: c.distill_from != "none",
-    "distill_temperature": lambda c: c.distill_from != "none",
-    "teacher": lambda c: c.distill_from != "none",
+    "distill_from": lambda c: c.distills,
+    "distill_alpha": lambda c: c.distills,
+    "distill_temperature": lambda c: c.distills,
+    "teacher": lambda c: c.distills,
 }
 # Fields that belong to one model, criterion or mode (their registry entries list them).
 _OWNED = {"widths", "width", "depth", "gradient_batches", "rewind_iteration", "finetune_lr"}

@@ -269,7 +269,7 @@ class Experiment:
         """The loss of a distilling run: its teacher run's level that ``distill_from``
         picks (:mod:`sddlib.distill`), frozen; ``meta.json`` records which."""
         config = self.config
-        if config.distill_from == "none":
+        if not config.distills:
             return None
         wanted = config.teacher_config
         found = self.store.find(wanted)

@@ -196,7 +196,7 @@ def runs_needed(config: "ExperimentConfig") -> list["ExperimentConfig"]:
     """The runs that must be finished before ``config``'s can start: what its mode needs
     (:meth:`Mode.needs`) and, when it distils, its teacher run."""
     needed = mode_of(config).needs(config)
-    if config.distill_from != "none":
+    if config.distills:
         needed = needed + [config.teacher_config]
     return needed
 

@@ -490,7 +490,7 @@ class RunStore:
         current name here, once (:meth:`_migrate`)."""
         path = self.path_for(config)
         if not path.joinpath("config.json").exists():
-            legacy = self._legacy_folder(config)
+            legacy = self._renamed_folder(config) or self._legacy_folder(config)
             run = None if legacy is None else self._migrate(legacy, path, config)
         else:
             run = self._checked(path, config)
@@ -503,6 +503,21 @@ class RunStore:
             else:
                 run._settle()
         return run
+
+    def _renamed_folder(self, config: ExperimentConfig) -> Optional[Path]:
+        """The folder of a run of ``config`` stored under its current identity but an
+        older readable name (the readable name has grown to show more settings): same
+        hash, and the stored config has ``config``'s identity."""
+        for folder in sorted(self.root.glob(f"*-{config.short_hash()}")):
+            if folder.name.startswith(".") or not folder.joinpath("config.json").exists():
+                continue
+            try:
+                stored = read_config(folder)
+            except DamagedFileError:
+                continue
+            if stored.identity() == config.identity():
+                return folder
+        return None
 
     def _legacy_folder(self, config: ExperimentConfig) -> Optional[Path]:
         """The folder of a run of ``config``'s experiment stored under the first identity.

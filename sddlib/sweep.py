@@ -176,7 +176,7 @@ def stack_groups(configs: list[ExperimentConfig]) -> list[list[ExperimentConfig]
     groups: dict[str, dict[str, ExperimentConfig]] = {}
     for config in configs:
         if not model_spec(config.model).batch_norm and mode_of(config).stackable(config) \
-                and config.distill_from == "none":
+                and not config.distills:
             key = json.dumps({k: v for k, v in config.to_dict().items()
                               if k not in _STACK_FREE}, sort_keys=True)
         else:
@@ -214,7 +214,7 @@ def run_stacked(configs: list[ExperimentConfig], store: RunStore, *, progress: b
     without one, or a process killed between two members' writes) the checkpoints are
     discarded and the group restarts the level.
     """
-    if distilling := [c.run_name() for c in configs if c.distill_from != "none"]:
+    if distilling := [c.run_name() for c in configs if c.distills]:
         raise ValueError(f"distill_from: {distilling[0]} distils and trains alone; allowed "
                          "in a stacked group: none")
     device = train.resolve_device(configs[0].device)

@@ -70,11 +70,51 @@ def test_settings_that_matter_change_the_name():
 
 def test_readable_names_tell_branches_and_sizes_apart():
     base = ExperimentConfig(**FROZEN)
-    assert base.readable_name() == "mnist1d-n4000-mlp-300x100-random20-magnitude-lottery-seed0"
+    assert base.readable_name() == \
+        "mnist1d-n4000-mlp-300x100-random20-magnitude-lottery-t1000-seed0"
     assert base.replace(redense_level=3).readable_name() == \
-        "mnist1d-n4000-mlp-300x100-random20-magnitude-lottery-redense3-seed0"
+        "mnist1d-n4000-mlp-300x100-random20-magnitude-lottery-redense3-t1000-seed0"
     assert base.replace(model="cnn1d", train_size=8000, test_size=2000).readable_name() == \
         "mnist1d-cnn1d-w64-random20-magnitude-lottery-seed0"
+
+
+def test_every_setting_of_the_identity_that_differs_from_its_default_shows_in_the_name():
+    """Runs that differ in weight decay or the validation split once shared a readable
+    name; now every identity setting off its default is in it, and runs of different
+    identities never share one."""
+    lenet = ExperimentConfig(dataset="mnist-5k", model="mlp", optimizer="sgd", lr=0.1,
+                             momentum=0.0, epochs=40)
+    assert lenet.readable_name() == \
+        "mnist-5k-mlp-300x100-random20-magnitude-lottery-e40-sgd-lr0.1-mom0-seed0"
+    assert "-wd5e-3-" in lenet.replace(weight_decay=0.005).readable_name()
+    assert "-val500-" in lenet.replace(validation_size=500).readable_name()
+    variants = [lenet, lenet.replace(weight_decay=0.005), lenet.replace(weight_decay=5e-4),
+                lenet.replace(validation_size=500), lenet.replace(batch_size=64),
+                lenet.replace(schedule="multistep", milestones=[20, 30]),
+                lenet.replace(schedule="multistep", milestones=[10, 30]),
+                lenet.replace(scope="layerwise"), lenet.replace(rate=0.5),
+                lenet.replace(validation_size=500, distill_from="best-fit"),
+                lenet.replace(validation_size=500, distill_from="best-fit",
+                              distill_temperature=4.0)]
+    names = [config.readable_name() for config in variants]
+    assert len(set(names)) == len(names), names
+    # settings that do nothing for a run stay out (momentum under adam) and so do defaults
+    assert ExperimentConfig(momentum=0.5).readable_name() == ExperimentConfig().readable_name()
+
+
+def test_a_run_stored_under_an_older_readable_name_is_found_and_renamed(tmp_path):
+    """Same identity (hash), shorter old name: found, moved once to the new name."""
+    import json
+    from sddlib.store import RunStore
+
+    store = RunStore(tmp_path)
+    config = ExperimentConfig(**FROZEN).replace(weight_decay=0.005)
+    run = store.create(config, "cpu")
+    old = tmp_path / f"mnist1d-n4000-mlp-300x100-random20-magnitude-lottery-seed0-{config.short_hash()}"
+    run.path.rename(old)
+    found = store.find(config)
+    assert found is not None and found.path == store.path_for(config) and not old.exists()
+    assert json.loads((found.path / "meta.json").read_text())["renamed_from"] == old.name
 
 
 def test_a_config_is_immutable_once_built():
