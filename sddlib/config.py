@@ -325,6 +325,10 @@ class ExperimentConfig:
             if short is None or not f.metadata["identity"] or not _matters(self, f.name):
                 continue
             value = _resolved(self, f.name)
+            if isinstance(value, dict):  # a dict's default is the run's own settings
+                if self._dict_entries(f.name):
+                    tokens.append(f"{short}{_hash(value)[:6]}")
+                continue
             default = copy.copy(self)  # the default in this run's context, unvalidated
             object.__setattr__(default, f.name, f.default if f.default is not dataclasses.MISSING
                                else f.default_factory())
@@ -332,13 +336,21 @@ class ExperimentConfig:
                 continue
             if isinstance(value, bool):
                 tokens.append(short if value else f"no{short}")
-            elif isinstance(value, dict):
-                tokens.append(f"{short}{_hash(value)[:6]}")
             elif isinstance(value, (list, tuple)):
                 tokens.append(short + "_".join(_short_number(v) for v in value))
             else:
                 tokens.append(short + _short_number(value))
         return tokens
+
+    def _dict_entries(self, name: str) -> dict[str, Any]:
+        """The entries of a dict field (``teacher``) that change the run: those that differ
+        from the run's own setting, and for best-fit the teacher's ``levels`` whenever set
+        (the student's own ``levels`` is not part of its identity, so it cannot be the
+        default a name is read against)."""
+        raw = getattr(self, name)
+        return {key: value for key, value in raw.items()
+                if (key == "levels" and self.distill_from == "best-fit")
+                or (key != "levels" and value != getattr(self, key))}
 
     def run_name(self) -> str:
         return f"{self.readable_name()}-{self.short_hash()}"
