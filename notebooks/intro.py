@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -61,6 +61,8 @@ figures.glue("claim_count", len(claims))
 figures.glue("holds_count", int(counts.get(metrics.VERDICTS[True], 0)))
 figures.glue("fails_count", int(counts.get(metrics.VERDICTS[False], 0)))
 figures.glue("open_count", int(counts.get(metrics.VERDICTS[None], 0)))
+figures.glue("inconclusive_count", int(counts.get(metrics.INCONCLUSIVE, 0)))
+figures.glue("confidence", metrics.CONFIDENCE)
 figures.glue("claims_table", figures.claims_table(claims))
 
 # %% [markdown]
@@ -82,11 +84,19 @@ figures.glue("claims_table", figures.claims_table(claims))
 #
 # ## Every claim in the book
 #
-# Each page states a claim of the papers, measures it and judges it: *holds*, *does not
-# hold here*, or *cannot be judged here* (the data at hand cannot decide). Of the
-# {glue:text}`claim_count` claims judged in this build, {glue:text}`holds_count` hold,
-# {glue:text}`fails_count` do not hold here and {glue:text}`open_count` cannot be judged
-# here.
+# Each page states a claim of the papers, names the number it reads off each seed's
+# curves (a dip, or the difference of two variants run on the same seeds) and judges the
+# claim on the {glue:text}`confidence:.0%` interval of that number's mean over seeds
+# (a Student t interval): it *holds* when the interval lies on the claimed side, it *does
+# not hold here* when it lies on the other, and it is *inconclusive here* when the
+# interval straddles (the verdict then says about how many seeds would decide it at the
+# spread seen). A claim *cannot be judged here* when the data at hand cannot decide it at
+# all: a single seed, a curve without the landmark it needs, or, for an antidote, a
+# control (the run without it) that does not show the effect the antidote is meant to
+# remove. Of the {glue:text}`claim_count` claims judged in this build,
+# {glue:text}`holds_count` hold, {glue:text}`fails_count` do not hold here,
+# {glue:text}`inconclusive_count` are inconclusive here and {glue:text}`open_count`
+# cannot be judged here.
 #
 # ```{glue:} claims_table
 # ```

@@ -36,6 +36,7 @@ import ast
 import contextlib
 import copy
 import hashlib
+import html
 import inspect
 import json
 import math
@@ -1036,21 +1037,34 @@ def glue(name: str, value: Any, display: bool = False) -> None:
 CLAIM_PREFIX = "claim:"
 
 
-def claim(name: str, statement: str, verdict: str) -> None:
+def claim(name: str, statement: str, verdict: str, evidence=None) -> None:
     """Glue ``verdict`` (:func:`metrics.verdict`'s words) under ``name`` for the page's
     text, and record the claim with it in the executed page, where the landing page's
-    table of every claim in the book (:func:`book_claims`) finds it."""
+    table of every claim in the book (:func:`book_claims`) finds it. ``evidence``: the
+    :class:`metrics.Judgement` the verdict rests on, or a dict of them by case (dataset,
+    mode); the table shows each one's estimate, interval and seed count."""
     glue(name, verdict)
-    glue(CLAIM_PREFIX + name, json.dumps({"claim": statement, "verdict": verdict}))
+    if evidence is None:
+        cases = []
+    elif isinstance(evidence, dict):
+        cases = [{"case": str(case), **judgement.record()}
+                 for case, judgement in evidence.items()]
+    else:
+        cases = [{"case": "", **evidence.record()}]
+    glue(CLAIM_PREFIX + name, json.dumps({"claim": statement, "verdict": verdict,
+                                          "evidence": cases}))
 
 
 def book_claims(book_dir: Path, names: Iterable[str]) -> pd.DataFrame:
     """Every claim recorded by :func:`claim` in the executed pages ``names`` (in that
     order) under ``book_dir``: columns page (its file name), title (its first heading),
-    claim, verdict (the full words), judged (holds / does not hold here / cannot be judged
-    here). A page not executed yet contributes nothing."""
-    from .metrics import VERDICTS
+    claim, verdict (the full words), judged (holds / does not hold here / inconclusive
+    here / cannot be judged here), evidence (the judgements' records, a list), interval
+    (each case's estimate and interval, one line per case) and seeds (the seed counts). A
+    page not executed yet contributes nothing."""
+    from .metrics import CONFIDENCE, INCONCLUSIVE, VERDICTS
 
+    states = (*VERDICTS.values(), INCONCLUSIVE)
     rows = []
     for name in names:
         path = Path(book_dir) / f"{name}.ipynb"
@@ -1068,18 +1082,35 @@ def book_claims(book_dir: Path, names: Iterable[str]) -> pd.DataFrame:
                     continue
                 text = output["data"][record["mime_prefix"] + "text/plain"]
                 found = json.loads(ast.literal_eval("".join(text)))
-                judged = next((words for words in (VERDICTS[False], VERDICTS[None],
-                                                   VERDICTS[True])
+                judged = next((words for words in states
                                if found["verdict"].startswith(words)), "?")
-                rows.append({"page": name, "title": title, **found, "judged": judged})
-    return pd.DataFrame(rows, columns=["page", "title", "claim", "verdict", "judged"])
+                cases = found.get("evidence", [])
+                rows.append({"page": name, "title": title, "claim": found["claim"],
+                             "verdict": found["verdict"], "judged": judged,
+                             "evidence": cases,
+                             "interval": "\n".join(
+                                 (f"{case['case']}: " if case["case"] else "")
+                                 + case["interval"] for case in cases),
+                             "seeds": "\n".join(
+                                 (f"{case['case']}: " if case["case"] else "")
+                                 + str(case["seeds"]) for case in cases)})
+    columns = ["page", "title", "claim", "verdict", "judged", "evidence", "interval", "seeds"]
+    frame = pd.DataFrame(rows, columns=columns)
+    frame.attrs["confidence"] = CONFIDENCE
+    return frame
 
 
 def claims_table(claims: pd.DataFrame):
-    """:func:`book_claims` as the landing page's table: each claim, its verdict and a link
-    to the page that judges it."""
+    """:func:`book_claims` as the landing page's table: each claim, its estimate with its
+    interval and seed count per case, its verdict and a link to the page that judges it."""
+    from .metrics import CONFIDENCE
+
+    lines = (lambda text: html.escape(text).replace("\n", "<br>"))  # noqa: E731
     shown = pd.DataFrame({
         "claim": claims.claim,
+        f"estimate [{CONFIDENCE:.0%} interval]": [lines(text) or "-"
+                                                  for text in claims.interval],
+        "seeds": [lines(text) or "-" for text in claims.seeds],
         "verdict": claims.verdict,
         "page": [f'<a href="{page}.html">{title}</a>'
                  for page, title in zip(claims.page, claims.title)]})
@@ -1099,15 +1130,18 @@ HEADINGS = {"dataset_name": "dataset", "retrain": "retraining", "criterion": "cr
             "last_sparsity": "last at sparsity", "seeds": "seeds",
             "three_phases": "three phases", "who": "numbers from", "source": "measured by",
             "data": "data", "training images": "training images",
-            "dip": "dip (dense − worst)", "rise": "rise (best − worst)"}
+            "dip": "dip (dense − worst)", "rise": "rise (best − worst)",
+            "smallest_phase": "smallest phase [interval]", "over_seeds": "over seeds"}
 
 
 def summary_table(table, label: str):
     """The landmarks of several curves as a readable table (percentages)."""
     columns = [label, "dense_acc", "worst_acc", "worst_sparsity", "best_acc", "best_sparsity",
                "last_acc", "last_sparsity", "seeds", "three_phases"]
-    return _worded(table[columns], percent=[c for c in columns
-                                            if c.endswith(("_acc", "_sparsity"))])
+    columns += [c for c in ("smallest_phase", "over_seeds") if c in table.columns]
+    shown = table[columns].copy()
+    shown["three_phases"] = shown.three_phases.map({True: "yes", False: "no"})
+    return _worded(shown, percent=[c for c in columns if c.endswith(("_acc", "_sparsity"))])
 
 
 def _worded(table, percent):

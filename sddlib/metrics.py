@@ -23,6 +23,15 @@ difference of two variants run with the same seeds, and an early stop over level
 from the activation entropy (:func:`entropy_early_stop`). The claims these numbers judge are
 worded by :func:`verdict`, the one place the book's "holds" / "does not hold here" /
 "cannot be judged here" is written.
+
+A claim is a statement about a distribution over seeds, not about one curve: it names one
+number per seed (each seed's dip, rise and fall at landmarks the other seeds place,
+:func:`phase_statistics`, or the difference of two variants paired by seed) and is judged
+on the Student t interval of their mean at :data:`CONFIDENCE` (:func:`judge`): *holds*
+when the interval lies on the claimed side, *does not hold here* when it lies on the
+other, *inconclusive here* when it straddles, with the seeds a decision would need at the
+spread observed (:func:`seeds_needed`). A claim about an antidote is judged only where its
+control shows the effect the antidote is meant to remove (:func:`control_shows_effect`).
 """
 from __future__ import annotations
 
@@ -155,6 +164,17 @@ def train_drop_sparsity(frame: pd.DataFrame, threshold: float = 0.05,
     after = curve.loc[peak:]
     below = after[after["mean"] < curve.loc[peak, "mean"] - threshold]
     return float(below.iloc[0]["sparsity"]) if not below.empty else float("nan")
+
+
+def train_drop_level(frame: pd.DataFrame, threshold: float = 0.05,
+                     value: str = "train_acc") -> float:
+    """The level of :func:`train_drop_sparsity` (NaN when the curve never drops): a
+    number per seed that differences of two curves can be taken of."""
+    sparsity = train_drop_sparsity(frame, threshold, value)
+    if math.isnan(sparsity):
+        return sparsity
+    curve = mean_curve(frame, value)
+    return float(curve.loc[curve.sparsity == sparsity, "level"].iloc[0])
 
 
 def memorisation_drop_sparsity(frame: pd.DataFrame, fraction: float = 0.5,
@@ -648,3 +668,244 @@ def flatness_verdict(trend: SharpnessTrend) -> str:
     if trend.rho_rise < 0:
         return "is consistent with flatness explaining the rise"
     return "does not support flatness as the explanation, as the paper found"
+
+
+# ---------------------------------------------------------------------------- uncertainty
+# The one place the book's intervals are set: a two-sided Student t interval over seeds.
+CONFIDENCE = 0.95
+INCONCLUSIVE = "inconclusive here"
+# Beyond this many seeds a power estimate says "more than" instead of a number.
+MOST_SEEDS = 1000
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """A claim judged on one number per seed: the mean, its :data:`CONFIDENCE` Student t
+    interval, and where the interval lies against ``margin``.
+
+    ``holds``: True when the interval lies on the claimed side of ``margin`` (above it
+    when ``above``), False when on the other side, None when it straddles (inconclusive)
+    or when fewer than two seeds give no interval at all (:attr:`judged` False).
+    ``seeds_needed``: for an inconclusive one, the fewest seeds whose interval would
+    clear ``margin`` if the mean and the spread stayed as observed (a simple power
+    estimate); None when the mean sits on the margin (no number of seeds would decide).
+    ``unit``: how :meth:`words` formats the numbers ("{:.1%}" for accuracies)."""
+    values: tuple[float, ...]
+    estimate: float
+    low: float
+    high: float
+    margin: float = 0.0
+    above: bool = True
+    holds: bool | None = None
+    seeds_needed: int | None = None
+    statistic: str = ""
+    unit: str = "{:.1%}"
+
+    @property
+    def seeds(self) -> int:
+        return len(self.values)
+
+    @property
+    def judged(self) -> bool:
+        """Whether there was an interval to judge (two seeds or more)."""
+        return self.seeds >= 2
+
+    @property
+    def inconclusive(self) -> bool:
+        return self.judged and self.holds is None
+
+    @property
+    def state(self) -> str:
+        """The verdict's first words: holds, does not hold here, inconclusive here or
+        cannot be judged here."""
+        return INCONCLUSIVE if self.inconclusive else VERDICTS[self.holds if self.judged
+                                                               else None]
+
+    def interval(self) -> str:
+        """``"1.2% [0.4%, 2.0%]"``: the estimate and its interval, in :attr:`unit`."""
+        if not self.judged:
+            return self.unit.format(self.estimate) if self.seeds else "-"
+        return (f"{self.unit.format(self.estimate)} [{self.unit.format(self.low)}, "
+                f"{self.unit.format(self.high)}]")
+
+    def words(self, why: str = "") -> str:
+        """The verdict in the book's words (:func:`verdict`), an inconclusive one with the
+        seeds a decision would need."""
+        if not self.judged:
+            return verdict(None, why or f"it needs at least 2 seeds, {self.seeds} here")
+        if self.holds is None:
+            if self.seeds_needed is None:
+                need = "its mean sits on the margin, so more seeds would not decide it"
+            elif self.seeds_needed > MOST_SEEDS:
+                need = f"more than {MOST_SEEDS} seeds would be needed at this spread"
+            else:
+                need = f"about {self.seeds_needed} seeds would decide it at this spread"
+            return f"{INCONCLUSIVE} ({need})"
+        return verdict(self.holds, why)
+
+    def record(self) -> dict:
+        """What the landing table shows of it (JSON-ready)."""
+        nan_free = (lambda x: None if x is None or (isinstance(x, float) and math.isnan(x))
+                    else float(x))
+        return {"statistic": self.statistic, "estimate": nan_free(self.estimate),
+                "low": nan_free(self.low), "high": nan_free(self.high), "seeds": self.seeds,
+                "interval": self.interval(), "seeds_needed": self.seeds_needed}
+
+
+def judge(values, margin: float = 0.0, above: bool = True, statistic: str = "",
+          unit: str = "{:.1%}", confidence: float = CONFIDENCE) -> Judgement:
+    """:class:`Judgement` of ``values`` (one per seed; NaN ones are left out): does their
+    mean lie above ``margin`` (below it when not ``above``), judged on a Student t
+    interval at ``confidence``? A t interval rather than a bootstrap: with 3 to 5 seeds a
+    bootstrap's percentiles cannot reach past the observed values, so it is too narrow."""
+    from scipy import stats
+
+    clean = tuple(float(v) for v in values if v is not None and not math.isnan(float(v)))
+    n = len(clean)
+    if n == 0:
+        return Judgement((), float("nan"), float("nan"), float("nan"), margin, above,
+                         None, None, statistic, unit)
+    mean = float(np.mean(clean))
+    if n == 1:
+        return Judgement(clean, mean, float("nan"), float("nan"), margin, above, None, None,
+                         statistic, unit)
+    sd = float(np.std(clean, ddof=1))
+    quantile = float(stats.t.ppf((1 + confidence) / 2, n - 1))
+    half = quantile * sd / math.sqrt(n)
+    low, high = mean - half, mean + half
+    if low > margin:
+        holds = above
+    elif high < margin:
+        holds = not above
+    else:
+        holds = None
+    needed = seeds_needed(mean - margin, sd, confidence) if holds is None else None
+    return Judgement(clean, mean, low, high, margin, above, holds, needed, statistic, unit)
+
+
+def seeds_needed(gap: float, sd: float, confidence: float = CONFIDENCE) -> int | None:
+    """The fewest seeds (at least 2) whose t interval, at spread ``sd``, would no longer
+    reach across a mean ``gap`` away from the margin; None when ``gap`` is 0, more than
+    :data:`MOST_SEEDS` as ``MOST_SEEDS + 1``."""
+    from scipy import stats
+
+    if gap == 0 or math.isnan(gap):
+        return None
+    if sd == 0:
+        return 2
+    for n in range(2, MOST_SEEDS + 1):
+        if stats.t.ppf((1 + confidence) / 2, n - 1) * sd / math.sqrt(n) < abs(gap):
+            return n
+    return MOST_SEEDS + 1
+
+
+def verdict_of_judgements(cases: dict, unit: str = "setting", why_none: str = "") -> str:
+    """One verdict over several cases (datasets, modes), each a :class:`Judgement` judged
+    on its own: like :func:`verdict_of_cases`, with the inconclusive ones counted apart.
+    "inconclusive here" when none is decided either way."""
+    judged = [j for j in cases.values() if j.judged]
+    if not judged:
+        return verdict(None, why_none or "no case has two seeds or more")
+    held = sum(j.holds is True for j in judged)
+    failed = sum(j.holds is False for j in judged)
+    open_ = len(judged) - held - failed
+    tail = f"; inconclusive for {open_}" if open_ and (held or failed) else ""
+    if not held and not failed:
+        return judged[0].words() if len(judged) == 1 else \
+            f"{INCONCLUSIVE} (for each of the {len(judged)} {unit}s judged)"
+    if held == len(judged):
+        return verdict(True, f"for every {unit} where it can be judged")
+    if not held:
+        return verdict(False, f"for none of the {len(judged)} {unit}s judged{tail}")
+    return verdict(True, f"for {held} of the {len(judged)} {unit}s judged{tail}")
+
+
+def phase_statistics(frame: pd.DataFrame, value: str = "test_acc") -> pd.DataFrame:
+    """Each seed's three phases, as differences of ``value`` between landmark levels:
+    ``dip`` = dense - worst, ``rise`` = best - worst, ``fall`` = best - last, and
+    ``smallest`` (the least of the three: above 0 for a fall, a rise and a fall).
+
+    A seed's landmarks are the levels that the *other* seeds' mean curve puts them at
+    (:func:`curve_summary`), so the noise of a seed never chooses where that seed is
+    measured (picking the best and worst levels from the same numbers would show a dip
+    in a flat curve); with one seed, its own. Without a worst point, NaN. One row per seed:
+    seed, dense_level, worst_level, best_level, last_level, dip, rise, fall, smallest."""
+    seeds = sorted(frame["seed"].unique())
+    rows = []
+    for seed in seeds:
+        own = frame[frame.seed == seed].set_index("level")[value]
+        others = frame[frame.seed != seed] if len(seeds) > 1 else frame
+        marks = curve_summary(others, value)
+        at = lambda level: float(own.get(level, float("nan")))  # noqa: E731
+        dense = at(int(others.level.min()))
+        if marks.worst_level < 0:
+            dip = rise = float("nan")
+        else:
+            dip = dense - at(marks.worst_level)
+            rise = at(marks.best_level) - at(marks.worst_level)
+        fall = at(marks.best_level) - at(marks.last_level)
+        rows.append({"seed": seed, "worst_level": marks.worst_level,
+                     "best_level": marks.best_level, "last_level": marks.last_level,
+                     "dip": dip, "rise": rise, "fall": fall,
+                     "smallest": float(np.min([dip, rise, fall]))})
+    return pd.DataFrame(rows, columns=["seed", "worst_level", "best_level", "last_level",
+                                       "dip", "rise", "fall", "smallest"])
+
+
+def three_phases_judgement(frame: pd.DataFrame, value: str = "test_acc") -> Judgement:
+    """He et al.'s fall, rise and fall over seeds: the smallest of each seed's dip, rise
+    and fall (:func:`phase_statistics`) judged above 0."""
+    return judge(phase_statistics(frame, value)["smallest"],
+                 statistic="smallest of dip, rise and fall, per seed")
+
+
+def best_level(frame: pd.DataFrame, value: str = "test_acc") -> float:
+    """The pruned level of one seed's curve with the highest ``value`` (its own sweet
+    spot); NaN without pruned levels."""
+    pruned = frame[frame.level > 0]
+    return float(pruned.loc[pruned[value].idxmax(), "level"]) if not pruned.empty \
+        else float("nan")
+
+
+def seed_statistic(frame: pd.DataFrame, statistic, value: str = "test_acc") -> pd.Series:
+    """One number per seed of ``frame``, indexed by seed: ``statistic`` is a column of
+    :func:`phase_statistics` (``dip``, ``rise``, ``fall``, ``smallest``), ``"last"``
+    (``value`` at the sparsest level), ``"best_level"`` (:func:`best_level`) or a
+    function of one seed's levels."""
+    if statistic in ("dip", "rise", "fall", "smallest"):
+        return phase_statistics(frame, value).set_index("seed")[statistic]
+    if statistic == "last":
+        return frame[frame.level == frame.level.max()].set_index("seed")[value]
+    function = (lambda seed: best_level(seed, value)) if statistic == "best_level" \
+        else statistic
+    return pd.Series({seed: function(group) for seed, group in frame.groupby("seed")},
+                     dtype=float)
+
+
+STATISTIC_WORDS = {"last": "accuracy at the sparsest level", "best_level": "sweet-spot level",
+                   "smallest": "smallest of dip, rise and fall"}
+
+
+def paired_judgement(first: pd.DataFrame, second: pd.DataFrame, statistic,
+                     above: bool = True, margin: float = 0.0, value: str = "test_acc",
+                     unit: str = "{:.1%}", words: str = "") -> Judgement:
+    """:func:`seed_statistic` of ``first`` minus that of ``second``, paired by seed
+    (seeds run by one variant only are left out), judged above ``margin`` (below when
+    not ``above``). ``words``: what the statistic is, for the table (default: its name)."""
+    a, b = seed_statistic(first, statistic, value), seed_statistic(second, statistic, value)
+    both = a.index.intersection(b.index)
+    words = words or STATISTIC_WORDS.get(statistic, str(statistic))
+    return judge((a[both] - b[both]).tolist(), margin, above, unit=unit,
+                 statistic=f"{words}, difference paired by seed")
+
+
+def control_shows_effect(control: Judgement, what: str = "the control") -> tuple[bool, str]:
+    """Whether a claim about an antidote or a mode may be judged: only where its control
+    (the vanilla run) shows the effect it is meant to remove, at the interval. Returns
+    (may judge, the reason it may not)."""
+    if control.holds is True:
+        return True, ""
+    state = ("has fewer than two seeds" if not control.judged else
+             "shows it only inconclusively" if control.holds is None else "does not show it")
+    return False, (f"{what} must show sparse double descent at the {CONFIDENCE:.0%} "
+                   f"interval, and {state} ({control.interval()})")

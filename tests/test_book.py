@@ -110,7 +110,9 @@ def test_the_landing_page_lists_every_claim_with_its_verdict_and_page(built_book
         (book / f"{name}.ipynb").read_text())["cells"] if "figures.claim(" in
         "".join(cell["source"]))
     assert len(claims) >= recorded >= 10  # (a loop records several claims in one call)
-    assert set(claims.judged) <= {"holds", "does not hold here", "cannot be judged here"}
+    assert set(claims.judged) <= {"holds", "does not hold here", "inconclusive here",
+                                  "cannot be judged here"}
+    assert "interval]" in html  # each claim's estimate and interval over seeds
     for row in claims.itertuples():
         assert row.claim in html and f'href="{row.page}.html"' in html
 
