@@ -92,8 +92,7 @@ else:
         groups[lowest], groups[highest],
         lambda seed: metrics.train_drop_level(seed, drop_threshold), unit="{:.1f} levels",
         words="training-drop level")
-    best_claim = metrics.paired_judgement(groups[highest], groups[lowest], "best_level",
-                                          unit="{:.1f} levels")
+    best_claim = metrics.paired_judgement(groups[highest], groups[lowest], "best_level")
 figures.glue("lowest_rate", str(lowest))
 figures.glue("highest_rate", str(highest))
 figures.claim("drop_verdict", "More random-label noise starts the training-accuracy drop "

@@ -63,8 +63,7 @@ figures.glue("mean_difference_points", 100 * float(pruned["mean"].mean()))
 # where the lottery curve (the control) shows sparse double descent
 control = metrics.three_phases_judgement(frame[frame.retrain == "lottery"])
 shift = metrics.paired_judgement(frame[frame.retrain == "lottery"],
-                                 frame[frame.retrain == "reinit"], "best_level",
-                                 unit="{:.1f} levels")
+                                 frame[frame.retrain == "reinit"], "best_level")
 judged, why = metrics.control_shows_effect(control, "the lottery curve")
 figures.claim("shift_verdict", "Random reinitialisation moves the sweet spot to lower "
               "sparsity than lottery rewinding",

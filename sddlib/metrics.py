@@ -700,6 +700,7 @@ class Judgement:
     seeds_needed: int | None = None
     statistic: str = ""
     unit: str = "{:.1%}"
+    left_out: int = 0  # seeds whose number could not be read (NaN)
 
     @property
     def seeds(self) -> int:
@@ -732,7 +733,9 @@ class Judgement:
         """The verdict in the book's words (:func:`verdict`), an inconclusive one with the
         seeds a decision would need."""
         if not self.judged:
-            return verdict(None, why or f"it needs at least 2 seeds, {self.seeds} here")
+            missing = f", {self.left_out} more without a value" if self.left_out else ""
+            return verdict(None, why or f"it needs a value from at least 2 seeds, "
+                                        f"{self.seeds} here{missing}")
         if self.holds is None:
             if self.seeds_needed is None:
                 need = "its mean sits on the margin, so more seeds would not decide it"
@@ -760,15 +763,14 @@ def judge(values, margin: float = 0.0, above: bool = True, statistic: str = "",
     bootstrap's percentiles cannot reach past the observed values, so it is too narrow."""
     from scipy import stats
 
+    values = list(values)
     clean = tuple(float(v) for v in values if v is not None and not math.isnan(float(v)))
-    n = len(clean)
-    if n == 0:
-        return Judgement((), float("nan"), float("nan"), float("nan"), margin, above,
-                         None, None, statistic, unit)
-    mean = float(np.mean(clean))
-    if n == 1:
+    n, left_out = len(clean), len(values) - len(clean)
+    if n < 2:
+        mean = float(np.mean(clean)) if clean else float("nan")
         return Judgement(clean, mean, float("nan"), float("nan"), margin, above, None, None,
-                         statistic, unit)
+                         statistic, unit, left_out)
+    mean = float(np.mean(clean))
     sd = float(np.std(clean, ddof=1))
     quantile = float(stats.t.ppf((1 + confidence) / 2, n - 1))
     half = quantile * sd / math.sqrt(n)
@@ -780,7 +782,8 @@ def judge(values, margin: float = 0.0, above: bool = True, statistic: str = "",
     else:
         holds = None
     needed = seeds_needed(mean - margin, sd, confidence) if holds is None else None
-    return Judgement(clean, mean, low, high, margin, above, holds, needed, statistic, unit)
+    return Judgement(clean, mean, low, high, margin, above, holds, needed, statistic, unit,
+                     left_out)
 
 
 def seeds_needed(gap: float, sd: float, confidence: float = CONFIDENCE) -> int | None:
@@ -828,7 +831,8 @@ def phase_statistics(frame: pd.DataFrame, value: str = "test_acc") -> pd.DataFra
     A seed's landmarks are the levels that the *other* seeds' mean curve puts them at
     (:func:`curve_summary`), so the noise of a seed never chooses where that seed is
     measured (picking the best and worst levels from the same numbers would show a dip
-    in a flat curve); with one seed, its own. Without a worst point, NaN. One row per seed:
+    in a flat curve); with one seed, its own. Without a worst point (the best is the first
+    pruned level), the dip and the rise are 0: there is none. One row per seed:
     seed, dense_level, worst_level, best_level, last_level, dip, rise, fall, smallest."""
     seeds = sorted(frame["seed"].unique())
     rows = []
@@ -838,8 +842,8 @@ def phase_statistics(frame: pd.DataFrame, value: str = "test_acc") -> pd.DataFra
         marks = curve_summary(others, value)
         at = lambda level: float(own.get(level, float("nan")))  # noqa: E731
         dense = at(int(others.level.min()))
-        if marks.worst_level < 0:
-            dip = rise = float("nan")
+        if marks.worst_level < 0:  # the best is the first pruned level: no dip, no rise
+            dip = rise = 0.0
         else:
             dip = dense - at(marks.worst_level)
             rise = at(marks.best_level) - at(marks.worst_level)
@@ -888,13 +892,15 @@ STATISTIC_WORDS = {"last": "accuracy at the sparsest level", "best_level": "swee
 
 def paired_judgement(first: pd.DataFrame, second: pd.DataFrame, statistic,
                      above: bool = True, margin: float = 0.0, value: str = "test_acc",
-                     unit: str = "{:.1%}", words: str = "") -> Judgement:
+                     unit: str = "", words: str = "") -> Judgement:
     """:func:`seed_statistic` of ``first`` minus that of ``second``, paired by seed
     (seeds run by one variant only are left out), judged above ``margin`` (below when
-    not ``above``). ``words``: what the statistic is, for the table (default: its name)."""
+    not ``above``). ``words``: what the statistic is, for the table (default: its name);
+    ``unit``: how it is printed (default: levels for ``best_level``, else percent)."""
     a, b = seed_statistic(first, statistic, value), seed_statistic(second, statistic, value)
     both = a.index.intersection(b.index)
     words = words or STATISTIC_WORDS.get(statistic, str(statistic))
+    unit = unit or ("{:.1f} levels" if statistic == "best_level" else "{:.1%}")
     return judge((a[both] - b[both]).tolist(), margin, above, unit=unit,
                  statistic=f"{words}, difference paired by seed")
 

@@ -53,8 +53,9 @@ def test_no_effect_is_inconclusive_with_the_seeds_a_decision_would_need():
 def test_too_few_seeds_cannot_be_judged_and_nan_values_are_left_out():
     one = metrics.judge([0.03])
     assert not one.judged and one.holds is None and one.state == "cannot be judged here"
-    assert one.words().startswith("cannot be judged here: it needs at least 2 seeds")
+    assert one.words().startswith("cannot be judged here: it needs a value from at least 2")
     assert metrics.judge([0.03, float("nan"), 0.031, 0.029]).seeds == 3
+    assert "1 here, 2 more without a value" in metrics.judge([0.03, None, float("nan")]).words()
     assert metrics.seeds_needed(0.0, 0.01) is None  # a mean on the margin: nothing decides
     assert metrics.seeds_needed(0.01, 0.0) == 2
     assert metrics.seeds_needed(1e-6, 1.0) == metrics.MOST_SEEDS + 1
