@@ -35,11 +35,11 @@ width_experiment = {"dataset": "mnist1d", "model": "cnn1d", "train_size": 4000,
                     "test_size": 1000, "levels": 20, "validation_size": 500}
 width_sweep = {"width 8": {"width": 8}, "width 32": {"width": 32}}
 depth_experiment = {"dataset": "mnist-5k", "model": "mlp", "optimizer": "sgd", "lr": 0.1,
-                    "momentum": 0.0, "epochs": 40, "levels": 30, "validation_size": 500}
+                    "momentum": 0.0, "epochs": 40, "levels": 35, "validation_size": 500}
 depth_sweep = {"1 hidden layer (300)": {"widths": [300]},
                "2 hidden layers (300, 100)": {"widths": [300, 100]}}
 noise_rates = [0.2]
-seeds = [0]
+seeds = [0, 1, 2]
 distill_from = "best-fit"
 compute_missing = True
 

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -43,9 +43,9 @@
 # %% tags=["parameters", "remove-cell"]
 profile = "quick"
 experiment = {"train_size": 4000, "test_size": 1000, "levels": 20}
-seeds = [0, 1]
+seeds = [0, 1, 2]
 datasets = {"mnist-5k": {"model": "mlp", "widths": [300, 100], "optimizer": "sgd", "lr": 0.1,
-                         "momentum": 0.0, "epochs": 40, "levels": 30, "train_size": None,
+                         "momentum": 0.0, "epochs": 40, "levels": 35, "train_size": None,
                          "test_size": None},
             "mnist1d": {}}
 compute_missing = True

@@ -30,7 +30,7 @@
 # %% tags=["parameters", "remove-cell"]
 profile = "quick"
 experiment = {"train_size": 4000, "test_size": 1000, "levels": 20}
-seeds = [0]
+seeds = [0, 1, 2]
 compute_missing = True
 
 # %% tags=["remove-input"]

@@ -34,7 +34,7 @@
 # %% tags=["parameters", "remove-cell"]
 profile = "quick"
 experiment = {"train_size": 4000, "test_size": 1000, "levels": 20}
-seeds = [0]
+seeds = [0, 1, 2]
 criteria = ["magnitude", "gradient", "random"]
 compute_missing = True
 

@@ -36,7 +36,7 @@
 # %% tags=["parameters", "remove-cell"]
 profile = "quick"
 experiment = {"train_size": 4000, "test_size": 1000, "levels": 20}
-seeds = [0]
+seeds = [0, 1, 2]
 modes = ["lottery", "finetune", "lr-rewind", "scratch"]
 compute_missing = True
 

@@ -29,9 +29,9 @@
 # %% tags=["parameters", "remove-cell"]
 profile = "quick"
 experiment = {"train_size": 4000, "test_size": 1000, "levels": 20}
-seeds = [0, 1]
+seeds = [0, 1, 2, 3, 4]
 datasets = {"mnist-5k": {"model": "mlp", "widths": [300, 100], "optimizer": "sgd", "lr": 0.1,
-                         "momentum": 0.0, "epochs": 40, "levels": 30, "train_size": None,
+                         "momentum": 0.0, "epochs": 40, "levels": 35, "train_size": None,
                          "test_size": None},
             "mnist1d": {},
             "digits": {"model": "mlp", "epochs": 40, "levels": 25, "train_size": None,

@@ -857,6 +857,14 @@ def page_names() -> list[str]:
     return notebook_names(load_settings())
 
 
+def left_for(name: str, key: str, shown, profile: str = "paper") -> list[str]:
+    """The variants of page ``name``'s parameter ``key`` (a dict of labels) that
+    ``profile`` computes and this page, with ``shown``, leaves out: what a page says it
+    left for the paper profile."""
+    theirs = notebook_parameters(load_settings(), profile, name).get(key) or {}
+    return [label for label in theirs if label not in shown]
+
+
 def page_parameters(name: str, profile: str) -> dict:
     """The parameters page ``name`` was executed with, when its executed copy in
     :func:`book_folder` was computed on ``profile``; else the profile's own."""
