@@ -181,25 +181,7 @@ class ExperimentConfig:
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad key and its allowed values."""
         for f in dataclasses.fields(self):
-            value, meta = getattr(self, f.name), f.metadata
-            if value is None:
-                continue
-            allowed = _choices(meta)
-            if allowed and value not in allowed:
-                raise ConfigError(
-                    f"{f.name}: {value!r} is not allowed; allowed: {', '.join(allowed)}")
-            bounds = _bounds_text(meta)
-            low, high = meta["low"], meta["high"]
-            above, below = meta.get("above"), meta.get("below")
-            for item in (value if isinstance(value, list) else [value]):
-                if isinstance(item, (int, float)) and not isinstance(item, bool):
-                    if not math.isfinite(item):
-                        raise ConfigError(f"{f.name}: {item!r} is not a finite number"
-                                          + (f"; allowed: {bounds}" if bounds else ""))
-                    if ((low is not None and item < low) or (high is not None and item > high)
-                            or (above is not None and item <= above)
-                            or (below is not None and item >= below)):
-                        raise ConfigError(f"{f.name}: {item!r} is out of range; allowed: {bounds}")
+            _check_field(f, getattr(self, f.name))
         if self.model == "mlp" and (not self.widths or min(self.widths) < 1):
             raise ConfigError("widths: need one or more positive hidden widths, e.g. 300,100")
         if any(m < 0 for m in self.milestones):
@@ -256,10 +238,7 @@ class ExperimentConfig:
                 raise ConfigError(f"{key}: not a config key but an option of `sddlib run`: "
                                   f"{options[key]}")
             if key not in known:
-                close = difflib.get_close_matches(str(key), sorted(known), n=1)
-                hint = f"did you mean {close[0]}? " if close else ""
-                raise ConfigError(f"{key}: unknown key; {hint}allowed: "
-                                  f"{', '.join(sorted(known))}")
+                raise ConfigError(unknown_key_message(str(key), known))
         return cls(**values)
 
     def replace(self, **changes) -> "ExperimentConfig":
@@ -481,6 +460,18 @@ def parse_assignments(assignments: Iterable[str], flag: str = "-p") -> dict:
 
 
 
+def unknown_key_message(key: str, known) -> str:
+    """One short line for a key that is not a config key: the closest keys by spelling and
+    where the whole list is (``sddlib keys``), not all forty of them."""
+    names = sorted(known)
+    close = difflib.get_close_matches(key, names, n=1)
+    if close:
+        return f"{key}: unknown key; did you mean {close[0]}? (every key: sddlib keys)"
+    nearest = difflib.get_close_matches(key, names, n=3, cutoff=0.0)
+    return (f"{key}: unknown key; the closest: {', '.join(nearest)} (every key: "
+            f"sddlib keys)")
+
+
 def _short_number(value) -> str:
     """A value as a run name shows it: the shorter of ``0.005`` and ``5e-3``, ``10`` for
     10.0, strings as they are."""
@@ -677,10 +668,31 @@ def checked_value(key: str, value):
         raise ConfigError(f"--set: {key!r} is not a config key; allowed: "
                           f"{', '.join(sorted(fields))}")
     value = _coerce(fields[key], value)
-    allowed = _choices(fields[key].metadata)
-    if allowed and value not in allowed:
-        raise ConfigError(f"{key}: {value!r} is not allowed; allowed: {', '.join(allowed)}")
+    _check_field(fields[key], value)
     return value
+
+
+def _check_field(f, value) -> None:
+    """One field's value against its own metadata: its choices, or its bounds (each item
+    of a list); a one-line :class:`ConfigError` naming the field otherwise."""
+    meta = f.metadata
+    if value is None:
+        return
+    allowed = _choices(meta)
+    if allowed and value not in allowed:
+        raise ConfigError(f"{f.name}: {value!r} is not allowed; allowed: {', '.join(allowed)}")
+    bounds = _bounds_text(meta)
+    low, high = meta["low"], meta["high"]
+    above, below = meta.get("above"), meta.get("below")
+    for item in (value if isinstance(value, list) else [value]):
+        if isinstance(item, (int, float)) and not isinstance(item, bool):
+            if not math.isfinite(item):
+                raise ConfigError(f"{f.name}: {item!r} is not a finite number"
+                                  + (f"; allowed: {bounds}" if bounds else ""))
+            if ((low is not None and item < low) or (high is not None and item > high)
+                    or (above is not None and item <= above)
+                    or (below is not None and item >= below)):
+                raise ConfigError(f"{f.name}: {item!r} is out of range; allowed: {bounds}")
 
 
 def _coerce(f, value):

@@ -35,6 +35,8 @@ from __future__ import annotations
 import ast
 import contextlib
 import copy
+import dataclasses
+import difflib
 import hashlib
 import html
 import inspect
@@ -53,7 +55,7 @@ import yaml
 
 from . import theory
 from .cache import cached
-from .config import RETRAIN_MODES, ConfigError, ExperimentConfig
+from .config import RETRAIN_MODES, ConfigError, ExperimentConfig, checked_value
 from .data import DATASETS
 from .files import atomic_write_text
 from .metrics import curve_summary
@@ -179,7 +181,7 @@ def make_figures(profile: str = "quick", only: Optional[list[str]] = None,
             started = time.time()
             count = schedule([c for found in planned.values() for c in found], store(),
                              load_settings().data_dir, _workers_setting(),
-                             progress=os.environ.get("SDDLIB_PROGRESS", "1") != "0")
+                             progress=progress_setting())
         if count:
             log(f"[figures] {count} runs computed in one schedule in "
                 f"{time.time() - started:.0f} s")
@@ -324,7 +326,7 @@ def compute_figures(profile: str = "quick", only: Optional[list[str]] = None,
             f"pages ({profile})")
         started = time.time()
         count = schedule(configs, store(), load_settings().data_dir, _workers_setting(),
-                         progress=os.environ.get("SDDLIB_PROGRESS", "1") != "0", ray=ray)
+                         progress=progress_setting(), ray=ray)
         log(f"[figures] {count} runs computed in {time.time() - started:.0f} s")
     return count
 
@@ -468,7 +470,11 @@ def checked_parameters(settings: ProjectSettings, profile: str, names: list[str]
     for key in (overrides or {}):
         if key not in known:
             which = f"notebook {names[0]}" if len(names) == 1 else "any notebook run"
-            raise ValueError(f"{key}: not a parameter of {which}; allowed: {', '.join(known)}")
+            nearest = difflib.get_close_matches(str(key), known, n=3, cutoff=0.0)
+            raise ValueError(f"{key}: not a parameter of {which}; the closest: "
+                             f"{', '.join(nearest)} (each notebook's parameters cell lists "
+                             "its own)")
+    _check_experiment_overrides(settings, profile, names, overrides or {}, declared)
     plans = {}
     for name in names:
         mine = {k: v for k, v in (overrides or {}).items() if k in declared[name]}
@@ -510,6 +516,43 @@ def variants(kind: str, value) -> dict[str, dict]:
     """The variants a notebook's ``criteria``, ``modes``, ``noises`` or ``datasets``
     parameter stands for: label -> changes to the base experiment (for :func:`configs`)."""
     return VARIANTS[kind](value)
+
+
+def _check_experiment_overrides(settings, profile, names, overrides, declared) -> None:
+    """An override of a base experiment's key (``-p experiment.noise=0.4``): its value
+    checked as the config checks it, and refused when no run of the chosen pages would use
+    it, because every variant of each page that has the base sets that key itself
+    (``--only label-noise -p experiment.noise=2``: the page's ``noises`` set the noise)."""
+    for base in BASES:
+        entries = overrides.get(base)
+        if not isinstance(entries, dict):
+            continue
+        fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
+        for key, value in entries.items():
+            if key not in fields:
+                continue  # the config's own check names it, with its hint
+            try:
+                checked_value(key, value)
+            except ConfigError as error:
+                raise ValueError(f"{base}.{str(error)}") from None
+        setters = {}  # page -> the variant parameter that sets each of its runs' keys
+        used = set()
+        for name in names:
+            if base not in declared[name]:
+                continue
+            parameters = notebook_parameters(settings, profile, name,
+                                             {k: v for k, v in overrides.items()
+                                              if k in declared[name]})
+            owner = next((k for k in BASES[base] if k in parameters), None)
+            changes = list(VARIANTS[owner](parameters[owner]).values()) if owner else [{}]
+            used |= {key for key in entries if not all(key in c for c in changes)}
+            setters.setdefault(name, owner)
+        for key in entries:
+            if setters and key not in used:
+                name, owner = next(iter(setters.items()))
+                raise ValueError(f"{base}.{key}: every run of notebook {name} sets its own "
+                                 f"{key} (from its {owner}), so this override would change "
+                                 f"nothing; set {owner} instead")
 
 
 def check_parameters(parameters: dict, declared: dict) -> None:
@@ -924,9 +967,14 @@ def gather(variants: dict[str, list[ExperimentConfig]], compute_missing: bool = 
     computed and each variant shows its finished runs, as :func:`sweep.run_many` says.
     """
     settings = load_settings()
-    progress = os.environ.get("SDDLIB_PROGRESS", "1") != "0"
+    progress = progress_setting()
     if compute_missing:
         wanted = each_once(config for group in variants.values() for config in group)
+        if in_kernel() and not progress:
+            missing = [c for c in wanted.values() if not _finished(c)]
+            if missing:  # one line instead of the bars (see progress_setting)
+                print(f"computing {len(missing)} of {len(wanted)} runs (SDDLIB_PROGRESS=1 "
+                      "shows their progress bars)")
         run_many(list(wanted.values()), store(), progress=progress,
                  stack=_stack_setting(), workers=_workers_setting(),
                  data_dir=settings.data_dir)
@@ -940,6 +988,28 @@ def gather(variants: dict[str, list[ExperimentConfig]], compute_missing: bool = 
     if frame.empty:
         raise RuntimeError("no finished runs for this figure; run with compute_missing=True")
     return frame
+
+
+def in_kernel() -> bool:
+    """Whether this code runs in a Jupyter kernel (a notebook page, papermill's or yours)."""
+    shell = sys.modules.get("IPython") and sys.modules["IPython"].get_ipython()
+    return shell is not None and hasattr(shell, "kernel")
+
+
+def progress_setting() -> bool:
+    """Whether runs show tqdm's progress bars: ``SDDLIB_PROGRESS`` (``0`` or ``1``) when
+    set; else yes in a terminal and no in a notebook kernel, where every refresh of a bar
+    is one more output stored in the executed notebook (hundreds for one page run by
+    papermill); there a page prints one line for the runs it computes."""
+    value = os.environ.get("SDDLIB_PROGRESS")
+    if value is not None:
+        return value != "0"
+    return not in_kernel()
+
+
+def _finished(config: ExperimentConfig) -> bool:
+    found = store().find(config)
+    return found is not None and found.is_finished()
 
 
 def _stack_setting():

@@ -684,7 +684,8 @@ class Judgement:
     interval, and where the interval lies against ``margin``.
 
     ``holds``: True when the interval lies on the claimed side of ``margin`` (above it
-    when ``above``), False when on the other side, None when it straddles (inconclusive)
+    when ``above``), False when on the other side (or when every seed gives exactly the
+    margin: no spread, and not on the claimed side), None when it straddles (inconclusive)
     or when fewer than two seeds give no interval at all (:attr:`judged` False).
     ``seeds_needed``: for an inconclusive one, the fewest seeds whose interval would
     clear ``margin`` if the mean and the spread stayed as observed (a simple power
@@ -779,6 +780,8 @@ def judge(values, margin: float = 0.0, above: bool = True, statistic: str = "",
         holds = above
     elif high < margin:
         holds = not above
+    elif sd == 0:  # every seed exactly on the margin: decided, and not on the claimed side
+        holds = False
     else:
         holds = None
     needed = seeds_needed(mean - margin, sd, confidence) if holds is None else None

@@ -141,8 +141,11 @@ CASES = [
                  id="set-model-needs-images"),
     pytest.param(run_args("--set", "train_size=333"), "train_size", ["multiple of 10"],
                  id="set-mnist1d-sizes"),
-    pytest.param(run_args("--set", "colour=red"), "colour", ["unknown key", "model, momentum"],
+    pytest.param(run_args("--set", "colour=red"), "colour", ["unknown key", "sddlib keys"],
                  id="set-unknown-key"),
+    pytest.param(run_args("--set", "nosuchkey=1"), "nosuchkey",
+                 ["unknown key; the closest: ", "(every key: sddlib keys)"],
+                 id="set-unknown-key-short"),
     pytest.param(run_args("--set", "epochs"), "epochs", ["key=value"], id="set-no-equals"),
     # --set: keys that are options of the command
     pytest.param(run_args("--set", "data_dir=/tmp"), "data_dir", ["--data-dir"],
@@ -207,7 +210,12 @@ FIGURES = [
     pytest.param(["--profile", "huge"], "profile", ["smoke, quick, paper"], id="fig-profile"),
     pytest.param(["--only", "nope"], "nope", ["sdd-datasets, pruning-criteria"],
                  id="fig-only"),
-    pytest.param(["-p", "colour=red"], "colour", ["experiment", "seeds"], id="fig-unknown"),
+    pytest.param(["-p", "colour=red"], "colour", ["not a parameter", "the closest: "],
+                 id="fig-unknown"),
+    pytest.param(["--only", "label-noise", "-p", "experiment.noise=2"], "experiment.noise",
+                 ["0.0 to 1.0"], id="fig-experiment-value-checked"),
+    pytest.param(["--only", "label-noise", "-p", "experiment.noise=0.4"], "experiment.noise",
+                 ["sets its own noise", "noises"], id="fig-experiment-override-unused"),
     pytest.param(["-p", "experiment.rate=0"], "experiment.rate", ["> 0.0", "< 1.0"],
                  id="fig-experiment-rate"),
     pytest.param(["-p", "seeds=[a]"], "seeds", [">= 0"], id="fig-seeds"),
@@ -236,6 +244,7 @@ def check(code, captured, key, expected, world, before):
     lines = err.splitlines()
     assert code == 2, err
     assert len(lines) == 1 and lines[0].strip(), err
+    assert len(lines[0]) <= 320, f"{len(lines[0])} characters: {lines[0]}"  # one short line
     assert "Traceback" not in err + captured.out
     assert key in lines[0], lines[0]
     for text in expected:

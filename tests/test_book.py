@@ -210,9 +210,12 @@ def test_pages_to_execute_follow_the_profile(tmp_path):
 
 def test_papermill_runs_a_page_on_a_profile_from_the_repository_root(tmp_path):
     """`papermill notebooks/NAME.ipynb OUT.ipynb -p profile smoke`: the notebook loads the
-    profile's parameters from _config.yml; -p/-y values override them."""
+    profile's parameters from _config.yml; -p/-y values override them. The runs the page
+    computes in its kernel leave one line in the executed notebook, not a progress bar's
+    every refresh."""
     out = tmp_path / "out.ipynb"
-    env = {**os.environ, "SDDLIB_RUNS_DIR": str(tmp_path / "runs")}
+    env = {**{k: v for k, v in os.environ.items() if k != "SDDLIB_PROGRESS"},
+           "SDDLIB_RUNS_DIR": str(tmp_path / "runs")}
     result = subprocess.run(
         [sys.executable, "-m", "papermill", "notebooks/label-noise.ipynb", str(out),
          "-p", "profile", "smoke", "-y", "experiment: {levels: 2}\nseeds: [1]", "-k", "python3",
@@ -225,6 +228,11 @@ def test_papermill_runs_a_page_on_a_profile_from_the_repository_root(tmp_path):
     assert "levels: 2" in box and "seeds: [1]" in box  # the -y overrides won
     runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
     assert len(runs) == 5 and all("-n300-" in r and "-seed1-" in r for r in runs), runs
+    streams = ["".join(o["text"]) for c in cells for o in c.get("outputs", [])
+               if o["output_type"] == "stream"]
+    assert len(streams) <= 3, streams[:5]
+    assert any("computing 5 of 5 runs" in text for text in streams), streams
+    assert not any("\r" in text or "it/s" in text for text in streams), streams
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)

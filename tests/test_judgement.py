@@ -57,6 +57,9 @@ def test_too_few_seeds_cannot_be_judged_and_nan_values_are_left_out():
     assert metrics.judge([0.03, float("nan"), 0.031, 0.029]).seeds == 3
     assert "1 here, 2 more without a value" in metrics.judge([0.03, None, float("nan")]).words()
     assert metrics.seeds_needed(0.0, 0.01) is None  # a mean on the margin: nothing decides
+    # every seed exactly on the margin (no dip at all, say): decided, not on the claimed side
+    assert metrics.judge([0.0, 0.0, 0.0]).holds is False
+    assert metrics.judge([0.0, 0.0, 0.0], above=False).holds is False
     assert metrics.seeds_needed(0.01, 0.0) == 2
     assert metrics.seeds_needed(1e-6, 1.0) == metrics.MOST_SEEDS + 1
 

@@ -282,7 +282,7 @@ BAD_GRIDS = [
                  id="grid-bad-value"),
     pytest.param({"grid": {"criterion": ["magnitude", "size"]}}, "grid.criterion",
                  ["magnitude, gradient, random"], id="grid-unknown-value"),
-    pytest.param({"grid": {"colour": ["red"]}}, "grid.colour", ["unknown key", "model"],
+    pytest.param({"grid": {"colour": ["red"]}}, "grid.colour", ["unknown key", "sddlib keys"],
                  id="grid-unknown-key"),
     pytest.param({"grid": {"seed": 3}}, "grid.seed", ["list of values"], id="grid-scalar"),
     pytest.param({"grid": {"seed": []}}, "grid.seed", ["one or more"], id="grid-empty"),
