@@ -1169,13 +1169,20 @@ def book_claims(book_dir: Path, names: Iterable[str]) -> pd.DataFrame:
                              "interval": "\n".join(
                                  (f"{case['case']}: " if case["case"] else "")
                                  + case["interval"] for case in cases),
-                             "seeds": "\n".join(
-                                 (f"{case['case']}: " if case["case"] else "")
-                                 + str(case["seeds"]) for case in cases)})
+                             "seeds": _seed_counts(cases)})
     columns = ["page", "title", "claim", "verdict", "judged", "evidence", "interval", "seeds"]
     frame = pd.DataFrame(rows, columns=columns)
     frame.attrs["confidence"] = CONFIDENCE
     return frame
+
+
+def _seed_counts(cases: list[dict]) -> str:
+    """The seed counts of a claim's cases: one number when they agree, else per case."""
+    counts = {case["seeds"] for case in cases}
+    if len(counts) <= 1:
+        return "".join(str(count) for count in counts)
+    return "\n".join((f"{case['case']}: " if case["case"] else "") + str(case["seeds"])
+                     for case in cases)
 
 
 def claims_table(claims: pd.DataFrame):

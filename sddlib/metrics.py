@@ -725,10 +725,12 @@ class Judgement:
 
     def interval(self) -> str:
         """``"1.2% [0.4%, 2.0%]"``: the estimate and its interval, in :attr:`unit`."""
+        number, _, suffix = self.unit.rpartition("}")  # "{:.1f} levels": the unit once
+        number += "}"
         if not self.judged:
-            return self.unit.format(self.estimate) if self.seeds else "-"
-        return (f"{self.unit.format(self.estimate)} [{self.unit.format(self.low)}, "
-                f"{self.unit.format(self.high)}]")
+            return number.format(self.estimate) + suffix if self.seeds else "-"
+        return (f"{number.format(self.estimate)} [{number.format(self.low)}, "
+                f"{number.format(self.high)}]{suffix}")
 
     def words(self, why: str = "") -> str:
         """The verdict in the book's words (:func:`verdict`), an inconclusive one with the
