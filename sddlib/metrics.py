@@ -824,7 +824,8 @@ def verdict_of_judgements(cases: dict, unit: str = "setting", why_none: str = ""
     if held == len(judged):
         return verdict(True, f"for every {unit} where it can be judged")
     if not held:
-        return verdict(False, f"for none of the {len(judged)} {unit}s judged{tail}")
+        return verdict(False, f"for {failed} of the {len(judged)} {unit}s judged{tail}"
+                       if open_ else f"for none of the {len(judged)} {unit}s judged")
     return verdict(True, f"for {held} of the {len(judged)} {unit}s judged{tail}")
 
 

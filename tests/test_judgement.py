@@ -127,5 +127,7 @@ def test_verdicts_of_several_cases_count_the_inconclusive_apart():
     assert metrics.verdict_of_judgements({"a": maybe, "b": maybe}, "mode") == \
         "inconclusive here (for each of the 2 modes judged)"
     assert metrics.verdict_of_judgements({"a": no}, "mode").startswith("does not hold here")
+    assert metrics.verdict_of_judgements({"a": no, "b": maybe}, "mode") == \
+        "does not hold here (for 1 of the 2 modes judged; inconclusive for 1)"
     assert metrics.verdict_of_judgements({"a": metrics.judge([0.1])}, "mode").startswith(
         "cannot be judged here")
