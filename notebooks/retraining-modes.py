@@ -65,18 +65,15 @@ figures.glue("finetune_rate", f"{base.replace(retrain='finetune').finetune_rate:
 figures.glue("schedule", base.schedule)
 figures.glue("three_phase_count", int(table.three_phases.sum()))
 # judged per mode over seeds: each seed's smallest phase above 0 (metrics.phase_statistics)
-judgements = {mode: metrics.three_phases_judgement(frame[frame.retrain == mode])
-              for mode in modes}
+judgements = metrics.three_phases_by(frame, "retrain")
 figures.claim("modes_claim", "Sparse double descent (fall, rise, fall) appears under each "
               "retraining mode", metrics.verdict_of_judgements(judgements, "mode"), judgements)
-table["over_seeds"] = [judgements[mode].state for mode in table.retrain]
-table["smallest_phase"] = [judgements[mode].interval() for mode in table.retrain]
 figures.glue("best_by_mode", ", ".join(
     f"{mode} {accuracy:.1%} at {sparsity:.1%}"
     for mode, accuracy, sparsity in zip(table.retrain, table.best_acc, table.best_sparsity)))
 
 figures.glue("fig_modes", plots.train_test_figure(frame, "retrain", headline))
-figures.glue("summary_table", figures.summary_table(table, "retrain"))
+figures.glue("summary_table", figures.summary_table(table, "retrain", judgements))
 
 # %% [markdown]
 # ```{glue:figure} fig_modes

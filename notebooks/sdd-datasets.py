@@ -56,16 +56,13 @@ figures.glue("main_dataset", main)
 figures.glue("seed_count", len(seeds))
 # the claim, per dataset: each seed's smallest phase (dip, rise, fall at the landmarks
 # the other seeds place) above 0, on the interval over seeds
-judgements = {name: metrics.three_phases_judgement(frame[frame.dataset_name == name])
-              for name in datasets}
+judgements = metrics.three_phases_by(frame, "dataset_name")
 figures.claim("sdd_claim", "Test accuracy falls, rises and falls again as pruning proceeds "
               "(sparse double descent)", metrics.verdict_of_judgements(judgements, "dataset"),
               judgements)
-table["over_seeds"] = [judgements[name].state for name in table.dataset_name]
-table["smallest_phase"] = [judgements[name].interval() for name in table.dataset_name]
 
 figures.glue("fig_datasets", plots.train_test_figure(frame, "dataset_name", headline))
-figures.glue("summary_table", figures.summary_table(table, "dataset_name"))
+figures.glue("summary_table", figures.summary_table(table, "dataset_name", judgements))
 
 # %% [markdown]
 # ```{glue:figure} fig_datasets

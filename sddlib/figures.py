@@ -474,7 +474,6 @@ def checked_parameters(settings: ProjectSettings, profile: str, names: list[str]
             raise ValueError(f"{key}: not a parameter of {which}; the closest: "
                              f"{', '.join(nearest)} (each notebook's parameters cell lists "
                              "its own)")
-    _check_experiment_overrides(settings, profile, names, overrides or {}, declared)
     plans = {}
     for name in names:
         mine = {k: v for k, v in (overrides or {}).items() if k in declared[name]}
@@ -484,6 +483,7 @@ def checked_parameters(settings: ProjectSettings, profile: str, names: list[str]
         except ValueError as error:
             raise ValueError(f"{error} (notebook {name}, profile {profile})") from None
         plans[name] = parameters
+    _check_experiment_overrides(overrides or {}, plans)
     return plans
 
 
@@ -518,32 +518,28 @@ def variants(kind: str, value) -> dict[str, dict]:
     return VARIANTS[kind](value)
 
 
-def _check_experiment_overrides(settings, profile, names, overrides, declared) -> None:
+def _check_experiment_overrides(overrides: dict, plans: dict[str, dict]) -> None:
     """An override of a base experiment's key (``-p experiment.noise=0.4``): its value
-    checked as the config checks it, and refused when no run of the chosen pages would use
-    it, because every variant of each page that has the base sets that key itself
-    (``--only label-noise -p experiment.noise=2``: the page's ``noises`` set the noise)."""
-    for base in BASES:
+    checked as the config checks it, and refused when no run of the chosen pages (their
+    checked ``plans``) would use it, because every variant of each page that has the base
+    sets that key itself (``--only label-noise -p experiment.noise=2``: the page's
+    ``noises`` set the noise)."""
+    fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
+    for base, owners in BASES.items():
         entries = overrides.get(base)
         if not isinstance(entries, dict):
             continue
-        fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
         for key, value in entries.items():
-            if key not in fields:
-                continue  # the config's own check names it, with its hint
-            try:
-                checked_value(key, value)
-            except ConfigError as error:
-                raise ValueError(f"{base}.{str(error)}") from None
-        setters = {}  # page -> the variant parameter that sets each of its runs' keys
-        used = set()
-        for name in names:
-            if base not in declared[name]:
+            if key in fields:  # an unknown key was named by the config's own check
+                try:
+                    checked_value(key, value)
+                except ConfigError as error:
+                    raise ValueError(f"{base}.{error}") from None
+        setters, used = {}, set()  # page -> the variant parameter that sets its runs' keys
+        for name, parameters in plans.items():
+            if base not in parameters:
                 continue
-            parameters = notebook_parameters(settings, profile, name,
-                                             {k: v for k, v in overrides.items()
-                                              if k in declared[name]})
-            owner = next((k for k in BASES[base] if k in parameters), None)
+            owner = next((k for k in owners if k in parameters), None)
             changes = list(VARIANTS[owner](parameters[owner]).values()) if owner else [{}]
             used |= {key for key in entries if not all(key in c for c in changes)}
             setters.setdefault(name, owner)
@@ -1140,7 +1136,7 @@ def book_claims(book_dir: Path, names: Iterable[str]) -> pd.DataFrame:
     here / cannot be judged here), evidence (the judgements' records, a list), interval
     (each case's estimate and interval, one line per case) and seeds (the seed counts). A
     page not executed yet contributes nothing."""
-    from .metrics import CONFIDENCE, INCONCLUSIVE, VERDICTS
+    from .metrics import INCONCLUSIVE, VERDICTS
 
     states = (*VERDICTS.values(), INCONCLUSIVE)
     rows = []
@@ -1171,9 +1167,7 @@ def book_claims(book_dir: Path, names: Iterable[str]) -> pd.DataFrame:
                                  + case["interval"] for case in cases),
                              "seeds": _seed_counts(cases)})
     columns = ["page", "title", "claim", "verdict", "judged", "evidence", "interval", "seeds"]
-    frame = pd.DataFrame(rows, columns=columns)
-    frame.attrs["confidence"] = CONFIDENCE
-    return frame
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _seed_counts(cases: list[dict]) -> str:
@@ -1219,12 +1213,16 @@ HEADINGS = {"dataset_name": "dataset", "retrain": "retraining", "criterion": "cr
             "smallest_phase": "smallest phase [interval]", "over_seeds": "over seeds"}
 
 
-def summary_table(table, label: str):
-    """The landmarks of several curves as a readable table (percentages)."""
+def summary_table(table, label: str, judgements: Optional[dict] = None):
+    """The landmarks of several curves as a readable table (percentages); with
+    ``judgements`` (label -> :class:`metrics.Judgement` of its three phases over seeds),
+    each curve's smallest phase with its interval and the verdict over seeds beside them."""
     columns = [label, "dense_acc", "worst_acc", "worst_sparsity", "best_acc", "best_sparsity",
                "last_acc", "last_sparsity", "seeds", "three_phases"]
-    columns += [c for c in ("smallest_phase", "over_seeds") if c in table.columns]
     shown = table[columns].copy()
+    if judgements:
+        shown["smallest_phase"] = [judgements[key].interval() for key in shown[label]]
+        shown["over_seeds"] = [judgements[key].state for key in shown[label]]
     shown["three_phases"] = shown.three_phases.map({True: "yes", False: "no"})
     return _worded(shown, percent=[c for c in columns if c.endswith(("_acc", "_sparsity"))])
 

@@ -869,6 +869,13 @@ def three_phases_judgement(frame: pd.DataFrame, value: str = "test_acc") -> Judg
                  statistic="smallest of dip, rise and fall, per seed")
 
 
+def three_phases_by(frame: pd.DataFrame, by: str, value: str = "test_acc") -> dict:
+    """:func:`three_phases_judgement` of each group of ``by`` (a dataset, a mode), in the
+    order the groups appear."""
+    return {key: three_phases_judgement(group, value)
+            for key, group in frame.groupby(by, sort=False)}
+
+
 def best_level(frame: pd.DataFrame, value: str = "test_acc") -> float:
     """The pruned level of one seed's curve with the highest ``value`` (its own sweet
     spot); NaN without pruned levels."""
