@@ -20,6 +20,7 @@ import bench_flops
 import bench_gpu
 import bench_level
 import bench_scaling
+import bench_sparse
 import bench_stack
 import common
 
@@ -31,7 +32,8 @@ def main(argv: list[str]) -> str:
     epochs = 1 if quick else None
     started = time.time()
     rows = []
-    for bench in (bench_level, bench_flops, bench_stack, bench_scaling, bench_gpu):
+    for bench in (bench_level, bench_flops, bench_stack, bench_scaling, bench_sparse,
+                  bench_gpu):
         print(f"== {bench.__name__}", flush=True)
         rows += bench.main() if epochs is None else bench.main(epochs)
     lines = [f"# sddlib benchmarks ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",

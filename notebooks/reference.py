@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -188,9 +188,14 @@ table(pd.DataFrame({"column": run_store.LEVEL_COLUMNS,
 # measures them again on yours ({ref}`reference-benchmarks`).
 #
 # **What a curve costs.** A level is a full training (30 epochs by default), so a curve
-# costs `levels + 1` trainings, times seeds and variants. Time per level does not fall as
-# the network is pruned: pruned weights are multiplied by zero masks, not skipped (a level
-# with 99% of the weights masked costs 0.88x a dense one). Time per epoch grows linearly
+# costs `levels + 1` trainings, times seeds and variants. Pruned weights are masks on
+# dense tensors; on the CPU, linear layers with 20% of their weights or fewer are packed
+# for their level's training (`sparse=auto`, `sddlib/sparse.py`): their kept weights
+# become one vector, multiplied with the CSR kernels of `torch.sparse`, and only they are
+# stepped by the optimiser, so such a layer costs what its remaining weights cost. The
+# rest of a step (the batch, the loss, the other layers, the convolutions, which torch
+# cannot skip) does not shrink, so a level's time falls with density only as far as its
+# linear layers dominate it (the plot under {ref}`reference-benchmarks`). Time per epoch grows linearly
 # with the training-set size (4,000 instead of 8,000 samples: 0.51x; 2,000: 0.25x) and,
 # once the model is big enough to keep the cores busy, with its FLOPs: width 16 / 64 / 128
 # of the default 1-D CNN cost 0.59x / 2.15x / 4.51x the default's time for 0.3x / 3.6x /
@@ -283,6 +288,33 @@ else:
                      "`make bench` (a few minutes; it writes "
                      "`benchmarks/results/latest.md`), then rebuild this page with "
                      "`sddlib figures --only reference` and `jupyter-book build book/`."))
+
+# %% [markdown]
+# **Seconds per level against density.** `benchmarks/bench_sparse.py` trains the levels
+# of a LeNet-300-100 curve on mnist-5k (masks of global magnitude pruning at 20% per
+# level) on both paths and writes `benchmarks/results/sparse_levels.csv`; the plot is
+# drawn from that file when the page is built.
+
+# %% tags=["hide-input"]
+levels_csv = load_settings().root / "benchmarks" / "results" / "sparse_levels.csv"
+if levels_csv.exists():
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    timed = pd.read_csv(levels_csv)
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    sns.lineplot(data=timed, x="density", y="seconds_per_epoch", hue="path", marker="o",
+                 ax=ax)
+    ax.set(xscale="log", xlabel="fraction of weights left (log scale)",
+           ylabel="seconds per epoch", ylim=(0, None))
+    ax.invert_xaxis()
+    ax.set_title("LeNet-300-100, one level's epoch, one thread")
+    ax.grid(alpha=0.3)
+    plt.show()
+else:
+    display(Markdown("No `benchmarks/results/sparse_levels.csv` was there when this page "
+                     "was built: run `python benchmarks/bench_sparse.py` (about a minute "
+                     "and a half at its defaults), then rebuild this page."))
 
 # %% [markdown]
 # (reference-measurements)=

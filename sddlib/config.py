@@ -45,7 +45,7 @@ import yaml
 
 from .data import DATASETS, MNIST1D_TEST_SIZE, MNIST1D_TRAIN_SIZE, NOISE_KINDS
 from .distill import RULES as DISTILL_RULES
-from .fast import COMPILE_MODES, PRECISIONS
+from .fast import COMPILE_MODES, PRECISIONS, SPARSE_MODES
 from .models import MODELS, model_spec
 from .prune import CRITERIA
 from .retrain import MODES, mode_of
@@ -61,14 +61,27 @@ class ConfigError(ValueError):
 
 
 def _field(default, help: str, choices=None, low=None, high=None, identity=True, above=None,
-           below=None, short=None):
-    """``low``/``high``: inclusive bounds; ``above``/``below``: exclusive ones. ``short``:
-    the field in a run's readable name when it differs from its default (see
+           below=None, short=None, only_if=None, owned=False, added_later=False):
+    """One config knob and everything the library needs to know about it, in one place.
+
+    ``help``: the text of ``sddlib keys``. ``choices``: the allowed values (a callable
+    reads a registry when asked); ``low``/``high``: inclusive bounds; ``above``/``below``:
+    exclusive ones. A default of none makes none an allowed value; the type of the others
+    is the field's annotation (``Optional[int]``).
+
+    The identity: ``identity=False`` keeps the field out of a run's identity (where, how
+    long and how fast a run trains). ``only_if(config)``: the field enters the identity
+    only where it changes the numbers (momentum only with SGD); ``owned``: it belongs to a
+    model, criterion or mode, whose registry entry lists it and decides the same.
+    ``added_later``: the field came after the first identity
+    (:meth:`ExperimentConfig.legacy_identity`), which leaves it out at its default.
+    ``short``: the field in a run's readable name when it differs from its default (see
     :meth:`ExperimentConfig.readable_name`): a prefix put before the value (``"wd"`` gives
     ``wd5e-3``), or ``""`` for the value alone (``sgd``); fields the name's fixed part
     already shows have none."""
     meta = {"help": help, "choices": choices, "low": low, "high": high, "above": above,
-            "below": below, "identity": identity, "short": short}
+            "below": below, "identity": identity, "short": short, "only_if": only_if,
+            "owned": owned, "added_later": added_later}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -88,23 +101,26 @@ class ExperimentConfig:
         None, "test samples (mnist1d: generated; others: a fixed subset); none = the "
               "dataset's default (mnist1d: 2000; others: the whole split)", low=1, short='t')
     image_size: Optional[int] = _field(
-        None, "resize image sets to this side (tinyimagenet: 32 as the paper; none = native)", low=4, short='img')
+        None, "resize image sets to this side (tinyimagenet: 32 as the paper; none = native)",
+        low=4, short='img', only_if=lambda c: c.dataset == "tinyimagenet")
     noise: float = _field(0.2, "fraction of training labels made noisy", low=0.0, high=1.0)
-    noise_kind: str = _field("random", "label noise model", choices=NOISE_KINDS)
+    noise_kind: str = _field("random", "label noise model", choices=NOISE_KINDS,
+                             only_if=lambda c: c.noise > 0)
     augment: Optional[bool] = _field(
         None, "random crop (padding 4) and horizontal flip; none = on for cifar/tinyimagenet", short='aug')
     validation_size: int = _field(
         0, "training samples held out as a validation split (drawn after the label noise, "
            "so its labels are noisy as a researcher's are; stratified, seeded by seed; "
            "stored in validation.npz); each level's row gets val_acc and val_loss; 0 = none",
-        low=0, short='val')
+        low=0, short='val', only_if=lambda c: c.validation_size > 0, added_later=True)
     # model
     model: str = _field("cnn1d", "architecture", choices=lambda: tuple(MODELS))
-    widths: list = _field([300, 100], "hidden widths of the mlp (LeNet-300-100: 300,100)")
+    widths: list = _field([300, 100], "hidden widths of the mlp (LeNet-300-100: 300,100)",
+                          owned=True)
     width: Optional[int] = _field(
         None, "base width (channels) of cnn1d, resnet, vgg16, vgglike; none = 32 for cnn1d, "
-              "64 (the papers') for the others", low=1)
-    depth: int = _field(5, "number of conv blocks of vgglike", low=1, high=8)
+              "64 (the papers') for the others", low=1, owned=True)
+    depth: int = _field(5, "number of conv blocks of vgglike", low=1, high=8, owned=True)
     # pruning
     criterion: str = _field("magnitude", "pruning score", choices=lambda: tuple(CRITERIA))
     scope: str = _field("global", "one threshold over all layers, or one per layer", choices=SCOPES, short='')
@@ -114,48 +130,57 @@ class ExperimentConfig:
         None, "prune the output layer too; none = the paper's choice per model "
               "(resnet: yes; mlp, vgg: no)", short='pruneout')
     gradient_batches: int = _field(
-        8, "seeded mini-batches averaged for the gradient criterion", low=1, short='gb')
+        8, "seeded mini-batches averaged for the gradient criterion", low=1, short='gb',
+        owned=True)
     # retraining
     retrain: str = _field("lottery", "what happens after each pruning step", choices=RETRAIN_MODES)
     rewind_iteration: int = _field(
-        0, "lottery: iteration of the dense run to rewind to (0 = original init)", low=0, short='rewind')
+        0, "lottery: iteration of the dense run to rewind to (0 = original init)", low=0,
+        short='rewind', owned=True)
     finetune_lr: Optional[float] = _field(
         None, "constant learning rate of finetune mode; none = lr/100, the paper's ratio "
-              "(0.001 after 0.1 for CIFAR)", above=0.0, short='ftlr')
+              "(0.001 after 0.1 for CIFAR)", above=0.0, short='ftlr', owned=True)
     redense_level: Optional[int] = _field(
         None, "train the run's level-L sparse solution on with every weight free (re-dense); "
-              "none = off", low=0)
+              "none = off", low=0, only_if=lambda c: c.redense_level is not None,
+        added_later=True)
     # distillation from a sparse teacher (DSD², see sddlib.distill)
     distill_from: str = _field(
         "none", "train every level with distillation from a fixed level of the teacher run: "
                 "dense = its level 0; best-fit = its level with the best val_acc (needs "
                 "validation_size >= 1); the teacher run is computed first if missing",
-        choices=DISTILL_RULES)
+        choices=DISTILL_RULES, only_if=lambda c: c.distills, added_later=True)
     distill_alpha: float = _field(
         0.8, "weight of the distillation term: alpha*T^2*KL(teacher || student) + "
-             "(1-alpha)*CE on the noisy labels", low=0.0, high=1.0, short='alpha')
+             "(1-alpha)*CE on the noisy labels", low=0.0, high=1.0, short='alpha',
+        only_if=lambda c: c.distills, added_later=True)
     distill_temperature: float = _field(
-        10.0, "softmax temperature T of distillation", above=0.0, short='T')
+        10.0, "softmax temperature T of distillation", above=0.0, short='T',
+        only_if=lambda c: c.distills, added_later=True)
     teacher: dict = _field(
         {}, "the teacher run: the student's config without distillation, with these keys "
             "over it (--set teacher.model=cnn1d --set teacher.width=64); best-fit picks "
             "among its levels 0..levels, by default the student's levels, a range that is "
-            "part of the student's identity (set teacher.levels to extend a student)", short='teacher')
+            "part of the student's identity (set teacher.levels to extend a student)",
+        short='teacher', only_if=lambda c: c.distills, added_later=True)
     # training
     epochs: int = _field(30, "epochs per level", low=1, short='e')
     batch_size: int = _field(128, "mini-batch size", low=1, short='b')
     optimizer: str = _field("adam", "optimiser", choices=OPTIMIZERS, short='')
     lr: float = _field(1e-3, "learning rate", above=0.0, short='lr')
-    momentum: float = _field(0.9, "SGD momentum", low=0.0, below=1.0, short='mom')
+    momentum: float = _field(0.9, "SGD momentum", low=0.0, below=1.0, short='mom',
+                             only_if=lambda c: c.optimizer == "sgd")
     weight_decay: float = _field(0.0, "L2 weight decay", low=0.0, short='wd')
     schedule: str = _field("constant", "learning-rate schedule", choices=SCHEDULES, short='')
-    milestones: list = _field([], "multistep: epochs at which the lr is multiplied by gamma", short='ms')
-    gamma: float = _field(0.1, "multistep: lr factor at each milestone", above=0.0, short='gamma')
+    milestones: list = _field([], "multistep: epochs at which the lr is multiplied by gamma",
+                              short='ms', only_if=lambda c: c.schedule == "multistep")
+    gamma: float = _field(0.1, "multistep: lr factor at each milestone", above=0.0,
+                          short='gamma', only_if=lambda c: c.schedule == "multistep")
     seed: int = _field(0, "seed of init, label noise, data order and pruning", low=0)
     precision: str = _field(
         "auto", "float precision of the forward pass and loss; auto: bf16 autocast on cuda, "
                 "fp32 elsewhere (bf16 changes float rounding, not the recipe)",
-        choices=PRECISIONS, short='')
+        choices=PRECISIONS, short='', added_later=True)
     # where, how long and how fast; none of these change the numbers (compile: beyond float
     # rounding), so they are not in the identity
     levels: int = _field(25, "pruning levels after the dense level 0", low=0, identity=False)
@@ -164,6 +189,9 @@ class ExperimentConfig:
     compile: str = _field("auto", "torch.compile the forward pass and loss; auto: on with cuda, "
                                   "off on the cpu", choices=COMPILE_MODES,
                           identity=False)
+    sparse: str = _field("auto", "train pruned linear layers of density <= 0.2 with CSR "
+                                 "kernels (sddlib.sparse); auto: on on the cpu in fp32, off "
+                                 "on cuda", choices=SPARSE_MODES, identity=False)
     threads: Optional[int] = _field(
         None, "torch cpu threads of the run; none = auto: 1 for mlp and cnn1d on the cpu "
               "(several runs train at once, one per core), every core otherwise", low=1,
@@ -342,7 +370,7 @@ class ExperimentConfig:
             if not f.metadata["identity"]:
                 continue
             value = _stable_value(self, f.name, getattr(self, f.name))
-            if f.name in _ADDED_LATER and value == _ADDED_LATER[f.name]:
+            if f.metadata["added_later"] and value == _default(f):
                 continue
             values[f.name] = value
         return values
@@ -414,13 +442,6 @@ class ExperimentConfig:
                               "validation_size=500")
 
 
-# Fields that accept none, with the type of their other values.
-_NULLABLE = {"train_size": int, "test_size": int, "image_size": int, "augment": bool,
-             "finetune_lr": float,
-             "prune_output": bool, "width": int, "redense_level": int,
-             "threads": int}
-# Fields whose value is a dict (``--set teacher.model=mlp`` sets one entry).
-_DICT_FIELDS = ("teacher",)
 # What a teacher may not change: what its inputs are, and distillation itself.
 _NOT_FOR_TEACHER = {"dataset", "image_size", "distill_from", "distill_alpha",
                     "distill_temperature", "teacher", "redense_level"}
@@ -490,29 +511,13 @@ def _hash(identity: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
-# Fields that do nothing unless another setting says so (identity version 2).
-_ONLY_IF = {
-    "momentum": lambda c: c.optimizer == "sgd",
-    "milestones": lambda c: c.schedule == "multistep",
-    "gamma": lambda c: c.schedule == "multistep",
-    "noise_kind": lambda c: c.noise > 0,
-    "image_size": lambda c: c.dataset == "tinyimagenet",
-    "redense_level": lambda c: c.redense_level is not None,
-    "validation_size": lambda c: c.validation_size > 0,
-    "distill_from": lambda c: c.distills,
-    "distill_alpha": lambda c: c.distills,
-    "distill_temperature": lambda c: c.distills,
-    "teacher": lambda c: c.distills,
-}
-# Fields that belong to one model, criterion or mode (their registry entries list them).
-_OWNED = {"widths", "width", "depth", "gradient_batches", "rewind_iteration", "finetune_lr"}
-
-
 def _matters(config: "ExperimentConfig", name: str) -> bool:
-    """Whether ``name`` changes the numbers of ``config``, given its other settings."""
-    if name in _ONLY_IF:
-        return _ONLY_IF[name](config)
-    if name in _OWNED:
+    """Whether ``name`` changes the numbers of ``config``, given its other settings (its
+    field's ``only_if`` and ``owned``)."""
+    meta = _FIELDS[name].metadata
+    if meta["only_if"] is not None:
+        return meta["only_if"](config)
+    if meta["owned"]:
         modes = {MODES[config.retrain], mode_of(config)}  # a re-dense branch: its parent's too
         return (name in model_spec(config.model).fields
                 or name in CRITERIA[config.criterion].fields
@@ -544,15 +549,7 @@ def _resolved(config: "ExperimentConfig", name: str):
     return getattr(config, name)
 
 
-# The first identity (legacy_identity): fields added after its first release, with the
-# default that kept older identities ...
-_ADDED_LATER: dict[str, Any] = {"redense_level": None, "precision": "auto",
-                                "validation_size": 0, "distill_from": "none",
-                                "distill_alpha": 0.8, "distill_temperature": 10.0,
-                                "teacher": {}}
-
-
-# ... and fields whose default changed, hashed as the runs stored before the change had them.
+# Fields whose default changed, hashed as the runs stored before the change had them.
 _MNIST1D_SIZES = {"train_size": MNIST1D_TRAIN_SIZE, "test_size": MNIST1D_TEST_SIZE}
 _OLD_FINETUNE_LR = 1e-3
 
@@ -617,17 +614,35 @@ def _format(value) -> str:
     return "none" if value is None else str(value)
 
 
+def _default(f):
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+
+
+def _nullable(f) -> bool:
+    """Whether none is allowed: the fields whose default is none."""
+    return _default(f) is None
+
+
+_OPTIONAL = re.compile(r"Optional\[(int|float|bool|str)\]")
+
+
 def _base_type(f):
-    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-    if isinstance(default, (list, dict)):
-        return type(default)
-    return _NULLABLE.get(f.name) or type(default)
+    """The type of a field's values other than none: its default's, or for a field whose
+    default is none the one its annotation names (``Optional[int]``)."""
+    default = _default(f)
+    if default is None:
+        found = _OPTIONAL.fullmatch(str(f.type))
+        if found is None:
+            raise TypeError(f"config field {f.name}: a default of none needs an annotation "
+                            f"Optional[int|float|bool|str], got {f.type!r}")
+        return {"int": int, "float": float, "bool": bool, "str": str}[found.group(1)]
+    return type(default)
 
 
 def _parse(f, raw: str):
     """Parse a command-line string into the field's type."""
     kind = _base_type(f)
-    if raw.lower() in ("none", "null") and f.name in _NULLABLE:
+    if raw.lower() in ("none", "null") and _nullable(f):
         return None
     try:
         if kind is bool:
@@ -702,7 +717,7 @@ def _coerce(f, value):
                else _bounds_text(f.metadata))
     allowed = f"; allowed: {allowed}" if allowed else ""
     if value is None:
-        if f.name in _NULLABLE:
+        if _nullable(f):
             return None
         raise ConfigError(f"{f.name}: none is not allowed; give a value{allowed}")
     if isinstance(value, str) and kind is not str:
@@ -731,3 +746,9 @@ def _coerce(f, value):
     if kind in (list, dict):
         return kind(value)
     return value
+
+
+# The fields by name, and those whose value is a dict (``--set teacher.model=mlp`` sets
+# one entry): read from the fields themselves.
+_FIELDS = {f.name: f for f in dataclasses.fields(ExperimentConfig)}
+_DICT_FIELDS = tuple(name for name, f in _FIELDS.items() if isinstance(_default(f), dict))

@@ -394,7 +394,8 @@ class Experiment:
 
         def save(event, state):
             if event == "iteration" and state.iteration == wanted and not path.exists():
-                atomic_save_torch(path, cpu_state(state.model))
+                atomic_save_torch(path, {k: v.detach().cpu().clone() for k, v in
+                                         train.model_state(state).items()})
         return save
 
     def _checkpointer(self, level: int, before: float = 0.0):

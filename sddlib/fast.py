@@ -66,6 +66,7 @@ from torch.nn import functional as F
 
 PRECISIONS = ("auto", "fp32", "bf16")
 COMPILE_MODES = ("auto", "on", "off")
+SPARSE_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -74,11 +75,15 @@ class Speed:
     precision: str = "fp32"       # resolved: "fp32" or "bf16"
     compile: bool = False
     channels_last: bool = False
+    sparse: bool = False          # pack sparse linear layers for training (sddlib.sparse)
 
     @classmethod
     def resolve(cls, device: torch.device | str, precision: str = "auto",
-                compile: str = "auto", channels_last: str | bool = "auto") -> "Speed":
-        """The settings for ``device``: ``auto`` means the fast path on CUDA, plain elsewhere."""
+                compile: str = "auto", channels_last: str | bool = "auto",
+                sparse: str = "off") -> "Speed":
+        """The settings for ``device``: ``auto`` means the fast path on CUDA, plain elsewhere
+        (``sparse``: auto means the CSR kernels of :mod:`sparse` on the CPU in fp32, eager,
+        and never on CUDA, whose dense kernels beat cuSPARSE at a level's densities)."""
         device = torch.device(device)
         cuda = device.type == "cuda"
         if precision not in PRECISIONS:
@@ -91,7 +96,11 @@ class Speed:
             compile = "on" if cuda and _has_triton() else "off"
         if channels_last == "auto":
             channels_last = cuda
-        return cls(precision, compile == "on", bool(channels_last))
+        if sparse not in SPARSE_MODES:
+            raise ValueError(f"sparse: {sparse!r}; allowed: {', '.join(SPARSE_MODES)}")
+        plain = precision == "fp32" and compile != "on"
+        packed = plain and (sparse == "on" or (sparse == "auto" and device.type == "cpu"))
+        return cls(precision, compile == "on", bool(channels_last), packed)
 
     @property
     def autocast_dtype(self):
@@ -106,12 +115,13 @@ class Speed:
     def meta(self) -> dict:
         """What a run's ``meta.json`` records of these settings."""
         return {"precision": self.precision, "compile": "on" if self.compile else "off",
-                "channels_last": self.channels_last}
+                "channels_last": self.channels_last, "sparse": self.sparse}
 
 
 def speed_for(config, device: torch.device | str) -> Speed:
-    """The :class:`Speed` of an ``ExperimentConfig`` (its ``precision`` and ``compile``)."""
-    return Speed.resolve(device, config.precision, config.compile)
+    """The :class:`Speed` of an ``ExperimentConfig`` (its ``precision``, ``compile`` and
+    ``sparse``)."""
+    return Speed.resolve(device, config.precision, config.compile, sparse=config.sparse)
 
 
 def prepare_model(model: nn.Module, speed: Speed, image: bool) -> nn.Module:

@@ -95,3 +95,20 @@ def test_random_crop_flip_moves_pixels_without_changing_them():
     for i in range(2):  # without padding the only change is an optional mirror image
         assert torch.equal(no_padding[i], images[i]) or \
             torch.equal(no_padding[i], images[i].flip(-1))
+
+
+def test_a_training_set_normalised_once_gives_the_weights_of_batches_normalised_each_step(
+        monkeypatch):
+    from sddlib import train
+    inputs = Inputs.from_bundle(Bundle(image=True), torch.device("cpu"))
+    torch.manual_seed(0)
+    first = build_model(ExperimentConfig(model="mlp", widths=[16]), (1, 8, 8), 10)
+    prune.attach_masks(first, False)
+    second = __import__("copy").deepcopy(first)
+    assert train._prepared_once(inputs, recipe(), train.fast.Speed()) is not None
+    train_level(first, inputs, recipe(), seed=1, level=0)
+    monkeypatch.setattr(train, "PREPARED_ONCE_BYTES", 0)
+    assert train._prepared_once(inputs, recipe(), train.fast.Speed()) is None
+    train_level(second, inputs, recipe(), seed=1, level=0)
+    for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
+        assert torch.equal(a, b), name
