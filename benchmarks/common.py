@@ -73,7 +73,12 @@ def report(rows: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return rows
 
 
-def side_by_side(seeds: list[int], epochs: int, processes: int) -> float:
+LENET = dict(dataset="mnist-5k", model="mlp", widths=[300, 100], optimizer="sgd", lr=0.1,
+             momentum=0.0)  # the headline recipe: LeNet-300-100 on 4,000 real digits
+
+
+def side_by_side(seeds: list[int], epochs: int, processes: int,
+                 changes: dict | None = None) -> float:
     """Wall seconds to train level 0 of the default config for ``seeds`` in ``processes``
     spawned processes side by side (seeds dealt round-robin), each with the torch threads
     ``sddlib.parallel`` gives such a run (one), as ``run_many`` trains runs. Data, model and a warm-up epoch are prepared before
@@ -85,7 +90,8 @@ def side_by_side(seeds: list[int], epochs: int, processes: int) -> float:
     barrier, results = context.Barrier(processes + 1), context.Queue()
     shares = [seeds[i::processes] for i in range(processes)]
     workers = [context.Process(target=_side_by_side_worker,
-                               args=(share, epochs, barrier, results)) for share in shares]
+                               args=(share, epochs, barrier, results, changes or {}))
+               for share in shares]
     for worker in workers:
         worker.start()
     barrier.wait()
@@ -96,15 +102,15 @@ def side_by_side(seeds: list[int], epochs: int, processes: int) -> float:
     return max(ends) - started
 
 
-def _side_by_side_worker(seeds, epochs, barrier, results) -> None:
+def _side_by_side_worker(seeds, epochs, barrier, results, changes) -> None:
     import copy
 
     from sddlib import parallel
 
-    torch.set_num_threads(parallel.run_threads(default_config(), "cpu"))
+    torch.set_num_threads(parallel.run_threads(default_config(**changes), "cpu"))
     prepared = []
     for seed in seeds:
-        config = default_config(seed=seed)
+        config = default_config(seed=seed, **changes)
         inputs, input_shape, num_classes = load_inputs(config)
         prepared.append((config, inputs, new_model(config, input_shape, num_classes)))
     config, inputs, model = prepared[0]

@@ -2,7 +2,8 @@
 
 A small profile's runs are computed twice, with perturbations that do not change the
 science: another torch thread count, the schedule in the reverse order, and the stacked
-path against one run at a time. The verdicts the book's pages give (metrics.judge over
+path (every weight multiplied, masked ones by zero) against one run at a time on the CPU's
+sparse path (the sparse levels' linear layers packed, sddlib.sparse). The verdicts the book's pages give (metrics.judge over
 seeds) may move to or from "inconclusive", never between "holds" and "does not hold".
 """
 import pandas as pd
@@ -12,8 +13,10 @@ from sddlib.config import ExperimentConfig
 from sddlib.store import RunStore
 
 SEEDS = [0, 1, 2, 3, 4]
+# 35% a level: the last three of the 7 levels keep under 20% of the weights, where the
+# one-at-a-time runs pack their linear layers
 BASE = dict(model="mlp", widths=[32, 32], train_size=500, test_size=200, epochs=12, levels=6,
-            batch_size=50, device="cpu")
+            rate=0.35, batch_size=50, device="cpu")
 VARIANTS = {"clean": {"noise": 0.0}, "noisy": {"noise": 0.6},
             "magnitude": {"noise": 0.2}, "random": {"noise": 0.2, "criterion": "random"}}
 
@@ -49,8 +52,17 @@ def build(root, data_dir, threads: int, reverse: bool, stack: bool):
                      for label in VARIANTS})
 
 
-def test_no_verdict_flips_between_holds_and_does_not_hold(tmp_path, data_dir):
+def test_no_verdict_flips_between_holds_and_does_not_hold(tmp_path, data_dir, monkeypatch):
+    from sddlib import sparse
+    packed, pack = [], sparse.pack
+
+    def counted(*args, **kwargs):
+        packing = pack(*args, **kwargs)
+        packed.append(packing is not None)
+        return packing
+    monkeypatch.setattr(sparse, "pack", counted)
     first = build(tmp_path / "a", data_dir, threads=1, reverse=False, stack=False)
+    assert sum(packed) >= 3 * len(SEEDS) * len(VARIANTS)  # at least levels 4 to 6 of each run
     second = build(tmp_path / "b", data_dir, threads=2, reverse=True, stack=True)
     assert set(first) == set(second)
     for name in first:
