@@ -107,15 +107,18 @@ class _SparseLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, values, bias, pattern: Pattern):
-        ctx.save_for_backward(x, values)
+        # the CSR kernels read the batch transposed and row-major: made once, kept for the
+        # weight gradient (as x_t.t(), which sampled_addmm reads without another copy)
+        x_t = x.t().contiguous()
+        ctx.save_for_backward(x_t, values)
         ctx.pattern = pattern
-        # the CSR kernel reads its dense operand row-major: the batch transposed, once
-        product = torch.sparse.mm(pattern.matrix(values), x.t().contiguous()).t()
+        product = torch.sparse.mm(pattern.matrix(values), x_t).t()
         return product if bias is None else product + bias
 
     @staticmethod
     def backward(ctx, grad):
-        x, values = ctx.saved_tensors
+        x_t, values = ctx.saved_tensors
+        x = x_t.t()
         pattern = ctx.pattern
         grad_x = grad_values = grad_bias = None
         if ctx.needs_input_grad[0]:

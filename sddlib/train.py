@@ -255,15 +255,16 @@ def _train_steps(model, inputs, recipe, optimizer, iteration, seed, level, callb
                               for t in draw_crop_flip(generator, sizes))
         for step in range(first, steps):
             index = order[step * size:(step + 1) * size]
+            # index_select: the rows of a batch, a few times faster than x[index] on the CPU
             if prepared is not None:
-                x = prepared[index]
+                x = prepared.index_select(0, index)
             else:
-                x = inputs.x_train[index]
+                x = inputs.x_train.index_select(0, index)
                 if recipe.augment:
                     drawn = slice((step - first) * size, (step - first) * size + len(index))
                     x = crop_flip(x, offsets[:, drawn], flips[drawn])
                 x = inputs.prepare(fast.to_memory_format(x, speed))
-            y = inputs.y_train[index]
+            y = inputs.y_train.index_select(0, index)
             loss = loss_of(model, x, y) if distill is None else distill.loss(model, x, y, index)
             take_step(loss, optimizer, pairs, recipe, steps, state, callbacks)
         end_epoch(state, epoch, callbacks)
