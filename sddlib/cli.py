@@ -11,6 +11,9 @@
                  [--yes]                                             unfinished, damaged runs
     sddlib show RUN [--runs-dir DIR]                                 print a run's per-level table
     sddlib figures [--profile P] [--only NAME] [-p key=value]...     execute the book's notebooks
+    sddlib figures --profile paper --rehearse [--into DIR]           the paper batch in miniature
+                                                                     on the CPU, in a scratch
+                                                                     project
     sddlib keys                                                      every config key, its default, allowed values
 
 Bad input (an unknown key, a wrong type, a value out of range) stops the command before
@@ -216,6 +219,16 @@ def _parser() -> argparse.ArgumentParser:
                               "source, parameters, code and inputs)")
     figures.add_argument("--build", action="store_true",
                          help="run jupyter-book build book/ afterwards")
+    figures.add_argument("--rehearse", action="store_true",
+                         help="rehearse the profile's GPU-box batch on the CPU in minutes: "
+                              "every experiment shrunk (a few dozen samples, 1 epoch, 2 "
+                              "levels, narrow models), small dataset files in their real "
+                              "format, then compute-only, papermill on every page and "
+                              "jupyter-book build, all in a scratch project (--into); with "
+                              "--compute-only: only its schedule (--ray as above)")
+    figures.add_argument("--into", type=Path, metavar="DIR",
+                         help="with --rehearse: the scratch project (default: a new "
+                              "temporary folder); an earlier rehearsal's keeps its runs")
     figures.set_defaults(handler=_figures)
 
     keys = commands.add_parser("keys", help="every config key with its default and allowed "
@@ -426,6 +439,10 @@ def _show(args) -> int:
 def _figures(args) -> int:
     settings = _settings()
     _check_folder(args.runs_dir, "--runs-dir")
+    if args.rehearse:
+        return _rehearse(args, settings)
+    if args.into is not None:
+        raise ValueError("--into: only with --rehearse (the scratch project of a rehearsal)")
     overrides = parse_assignments(args.parameters)
     if args.plan:
         table = plan_table(args.profile, args.only, overrides, settings)
@@ -445,6 +462,31 @@ def _figures(args) -> int:
         return subprocess.run([str(Path(sys.executable).with_name("jupyter-book")), "build",
                                str(book)]).returncode
     return 0
+
+
+def _rehearse(args, settings) -> int:
+    """``sddlib figures --rehearse``: the profile's batch in miniature (sddlib.rehearsal)."""
+    from .figures import profile_section
+    from .rehearsal import check_scratch, rehearse
+
+    given = [flag for flag, value in (("--only", args.only), ("-p", args.parameters),
+                                      ("--runs-dir", args.runs_dir), ("--plan", args.plan),
+                                      ("--force", args.force), ("--build", args.build))
+             if value]
+    if given:
+        raise ValueError(f"{given[0]}: not with --rehearse, which runs every page of the "
+                         "profile in a scratch project of its own; allowed with it: "
+                         "--profile, --into, --compute-only, --ray")
+    if args.ray and not args.compute_only:
+        raise ValueError("--ray: only with --compute-only (the pages then only read)")
+    profile_section(settings, args.profile)  # an unknown profile: one line, before anything
+    if args.into is not None:
+        check_scratch(args.into, settings)
+    result = rehearse(args.into, args.profile, ray=args.ray, compute_only=args.compute_only,
+                      settings=settings, log=lambda text: print(text, file=sys.stderr))
+    print(result.report(), file=sys.stderr)
+    print(result.project)
+    return 0 if result.ok else 1
 
 
 def _keys(args) -> int:

@@ -72,9 +72,9 @@ def filter_normalised_direction(model: nn.Module, seed: int) -> dict[str, torch.
         values = torch.randn(param.shape, generator=generator).to(param)
         if name in masks:
             values = values * masks[name]
-        axes = tuple(range(1, values.dim()))
-        scale = param.detach().norm(dim=axes, keepdim=True) / (
-            values.norm(dim=axes, keepdim=True) + 1e-12)
+        axes = tuple(range(1, values.dim()))  # a 2-d conv's filter spans three axes
+        scale = torch.linalg.vector_norm(param.detach(), dim=axes, keepdim=True) / (
+            torch.linalg.vector_norm(values, dim=axes, keepdim=True) + 1e-12)
         direction[name] = values * scale
     return direction
 

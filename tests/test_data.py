@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from sddlib import data
+from sddlib.rehearsal import write_cifar10, write_cifar100, write_mnist, write_tinyimagenet
 from sddlib.data import (
     DATASETS,
     NOISE_KINDS,
@@ -157,24 +158,11 @@ def test_fingerprint_follows_the_data_not_the_noise(tmp_path):
 # MNIST / Fashion-MNIST idx files
 
 
-def _write_idx(path, array):
-    # idx format: 2 zero bytes, dtype code 0x08 (uint8), number of dims, big-endian sizes
-    with open(path, "wb") as f:
-        f.write(struct.pack(">I", 0x0800 | array.ndim))
-        f.write(struct.pack(f">{array.ndim}I", *array.shape))
-        f.write(array.astype(np.uint8).tobytes())
-
-
 def _write_mnist(root, folder, rng):
-    raw = root / folder / "raw"
-    raw.mkdir(parents=True)
-    written = {}
-    for split, n in (("train", 20), ("t10k", 10)):
-        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
-        _write_idx(raw / f"{split}-images-idx3-ubyte", images)
-        _write_idx(raw / f"{split}-labels-idx1-ubyte", labels)
-        written[split] = (images, labels)
+    written = {split: (rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8),
+                       rng.integers(0, 10, size=n, dtype=np.uint8))
+               for split, n in (("train", 20), ("t10k", 10))}
+    write_mnist(root, folder, *written["train"], *written["t10k"])
     return written
 
 
@@ -202,35 +190,32 @@ def test_mnist_files(tmp_path, name, folder):
 # CIFAR pickles
 
 
-def _pickle(path, obj):
-    with open(path, "wb") as f:
-        pickle.dump(obj, f, protocol=2)  # the official files come from Python 2's cPickle: bytes keys
+def _unpickle(path):
+    with open(path, "rb") as f:
+        return pickle.load(f, encoding="bytes")
 
 
 def test_cifar10_files(tmp_path):
     rng = np.random.default_rng(1)
-    root = tmp_path / "cifar-10-batches-py"
-    root.mkdir()
-    train_x, train_y = [], []
-    for i in range(1, 6):
-        x = rng.integers(0, 256, size=(4, 3072), dtype=np.uint8)
-        y = rng.integers(0, 10, size=4).tolist()
-        _pickle(root / f"data_batch_{i}", {b"batch_label": b"training batch", b"labels": y, b"data": x,
-                                           b"filenames": [b"f.png"] * 4})
-        train_x.append(x)
-        train_y += y
+    train_x = rng.integers(0, 256, size=(20, 3072), dtype=np.uint8)
+    train_y = rng.integers(0, 10, size=20).tolist()
     test_x = rng.integers(0, 256, size=(3, 3072), dtype=np.uint8)
     test_y = [1, 2, 3]
-    _pickle(root / "test_batch", {b"batch_label": b"testing batch", b"labels": test_y, b"data": test_x,
-                                  b"filenames": [b"f.png"] * 3})
-    _pickle(root / "batches.meta", {b"label_names": [b"airplane"] * 10, b"num_cases_per_batch": 10000,
-                                    b"num_vis": 3072})
+    root = write_cifar10(tmp_path, train_x, train_y, test_x, test_y)
+    # the official layout: five training batches, a test batch and the meta file, pickled
+    # by Python 2 (bytes keys), rows of 3072 uint8
+    assert root == tmp_path / "cifar-10-batches-py"
+    assert sorted(p.name for p in root.iterdir()) == [
+        "batches.meta", *(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]
+    first = _unpickle(root / "data_batch_1")
+    assert set(first) == {b"batch_label", b"labels", b"data", b"filenames"}
+    assert first[b"data"].shape == (4, 3072) and first[b"data"].dtype == np.uint8
+    assert len(_unpickle(root / "batches.meta")[b"label_names"]) == 10
 
     bundle = load_clean("cifar10", tmp_path)
-    expected = np.concatenate(train_x).reshape(20, 3, 32, 32)
-    np.testing.assert_array_equal(bundle.x_train.numpy(), expected)
+    np.testing.assert_array_equal(bundle.x_train.numpy(), train_x.reshape(20, 3, 32, 32))
     # the first 1024 values of a row are the red plane, row-major
-    assert bundle.x_train[0, 0, 0, 1] == train_x[0][0, 1] and bundle.x_train[0, 1, 0, 0] == train_x[0][0, 1024]
+    assert bundle.x_train[0, 0, 0, 1] == train_x[0, 1] and bundle.x_train[0, 1, 0, 0] == train_x[0, 1024]
     np.testing.assert_array_equal(bundle.y_train.numpy(), train_y)
     np.testing.assert_array_equal(bundle.x_test.numpy(), test_x.reshape(3, 3, 32, 32))
     np.testing.assert_array_equal(bundle.y_test.numpy(), test_y)
@@ -240,16 +225,14 @@ def test_cifar10_files(tmp_path):
 
 def test_cifar100_files(tmp_path):
     rng = np.random.default_rng(2)
-    root = tmp_path / "cifar-100-python"
-    root.mkdir()
-    splits = {}
-    for split, n in (("train", 6), ("test", 4)):
-        x = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-        fine = rng.integers(0, 100, size=n).tolist()
-        _pickle(root / split, {b"filenames": [b"f.png"] * n, b"batch_label": split.encode(), b"fine_labels": fine,
-                               b"coarse_labels": [f // 5 for f in fine], b"data": x})
-        splits[split] = (x, fine)
-    _pickle(root / "meta", {b"fine_label_names": [b"apple"] * 100, b"coarse_label_names": [b"fish"] * 20})
+    splits = {split: (rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
+                      rng.integers(0, 100, size=n).tolist())
+              for split, n in (("train", 6), ("test", 4))}
+    root = write_cifar100(tmp_path, *splits["train"], *splits["test"])
+    assert sorted(p.name for p in root.iterdir()) == ["meta", "test", "train"]
+    train = _unpickle(root / "train")
+    assert train[b"coarse_labels"] == [f // 5 for f in splits["train"][1]]
+    assert len(_unpickle(root / "meta")[b"fine_label_names"]) == 100
 
     bundle = load_clean("cifar100", tmp_path)
     np.testing.assert_array_equal(bundle.x_train.numpy(), splits["train"][0].reshape(6, 3, 32, 32))
@@ -267,26 +250,19 @@ COLOURS = {"n01443537": (200, 30, 30), "n01629819": (30, 200, 30), "n02085620": 
 
 
 def _write_tinyimagenet(data_dir):
-    root = data_dir / "tiny-imagenet-200"
-    root.mkdir(parents=True)
-    (root / "wnids.txt").write_text("\n".join(WNIDS) + "\n")
-    for wnid in WNIDS:
-        images = root / "train" / wnid / "images"
-        images.mkdir(parents=True)
-        for i in range(2):
-            Image.new("RGB", (64, 64), COLOURS[wnid]).save(images / f"{wnid}_{i}.JPEG")
-        (root / "train" / wnid / f"{wnid}_boxes.txt").write_text(f"{wnid}_0.JPEG\t0\t0\t63\t63\n")
-    (root / "val" / "images").mkdir(parents=True)
+    train = {wnid: [Image.new("RGB", (64, 64), COLOURS[wnid]) for _ in range(2)]
+             for wnid in WNIDS}
     val_wnids = ["n01629819", "n02085620", "n01443537", "n01629819"]
-    lines = []
-    for i, wnid in enumerate(val_wnids):
-        image = Image.new("RGB", (64, 64), COLOURS[wnid])
-        if i == 0:
-            image = image.convert("L")  # the real set has a few greyscale JPEGs
-        image.save(root / "val" / "images" / f"val_{i}.JPEG")
-        lines.append(f"val_{i}.JPEG\t{wnid}\t0\t0\t63\t63")
-    (root / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
-    (root / "test" / "images").mkdir(parents=True)  # the official test split has no labels; it must be ignored
+    val = [(Image.new("RGB", (64, 64), COLOURS[wnid]), wnid) for wnid in val_wnids]
+    val[0] = (val[0][0].convert("L"), val[0][1])  # the real set has a few greyscale JPEGs
+    root = write_tinyimagenet(data_dir, WNIDS, train, val)
+    # the official layout: the official test split has no labels; it must be ignored
+    assert (root / "test" / "images").is_dir()
+    assert (root / "wnids.txt").read_text().split() == WNIDS
+    assert (root / "train" / WNIDS[0] / f"{WNIDS[0]}_boxes.txt").read_text().startswith(
+        f"{WNIDS[0]}_0.JPEG\t0\t0\t63\t63")
+    assert (root / "val" / "val_annotations.txt").read_text().splitlines()[1] == \
+        "val_1.JPEG\tn02085620\t0\t0\t63\t63"
     return root, val_wnids
 
 

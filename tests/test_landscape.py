@@ -103,6 +103,23 @@ def test_direction_is_filter_normalised_and_zero_on_pruned_biases_and_batchnorm(
     assert all(torch.equal(direction[k], again[k]) for k in direction)
 
 
+def test_direction_of_a_2d_convolution_normalises_each_output_channel():
+    """The paper's models (ResNet, VGG) have 4-d conv weights: a filter spans three axes
+    (the rehearsal of the paper profile found torch's norm refusing them)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 5, 3), nn.BatchNorm2d(5), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(5 * 4 * 4, 3))
+    prune.attach_masks(model, prune_output=True)
+    direction = landscape.filter_normalised_direction(model, seed=2)
+    weight = dict(model.named_parameters())["0.weight"].detach()
+    assert direction["0.weight"].shape == weight.shape == (5, 3, 3, 3)
+    for channel in range(5):
+        assert float(direction["0.weight"][channel].norm()) == pytest.approx(
+            float(weight[channel].norm()), rel=1e-5)
+    assert not torch.equal(direction["0.weight"][0] / weight[0].norm(),
+                           weight[0] / weight[0].norm())  # a random direction, not the weights
+
+
 def test_loss_along_direction_starts_at_the_model_and_restores_it():
     model, inputs = tiny_mlp(), tiny_inputs()
     before = {k: v.clone() for k, v in model.state_dict().items()}
