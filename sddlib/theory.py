@@ -137,7 +137,8 @@ gain back: with diagonal ``Sigma`` the refit is ordinary least squares on ``s`` 
 the very estimator the oracle uses, on a worse support. Chang et al. find refitting
 helps more the more correlated the features; :func:`refit_benefit` measures that gain as
 ``rho`` grows and :func:`refit_benefit_grows` judges it. The three claims of the paper
-are judged by :func:`wins_past_threshold`, :func:`sparse_double_descent` and
+are judged by :func:`win_judgement` (over trials; :func:`wins_past_threshold` reads the
+mean curves alone), :func:`sparse_double_descent` and
 :func:`refit_benefit_grows`, in the words of :func:`verdict`.
 In the random-features model, magnitude pruning with refit beats the ``small`` model past
 the threshold (and at most ``p > s`` below it too: choosing ``s`` of ``p`` random features
@@ -319,11 +320,13 @@ def simulate_linear(n: int = 100, d: int = 500, s: int = 50,
                     beta_profile: str = "power", beta_decay: float = 1.0,
                     n_nonzero: Optional[int] = None, r2: float = 1.0, seed: int = 0,
                     problem: Optional[LinearProblem] = None, correlation: float = 0.0,
-                    structure: str = "equicorrelated") -> pd.DataFrame:
+                    structure: str = "equicorrelated", per_trial: bool = False) -> pd.DataFrame:
     """Test risk of dense, pruned, refitted and oracle least squares as the model grows.
 
     Returns a tidy frame with columns ``p, p_over_n, method, risk_mean, risk_std, trials``
-    (``risk_std`` over trials, ddof 1), one row per ``p`` and method of :data:`METHODS`.
+    (``risk_std`` over trials, ddof 1), one row per ``p`` and method of :data:`METHODS`;
+    with ``per_trial`` the risks themselves, columns ``p, p_over_n, method, trial, risk``
+    (:func:`summarise` turns them into the first frame; :func:`win_judgement` pairs them).
     ``p_values`` defaults to :func:`default_p_values`. ``problem`` overrides the task
     arguments (``correlation`` and ``structure`` among them, :func:`linear_problem`). The
     same ``seed`` gives the same frame; the training data of a trial do not depend on
@@ -340,6 +343,8 @@ def simulate_linear(n: int = 100, d: int = 500, s: int = 50,
                                  n_nonzero, r2, correlation, structure)
     p_values = default_p_values(n, problem.d) if p_values is None else p_values
     risks = _linear_trial_risks(problem, n, s, p_values, trials, seed)
+    if per_trial:
+        return _trial_frame(risks, n, METHODS)
     rows = []
     for p, per_method in risks.items():
         rows += _summary_rows(p, n, per_method, METHODS)
@@ -480,7 +485,7 @@ def simulate_random_features(n: int = 100, k: int = 20, s: int = 20,
                              sigma2: float = 0.1, r2: float = 1.0,
                              pool_size: Optional[int] = None, n_test: int = 2000,
                              teacher: Union[str, Callable[[np.ndarray], np.ndarray]] = "linear",
-                             seed: int = 0) -> pd.DataFrame:
+                             seed: int = 0, per_trial: bool = False) -> pd.DataFrame:
     """Test risk of a ReLU random-features model, dense, pruned, refitted and ``small``.
 
     ``k``: input dimension. ``pool_size``: rows of the feature pool ``W`` (default: the
@@ -488,7 +493,8 @@ def simulate_random_features(n: int = 100, k: int = 20, s: int = 20,
     ``theta`` with ``|theta|^2 = r2`` per trial) or a function mapping inputs
     (..., k) to targets (...). Same columns as :func:`simulate_linear`, methods
     :data:`RF_METHODS`; the risk is estimated on ``n_test`` fresh inputs per trial, shared
-    by every ``p`` of that trial.
+    by every ``p`` of that trial. ``per_trial``: the risks of every trial, as
+    :func:`simulate_linear` gives them.
     """
     if p_values is None:
         p_values = default_p_values(n, pool_size or 5 * n)
@@ -530,10 +536,13 @@ def simulate_random_features(n: int = 100, k: int = 20, s: int = 20,
             for name, coef in train_then_prune(phi[..., :p], y, s, rng_prune).items():
                 risks[(int(p), name)].append(test_risk(coef))
             risks[(int(p), "small")].append(small)
+    by_p = {int(p): {m: np.concatenate(risks[(int(p), m)]) for m in RF_METHODS}
+            for p in p_values}
+    if per_trial:
+        return _trial_frame(by_p, n, RF_METHODS)
     rows = []
-    for p in p_values:
-        per_method = {m: np.concatenate(risks[(int(p), m)]) for m in RF_METHODS}
-        rows += _summary_rows(int(p), n, per_method, RF_METHODS)
+    for p, per_method in by_p.items():
+        rows += _summary_rows(p, n, per_method, RF_METHODS)
     return pd.DataFrame(rows)
 
 
@@ -861,6 +870,57 @@ def _z_score(change: np.ndarray) -> float:
     if spread == 0:
         return 0.0 if mean == 0 else float(np.copysign(np.inf, mean))
     return float(mean / spread)
+
+
+def _trial_frame(risks: dict[int, dict[str, np.ndarray]], n: int,
+                 methods: Sequence[str]) -> pd.DataFrame:
+    """Per-trial risks (``p -> method -> (trials,)``) as a tidy frame."""
+    rows = [{"p": p, "p_over_n": p / n, "method": m, "trial": trial, "risk": float(risk)}
+            for p, per_method in risks.items() for m in methods
+            for trial, risk in enumerate(per_method[m])]
+    return pd.DataFrame(rows)
+
+
+def summarise(trials: pd.DataFrame) -> pd.DataFrame:
+    """A per-trial frame (``per_trial=True``) as the simulations' summary frame: per ``p``
+    and method, in their order, the mean risk, its standard deviation (ddof 1) and the
+    number of trials; the same numbers as the simulation without ``per_trial``."""
+    rows = []
+    for (p, method), group in trials.groupby(["p", "method"], sort=False):
+        n = int(round(p / group["p_over_n"].iloc[0]))
+        rows += _summary_rows(int(p), n, {method: group["risk"].to_numpy()}, [method])
+    return pd.DataFrame(rows)
+
+
+def win_judgement(trials: pd.DataFrame, s: int, method: str,
+                  baseline: Optional[str] = None) -> tuple:
+    """Chang et al.'s first claim judged over trials: past the interpolation threshold
+    (``p/n > 1``, and ``p > s``, where the model is pruned), training large then pruning
+    with ``method`` beats the small model (``oracle``, or ``small`` for random features).
+
+    Returns a :class:`sddlib.metrics.Judgement` of the paired advantage ``baseline risk -
+    method risk`` (the same trial's data for both) and the ``p/n`` it was judged at (None
+    when there is none). The trials are split by parity: the even
+    ones choose the ``p/n`` where the mean advantage is largest, the odd ones are judged
+    there, one advantage each (a t interval above 0). Choosing and judging on the same
+    trials would let the noise of a whole grid of ``p/n`` make a win by itself. With
+    fewer than two odd trials, or no ``p/n > 1``, it cannot be judged.
+    """
+    from .metrics import judge
+
+    if baseline is None:
+        baseline = "oracle" if "oracle" in set(trials["method"]) else "small"
+    past = trials[(trials["p"] > s) & (trials["p_over_n"] > 1)]
+    if past.empty:
+        return judge([], statistic=f"{baseline} minus {method} risk", unit="{:.3f}"), None
+    wide = past.pivot_table(index=["trial", "p_over_n"], columns="method", values="risk")
+    advantage = (wide[baseline] - wide[method]).rename("advantage").reset_index()
+    choosing = advantage[advantage["trial"] % 2 == 0]
+    where = float(choosing.groupby("p_over_n")["advantage"].mean().idxmax())
+    judged = advantage[(advantage["trial"] % 2 == 1) & (advantage["p_over_n"] == where)]
+    return judge(judged["advantage"], 0.0, above=True, unit="{:.3f}",
+                 statistic=f"{baseline} minus {method} risk at p/n = {where:.2f}, the p/n "
+                           f"the other trials pick"), where
 
 
 def _summary_rows(p: int, n: int, risks: dict, methods: Sequence[str]) -> list[dict]:

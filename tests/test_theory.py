@@ -532,3 +532,47 @@ def test_wins_past_threshold_reads_the_frame():
     frame.loc[(frame.p == 200) & (frame.method == "magnitude"), "risk_mean"] = 0.4
     assert theory.wins_past_threshold(frame, 20, "magnitude") is True
     assert theory.wins_past_threshold(frame[frame.p == 50], 20, "magnitude") is None
+
+
+def test_per_trial_risks_summarise_to_the_simulation_frame():
+    kwargs = dict(n=40, d=120, s=20, p_values=[10, 30, 60, 120], trials=6, seed=2)
+    trials = theory.simulate_linear(**kwargs, per_trial=True)
+    assert list(trials.columns) == ["p", "p_over_n", "method", "trial", "risk"]
+    assert len(trials) == 4 * len(theory.METHODS) * 6
+    pd.testing.assert_frame_equal(theory.summarise(trials), theory.simulate_linear(**kwargs))
+    kwargs = dict(n=40, k=10, s=10, p_values=[10, 60], trials=3, n_test=200, seed=1)
+    pd.testing.assert_frame_equal(
+        theory.summarise(theory.simulate_random_features(**kwargs, per_trial=True)),
+        theory.simulate_random_features(**kwargs))
+
+
+def _trials(advantage_by_p, trials=10, noise=0.01, seed=0):
+    """Synthetic per-trial risks: the oracle at 1.0, magnitude at 1.0 - advantage."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p, advantage in advantage_by_p.items():
+        for trial in range(trials):
+            rows.append({"p": p, "p_over_n": p / 100, "method": "oracle", "trial": trial,
+                         "risk": 1.0})
+            rows.append({"p": p, "p_over_n": p / 100, "method": "magnitude", "trial": trial,
+                         "risk": 1.0 - advantage + noise * rng.standard_normal()})
+    return pd.DataFrame(rows)
+
+
+def test_win_judgement_judges_the_held_out_trials_at_the_best_p_over_n():
+    # pruning wins only at p/n = 3: found by the even trials, confirmed by the odd ones
+    judgement, where = theory.win_judgement(_trials({50: 0.3, 150: -0.1, 300: 0.1}), 20,
+                                            "magnitude")
+    assert where == 3.0 and judgement.holds is True and judgement.seeds == 5
+    assert 0.05 < judgement.estimate < 0.15
+    # below the threshold a win does not count; past it the small model is better
+    judgement, where = theory.win_judgement(_trials({50: 0.3, 150: -0.1, 300: -0.2}), 20,
+                                            "magnitude")
+    assert where == 1.5 and judgement.holds is False
+    # no real difference: noise alone across a grid does not make a win
+    judgement, _ = theory.win_judgement(_trials({p: 0.0 for p in range(110, 400, 10)},
+                                                noise=0.05, seed=3), 20, "magnitude")
+    assert judgement.holds is not True
+    # nothing past the threshold, or one odd trial: cannot be judged
+    assert not theory.win_judgement(_trials({50: 0.3}), 20, "magnitude")[0].judged
+    assert not theory.win_judgement(_trials({150: 0.3}, trials=2), 20, "magnitude")[0].judged
