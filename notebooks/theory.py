@@ -38,7 +38,7 @@ random_features = {"n": 100, "k": 20, "s": 20, "trials": 20}
 correlated = {"structures": ["equicorrelated", "ar1"], "correlations": [0.0, 0.3, 0.6, 0.9],
               "p_over_n": [2, 5]}
 network = {"experiment": {"train_size": 4000, "test_size": 1000},
-           "widths": [8, 16, 32, 64, 128], "target_weights": 2304, "seeds": [0]}
+           "widths": [8, 16, 32, 64, 128], "target_weights": 2304, "seeds": [0, 1, 2]}
 seed = 0
 compute_missing = True
 
@@ -51,7 +51,7 @@ figures.use_profile("theory", globals())
 import pandas as pd
 
 from sddlib import figures, metrics, plots, theory
-from sddlib.network_check import network_check
+from sddlib.network_check import advantage_judgement, network_check
 
 # the network check's runs first (its figure is at the end of the page): the only runs
 # this page trains, so `sddlib figures --compute-only` finds them before any simulation
@@ -210,11 +210,11 @@ figures.glue("dd_table", shown.style.format(
 # features, local). The benefit of refit is the risk of the magnitude-pruned model without
 # refit minus its risk with refit, a difference of full prediction risks (positive: refit
 # helps). Every rho reuses the same random draws, so differences between correlations are
-# paired trial by trial. The claim holds at a p/n when the benefit's increase from the
-# lowest to the highest rho exceeds {glue:text}`dd_z` standard errors and no step between
-# neighbouring rho values falls by more than that (`theory.grows`); it does not hold when
-# the benefit falls by more than that; otherwise it cannot be judged. It holds for a
-# structure when it holds at every p/n shown.
+# paired trial by trial. At each p/n the claim is judged on each trial's benefit at the
+# highest rho minus its benefit at the lowest (`theory.refit_judgements`), on a 95% t
+# interval over the trials: it holds when the interval lies above 0, does not hold when
+# below, and is inconclusive when it straddles 0. It holds for a structure when it holds
+# at every p/n shown.
 
 # %% tags=["hide-input"]
 per_trial = pd.concat([
@@ -224,16 +224,15 @@ per_trial = pd.concat([
                      sigma2=linear["sigma2"], structure=structure, seed=seed)
     for structure in correlated["structures"]], ignore_index=True)
 benefit = theory.mean_refit_benefit(per_trial)
-judged = theory.refit_benefit_grows(per_trial)
 widest = max(correlated["p_over_n"])
 low_rho, high_rho = min(correlated["correlations"]), max(correlated["correlations"])
 figures.glue("corr_low", low_rho)
 figures.glue("corr_high", high_rho)
 figures.glue("corr_widest", widest)
-for structure, group in judged.groupby("structure", sort=False):
+for structure, cases in theory.refit_judgements(per_trial).items():
     figures.claim(f"refit_verdict_{structure}", f"Refitting after pruning helps more the "
-                  f"more correlated the features ({structure})", metrics.verdict(
-                      theory.combine_verdicts(group.grows)))
+                  f"more correlated the features ({structure})",
+                  metrics.verdict_of_judgements(cases, unit="p/n"), cases)
     at_widest = benefit[(benefit.structure == structure) & (benefit.p_over_n == widest)]
     at_widest = at_widest.set_index("correlation").benefit
     figures.glue(f"refit_benefit_{structure}_low", float(at_widest[low_rho]))
@@ -285,11 +284,14 @@ figures.glue("net_small_best", float(small.test_error.min()) if not small.empty
 figures.glue("net_pruned_widest", float(widest.test_error) if widest is not None
              else float("nan"))
 figures.glue("net_widest", int(widest.width) if widest is not None else 0)
-beats = None if widest is None or small.empty else \
-    bool(widest.test_error < small.test_error.min())
-figures.glue("net_verdict", "beats" if beats else "does not beat")
+net_judgement = advantage_judgement(network_frame)
+figures.glue("net_verdict", "beats" if widest is not None and not small.empty and
+             widest.test_error < small.test_error.min() else "does not beat")
+figures.glue("net_interval", net_judgement.interval())
+figures.glue("net_seeds", net_judgement.seeds)
 figures.claim("net_claim", "Network check: a wide network pruned to a small one's size beats "
-              "the small network trained directly", metrics.verdict(beats))
+              "the small network trained directly", net_judgement.words(),
+              {"small − pruned test error": net_judgement})
 
 fig, axes = plots.figure(1, 1, width=7, height=4)
 ax = axes[0, 0]
@@ -318,7 +320,10 @@ figures.glue("fig_network", fig)
 # {glue:text}`net_kept_uniform` pruned networks keep the same count) and retrained, the
 # widest network (width {glue:text}`net_widest`) reaches a test error of
 # {glue:text}`net_pruned_widest:.1%`; the best small network trained directly reaches
-# {glue:text}`net_small_best:.1%`: training large and pruning {glue:text}`net_verdict` it.
+# {glue:text}`net_small_best:.1%`: on the mean errors, training large and pruning
+# {glue:text}`net_verdict` it. Judged seed by seed (each seed's best small network's error
+# minus its widest pruned network's, {glue:text}`net_interval` over
+# {glue:text}`net_seeds` seeds, a 95% t interval), the claim {glue:text}`net_claim`.
 
 # %% [markdown]
 # ## Rerun this figure

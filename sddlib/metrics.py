@@ -565,8 +565,8 @@ def verdict_of_cases(cases, unit: str = "setting", why_none: str = "") -> str:
     ``cases``: True, False or None per case; None cases cannot be judged and are left
     out. "cannot be judged here" (with ``why_none``) when no case can be judged, "holds
     for every <unit> where it can be judged" when all the others hold, else "holds for k
-    of the n <unit>s where it can be judged". Unlike ``theory.combine_verdicts``, one
-    failing case does not make the claim fail: the count says how far it holds.
+    of the n <unit>s where it can be judged". One failing case does not make the claim
+    fail: the count says how far it holds.
     """
     judged = [bool(case) for case in cases if case is not None
               and not (isinstance(case, float) and math.isnan(case))]

@@ -105,3 +105,21 @@ def network_check(experiment: dict, widths: Sequence[int], target_weights: int,
     if not frame.empty:
         frame["test_error"] = 1.0 - frame["test_acc"]
     return frame
+
+
+def advantage_judgement(frame: pd.DataFrame, method: str = "magnitude, retrained"):
+    """Chang et al.'s question judged over seeds on a :func:`network_check` frame: per
+    seed, the best small network's test error (over the widths trained directly) minus
+    the widest pruned network's (``method``), a :class:`sddlib.metrics.Judgement` above 0
+    when pruning a wide network beats training a small one. The best small network is
+    chosen per seed, which favours the small side: a win has to clear that too."""
+    from .metrics import judge
+
+    values = []
+    for _, seed in (frame.groupby("seed") if not frame.empty else []):
+        small = seed[seed.method == "small (trained directly)"]
+        pruned = seed[seed.method == method]
+        values.append(float("nan") if small.empty or pruned.empty else float(
+            small.test_error.min() - pruned.loc[pruned.width.idxmax()].test_error))
+    return judge(values, 0.0, above=True,
+                 statistic="best small network's test error minus the widest pruned one's")

@@ -136,10 +136,10 @@ is a few times past the threshold, while refitting on the kept support mostly gi
 gain back: with diagonal ``Sigma`` the refit is ordinary least squares on ``s`` features,
 the very estimator the oracle uses, on a worse support. Chang et al. find refitting
 helps more the more correlated the features; :func:`refit_benefit` measures that gain as
-``rho`` grows and :func:`refit_benefit_grows` judges it. The three claims of the paper
+``rho`` grows and :func:`refit_judgements` judges it. The three claims of the paper
 are judged by :func:`win_judgement` (over trials; :func:`wins_past_threshold` reads the
 mean curves alone), :func:`sparse_double_descent` and
-:func:`refit_benefit_grows`, in the words of :func:`verdict`.
+:func:`refit_judgements`, in the words of :func:`verdict`.
 In the random-features model, magnitude pruning with refit beats the ``small`` model past
 the threshold (and at most ``p > s`` below it too: choosing ``s`` of ``p`` random features
 by magnitude beats taking ``s`` at random).
@@ -783,43 +783,23 @@ def sparse_double_descent(frame: pd.DataFrame, s: int, method: str,
     return result
 
 
-def grows(values: np.ndarray, z: float = SIGNIFICANCE_Z) -> Optional[bool]:
-    """Does a quantity grow along its first axis? ``values`` (levels, trials), paired:
-    column ``t`` is trial ``t`` at every level (common random numbers).
+def refit_judgements(per_trial: pd.DataFrame) -> dict[str, dict]:
+    """Chang et al.'s third claim judged over trials: per ``structure`` and ``p/n`` of a
+    :func:`refit_benefit` frame, a :class:`sddlib.metrics.Judgement` of each trial's
+    benefit at the highest correlation minus its benefit at the lowest (every correlation
+    reuses the trial's draws, so the difference is paired), above 0 when refitting helps
+    more with correlated features. ``structure -> {"p/n 2": judgement, ...}``."""
+    from .metrics import judge
 
-    False if some step between consecutive levels, or the whole change from the first
-    level to the last, is negative by more than ``z`` standard errors of its paired
-    mean; True if none is and the whole change is positive by more than ``z`` standard
-    errors; None (within noise: cannot be judged) otherwise.
-    """
-    values = np.asarray(values, float)
-    if values.shape[0] < 2 or values.shape[1] < 2:
-        return None
-    steps = [_z_score(after - before) for before, after in zip(values[:-1], values[1:])]
-    overall = _z_score(values[-1] - values[0])
-    if min(steps) < -z or overall < -z:
-        return False
-    return True if overall > z else None
-
-
-def refit_benefit_grows(per_trial: pd.DataFrame, z: float = SIGNIFICANCE_Z) -> pd.DataFrame:
-    """Chang et al.'s third claim on a :func:`refit_benefit` frame: the benefit of
-    refitting grows with the correlation, judged by :func:`grows` at each ``structure``
-    and ``p``. Columns ``structure, p, p_over_n, grows`` (True, False or None)."""
-    rows = []
-    for (structure, p), group in per_trial.groupby(["structure", "p"], sort=False):
+    judged: dict[str, dict] = {}
+    for (structure, p_over_n), group in per_trial.groupby(["structure", "p_over_n"],
+                                                          sort=False):
         table = group.pivot(index="correlation", columns="trial", values="benefit").sort_index()
-        rows.append({"structure": structure, "p": int(p), "p_over_n": float(group.p_over_n.iloc[0]),
-                     "grows": grows(table.to_numpy(), z)})
-    return pd.DataFrame(rows)
-
-
-def combine_verdicts(verdicts: Sequence[Optional[bool]]) -> Optional[bool]:
-    """One verdict from several cases: False if any fails, True if all hold, else None."""
-    verdicts = list(verdicts)
-    if any(v is False for v in verdicts):
-        return False
-    return True if verdicts and all(v is True for v in verdicts) else None
+        low, high = table.index[0], table.index[-1]
+        judged.setdefault(structure, {})[f"p/n {p_over_n:g}"] = judge(
+            (table.loc[high] - table.loc[low]).to_numpy(), 0.0, above=True, unit="{:.3f}",
+            statistic=f"refit benefit at rho {high:g} minus at rho {low:g}")
+    return judged
 
 
 def describe_wins(frame: pd.DataFrame, s: int, method: str,
@@ -862,14 +842,6 @@ def describe_intervals(values: np.ndarray, grid: np.ndarray) -> str:
     if not runs:
         return "none of the grid"
     return runs[0] if len(runs) == 1 else ", ".join(runs[:-1]) + " and " + runs[-1]
-
-
-def _z_score(change: np.ndarray) -> float:
-    """Mean of paired changes over its standard error (infinite if they all agree)."""
-    mean, spread = np.mean(change), np.std(change, ddof=1) / np.sqrt(len(change))
-    if spread == 0:
-        return 0.0 if mean == 0 else float(np.copysign(np.inf, mean))
-    return float(mean / spread)
 
 
 def _trial_frame(risks: dict[int, dict[str, np.ndarray]], n: int,

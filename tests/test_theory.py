@@ -417,37 +417,22 @@ def test_refit_benefit_grows_with_equicorrelation():
     kwargs = dict(n=40, d=120, s=20, trials=30, seed=0)
     equi = theory.refit_benefit([0.0, 0.5, 0.9], [80, 120], structure="equicorrelated",
                                 **kwargs)
-    judged = theory.refit_benefit_grows(equi)
-    assert judged.grows.tolist() == [True, True]
-    assert metrics.verdict(theory.combine_verdicts(judged.grows)) == "holds"
+    judged = theory.refit_judgements(equi)["equicorrelated"]
+    assert list(judged) == ["p/n 2", "p/n 3"]
+    assert all(j.holds is True and j.seeds == 30 for j in judged.values())
+    assert metrics.verdict_of_judgements(judged, unit="p/n").startswith("holds")
     at_rho = equi[equi.p == 80].groupby("correlation").benefit.mean()
     assert at_rho[0.0] < 0 < 0.5 < at_rho[0.9]
-    ar1 = theory.refit_benefit_grows(theory.refit_benefit([0.0, 0.5, 0.9], [80, 120],
-                                                          structure="ar1", **kwargs))
-    assert not ar1.grows.any()  # not shown to grow: within noise here
-
-
-def test_grows_judges_paired_changes():
-    trials = np.random.default_rng(0).normal(0, 0.01, (3, 20))
-    rising = np.array([[0.0], [1.0], [2.0]]) + trials
-    assert theory.grows(rising) is True
-    assert theory.grows(-rising) is False
-    assert theory.grows(trials) is None  # flat: within noise
-    dip = np.array([[0.0], [2.0], [1.0]]) + trials  # up overall, but one step falls
-    assert theory.grows(dip) is False
-    # the same draws shifted: paired, so a small shift is still seen
-    shared = np.random.default_rng(1).normal(0, 1, 20)
-    assert theory.grows(np.stack([shared, shared + 0.01])) is True
+    assert judged["p/n 2"].estimate == pytest.approx(at_rho[0.9] - at_rho[0.0])
+    ar1 = theory.refit_judgements(theory.refit_benefit([0.0, 0.5, 0.9], [80, 120],
+                                                       structure="ar1", **kwargs))["ar1"]
+    assert not any(j.holds is True for j in ar1.values())  # not shown to grow here
 
 
 def test_verdict_words():
     assert metrics.verdict(True) == "holds"
     assert metrics.verdict(False) == "does not hold here"
     assert metrics.verdict(None) == "cannot be judged here"
-    assert theory.combine_verdicts([True, True]) is True
-    assert theory.combine_verdicts([True, None]) is None
-    assert theory.combine_verdicts([None, False, True]) is False
-    assert theory.combine_verdicts([]) is None
 
 
 # ---------------------------------------------------------------- the sparse double descent
@@ -576,3 +561,24 @@ def test_win_judgement_judges_the_held_out_trials_at_the_best_p_over_n():
     # nothing past the threshold, or one odd trial: cannot be judged
     assert not theory.win_judgement(_trials({50: 0.3}), 20, "magnitude")[0].judged
     assert not theory.win_judgement(_trials({150: 0.3}, trials=2), 20, "magnitude")[0].judged
+
+
+def test_the_network_check_is_judged_seed_by_seed():
+    from sddlib.network_check import advantage_judgement
+
+    def frame(gaps):
+        rows = []
+        for seed, gap in enumerate(gaps):
+            rows += [{"seed": seed, "width": 8, "method": "small (trained directly)",
+                      "test_error": 0.30}, {"seed": seed, "width": 16,
+                      "method": "small (trained directly)", "test_error": 0.28},
+                     {"seed": seed, "width": 64, "method": "magnitude, retrained",
+                      "test_error": 0.40}, {"seed": seed, "width": 128,
+                      "method": "magnitude, retrained", "test_error": 0.28 - gap}]
+        return pd.DataFrame(rows)
+    judged = advantage_judgement(frame([0.02, 0.03, 0.025]))
+    assert judged.holds is True and judged.seeds == 3
+    assert judged.estimate == pytest.approx(0.025)  # the best small (0.28) vs the widest
+    assert advantage_judgement(frame([-0.02, -0.03, -0.025])).holds is False
+    assert not advantage_judgement(frame([0.02])).judged  # one seed: cannot be judged
+    assert not advantage_judgement(pd.DataFrame()).judged
