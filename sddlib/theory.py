@@ -138,7 +138,7 @@ the very estimator the oracle uses, on a worse support. Chang et al. find refitt
 helps more the more correlated the features; :func:`refit_benefit` measures that gain as
 ``rho`` grows and :func:`refit_judgements` judges it. The three claims of the paper
 are judged by :func:`win_judgement` (over trials; :func:`wins_past_threshold` reads the
-mean curves alone), :func:`sparse_double_descent` and
+mean curves alone), :func:`double_descent_judgement` and
 :func:`refit_judgements`, in the words of :func:`verdict`.
 In the random-features model, magnitude pruning with refit beats the ``small`` model past
 the threshold (and at most ``p > s`` below it too: choosing ``s`` of ``p`` random features
@@ -166,10 +166,9 @@ CRITERIA = ("magnitude", "random")
 SPECTRA = ("isotropic", "power")
 BETA_PROFILES = ("power", "equal", "sparse")
 CORRELATION_STRUCTURES = ("equicorrelated", "ar1")
-# How the claims are judged: a peak is "near the threshold" within this factor of p = n,
-# and a difference counts when it exceeds this many standard errors.
+# How the sparse double descent is judged: a peak is "near the threshold" within this
+# factor of p = n.
 THRESHOLD_WINDOW = 1.5
-SIGNIFICANCE_Z = 2.0
 
 
 # ---------------------------------------------------------------------------- linear model
@@ -739,47 +738,63 @@ def wins_past_threshold(frame: pd.DataFrame, s: int, method: str,
     return bool((wins > 1).any())
 
 
-def sparse_double_descent(frame: pd.DataFrame, s: int, method: str,
-                          window: float = THRESHOLD_WINDOW, z: float = SIGNIFICANCE_Z) -> dict:
-    """Chang et al.'s second claim on one curve: the sparse model's risk, as ``p`` grows
-    at fixed ``s``, peaks near the interpolation threshold ``p = n`` and descends again
-    beyond it.
+def double_descent_judgement(trials: pd.DataFrame, s: int, method: str,
+                             window: float = THRESHOLD_WINDOW) -> dict:
+    """Chang et al.'s second claim judged over trials: the sparse model's risk, as ``p``
+    grows at fixed ``s``, peaks near the interpolation threshold ``p = n`` and descends
+    again beyond it.
 
-    ``frame``: a :func:`simulate_linear` or :func:`simulate_random_features` frame;
-    ``s``: its sparsity; ``method``: the sparse model (e.g. ``"magnitude"``). Only
-    ``p > s`` counts, where the model is pruned (at ``p <= s`` it is a small dense model).
-    The peak is the ``p/n`` of the largest mean risk; it is *near the threshold* if within
-    a factor ``window`` of 1. The risk *descends after it* if its lowest mean beyond the
-    peak is below the peak by more than ``z`` standard errors of that lowest mean. The
-    peak's own spread is left out on purpose: near ``p = n`` the expected risk is infinite
-    or nearly so (eq. (2)) and a sample mean of such heavy-tailed risks falls short of
-    its expectation more often than not, so that spread cannot fake a descent.
-    ``holds``: both; None when the grid has no ``p/n > window`` (nothing to descend into).
-    Returns ``peak_p_over_n``, ``peak_risk``, ``low_p_over_n``, ``low_risk`` (the lowest
-    point past the peak), ``widest_p_over_n``, ``widest_risk``, ``descent``
-    (``1 - low_risk / peak_risk``), ``near_threshold``, ``descends`` and ``holds``.
+    ``trials``: a per-trial frame (``per_trial=True`` of :func:`simulate_linear` or
+    :func:`simulate_random_features`); ``method``: the sparse model (``"magnitude"``).
+    Only ``p > s`` counts, where the model is pruned (at ``p <= s`` it is a small dense
+    model). The trials are split by parity. The even ones place the landmarks: the peak
+    is the ``p/n`` of their largest mean risk, *near the threshold* if within a factor
+    ``window`` of 1, and the low point the ``p/n`` of their lowest mean risk beyond it.
+    The odd ones judge the descent, each trial's ``log(risk at the peak / risk at the
+    low point)`` (paired: one trial's data at both), on a t interval above 0
+    (:func:`sddlib.metrics.judge`). The log ratio, not the difference: near ``p = n`` the
+    risk is heavy-tailed (its expectation is infinite or nearly so, eq. (2)), and one
+    huge trial would make a difference's interval useless while its ratio stays
+    readable.
+
+    Returns ``peak_p_over_n``, ``peak_risk``, ``low_p_over_n``, ``low_risk`` (the mean
+    risks over every trial at the landmarks), ``descent`` (``1 - low_risk / peak_risk``),
+    ``near_threshold``, ``judgement`` (the descent's :class:`~sddlib.metrics.Judgement`),
+    ``holds`` (False when the peak is not near the threshold, else the judgement's; None
+    when nothing lies past the window or fewer than two odd trials) and ``verdict`` (in
+    words).
     """
-    curve = frame[(frame["method"] == method) & (frame["p"] > s)]
-    curve = curve.sort_values("p_over_n").reset_index(drop=True)
+    from .metrics import judge, verdict
+
+    curve = trials[(trials["method"] == method) & (trials["p"] > s)]
     if curve.empty:
         raise ValueError(f"method {method!r} has no p > s = {s} in the frame")
-    error = curve["risk_std"].fillna(0.0) / np.sqrt(curve["trials"])
-    peak = int(curve["risk_mean"].idxmax())
-    after = curve.iloc[peak + 1:]
-    low = int(after["risk_mean"].idxmin()) if not after.empty else peak
-    gap = curve.risk_mean[peak] - curve.risk_mean[low]
-    result = {"peak_p_over_n": float(curve.p_over_n[peak]),
-              "peak_risk": float(curve.risk_mean[peak]),
-              "low_p_over_n": float(curve.p_over_n[low]),
-              "low_risk": float(curve.risk_mean[low]),
-              "widest_p_over_n": float(curve.p_over_n.iloc[-1]),
-              "widest_risk": float(curve.risk_mean.iloc[-1]),
-              "descent": float(gap / curve.risk_mean[peak]),
-              "near_threshold": bool(1.0 / window <= curve.p_over_n[peak] <= window),
-              "descends": bool(low != peak and gap > z * error[low])}
-    judgeable = result["widest_p_over_n"] > window
-    result["holds"] = bool(result["near_threshold"] and result["descends"]) if judgeable \
-        else None
+    wide = curve.pivot_table(index="trial", columns="p_over_n", values="risk").sort_index(
+        axis=1)
+    means = wide[wide.index % 2 == 0].mean()
+    peak = float(means.idxmax())
+    after = means[means.index > peak]
+    low = float(after.idxmin()) if not after.empty else peak
+    odd = wide[wide.index % 2 == 1]
+    judgement = judge(np.log(odd[peak] / odd[low]).to_numpy() if low != peak else [],
+                      0.0, above=True, unit="{:.2f}",
+                      statistic=f"log of the risk at p/n {peak:.2f} over the risk at "
+                                f"p/n {low:.2f}")
+    near = bool(1.0 / window <= peak <= window)
+    result = {"peak_p_over_n": peak, "peak_risk": float(wide[peak].mean()),
+              "low_p_over_n": low, "low_risk": float(wide[low].mean()),
+              "descent": float(1 - wide[low].mean() / wide[peak].mean()),
+              "near_threshold": near, "judgement": judgement}
+    if float(wide.columns.max()) <= window:
+        result["holds"] = None
+        result["verdict"] = verdict(None, f"nothing lies past p/n = {window:g}")
+    elif not near:
+        result["holds"] = False
+        result["verdict"] = verdict(False, f"the risk peaks at p/n = {peak:.2f}, not near "
+                                           f"the threshold")
+    else:
+        result["holds"] = judgement.holds if judgement.judged else None
+        result["verdict"] = judgement.words()
     return result
 
 
