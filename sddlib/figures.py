@@ -211,7 +211,8 @@ def plan_runs(settings: ProjectSettings, plans: dict[str, dict]) -> dict[str, li
     Each notebook's code cells run here, in this process, with its parameters, inside
     :func:`sweep.planning`: the first call that would compute runs (``figures.gather``,
     ``network_check``: everything goes through :func:`sweep.run_many`) records them and
-    stops the notebook there. The pages compute their runs before any figure or analysis
+    stops the notebook there. Its code runs in ``settings.root``, where its kernel would
+    (so it reads that project's profiles). The pages compute their runs before any figure or analysis
     (the theory page its network check first), so nothing heavy runs here. Runs a page
     asks for only after reading others (the re-dense branches of the levels a curve
     picks) are not in the plan: the page computes them itself. Raises
@@ -226,7 +227,10 @@ def plan_runs(settings: ProjectSettings, plans: dict[str, dict]) -> dict[str, li
         notebook = jupytext.read(settings.root / NOTEBOOK_DIR / f"{name}.py")
         namespace: dict = {"__name__": f"sddlib_plan_{name.replace('-', '_')}"}
         found: list = []
-        with planning() as found, _silent(), contextlib.redirect_stdout(io.StringIO()):
+        # in the project's root, as its kernel runs (execute_notebook's --cwd): the page's
+        # use_profile reads the profile of the _config.yml found from there
+        with planning() as found, _silent(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.chdir(settings.root):
             try:
                 for cell in notebook.cells:
                     if cell.cell_type != "code":

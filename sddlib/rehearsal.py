@@ -526,12 +526,55 @@ def compute(project: Path, profile: str = "paper", ray: Optional[str] = None,
     return _step(command, project, env)
 
 
+def execute_pages(project: Path, names: list[str], profile: str = "paper",
+                  at_once: Optional[int] = None):
+    """``papermill notebooks/PAGE.ipynb book/PAGE.ipynb -p profile PROFILE -k python3`` for
+    each of ``names`` in the scratch project, ``at_once`` processes at a time (default:
+    one per usable core, at most 2), started in book order; yields ``(name, finished
+    process, seconds)`` as each ends. After the compute-only schedule the pages only read
+    their runs (the one that computes more, the re-dense branches, computes runs no other
+    page reads), so running two side by side changes nothing but the wall time: on 2
+    cores, a page's seconds are mostly its kernel starting and importing. Each kernel
+    gets its share of the cores as its torch threads (``OMP_NUM_THREADS``)."""
+    from .parallel import usable_cores
+
+    at_once = at_once or min(2, usable_cores())
+    waiting, running = list(names), {}
+    # the cores shared out: several torch threads a kernel, on cores another kernel keeps
+    # busy, wait for each other and slow a page down tenfold
+    threads = str(max(1, usable_cores() // at_once))
+    env = {**_environment(), "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    while waiting or running:
+        while waiting and len(running) < at_once:
+            name = waiting.pop(0)
+            command = [sys.executable, "-m", "papermill", f"notebooks/{name}.ipynb",
+                       f"book/{name}.ipynb", "-p", "profile", profile, "-k", "python3",
+                       "--no-progress-bar"]
+            log = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe that can fill
+            running[name] = (subprocess.Popen(command, cwd=project, env=env, text=True,
+                                              stdout=log, stderr=subprocess.STDOUT),
+                             log, time.time())
+        name = next((n for n, (process, _, _) in running.items()
+                     if process.poll() is not None), None)
+        if name is None:
+            time.sleep(0.2)
+            continue
+        process, log, started = running.pop(name)
+        log.seek(0)
+        output = log.read()
+        log.close()
+        yield name, subprocess.CompletedProcess(process.args, process.returncode, "",
+                                                output), time.time() - started
+
+
 def rehearse(into: Optional[Path] = None, profile: str = "paper", ray: Optional[str] = None,
-             compute_only: bool = False, settings=None, log=print) -> Rehearsal:
+             compute_only: bool = False, settings=None, log=print,
+             pages_at_once: Optional[int] = None) -> Rehearsal:
     """The whole rehearsal of ``profile`` (see the module's docstring) in ``into`` (a new
     temporary folder by default); returns its :class:`Rehearsal`, whose ``failed`` names
     each step or page that failed and why. ``compute_only``: prepare and compute the
-    runs, execute no page."""
+    runs, execute no page. ``pages_at_once``: papermill processes at once (default: one
+    per usable core, at most 2; see :func:`execute_pages`)."""
     from .figures import LANDING, notebook_names
     from .project import load_settings
 
@@ -556,15 +599,11 @@ def rehearse(into: Optional[Path] = None, profile: str = "paper", ray: Optional[
 
     names = [n for n in notebook_names(load_settings(project)) if n != LANDING]
     step = time.time()
-    for name in names:
-        page = time.time()
-        ran = _step([sys.executable, "-m", "papermill", f"notebooks/{name}.ipynb",
-                     f"book/{name}.ipynb", "-p", "profile", profile, "-k", "python3",
-                     "--no-progress-bar"], project)
+    for name, ran, seconds in execute_pages(project, names, profile, pages_at_once):
         if ran.returncode != 0:
             result.failed[name] = _tail(ran)
         log(f"[rehearse] papermill {name}: {'FAILED' if ran.returncode else 'done'} in "
-            f"{time.time() - page:.0f} s")
+            f"{seconds:.0f} s")
     result.seconds["pages"] = time.time() - step
 
     step = time.time()

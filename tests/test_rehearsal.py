@@ -186,3 +186,16 @@ def test_the_rehearsal_schedule_runs_on_local_ray(tmp_path):
     assert all(store.find(c) is not None and store.find(c).is_finished() for c in planned)
     computed = re.search(r"(\d+) runs computed", done.stderr)
     assert computed and int(computed.group(1)) >= len(figures.each_once(planned))
+
+
+def test_a_project_is_planned_with_its_own_profiles_from_anywhere(tmp_path, monkeypatch):
+    """plan_runs executes a page's code in the project's root, as its kernel runs: from a
+    folder without a _config.yml (``jupyter-book build /elsewhere/book``), or one with
+    other profiles, the page reads the project's own (it read the current folder's)."""
+    monkeypatch.chdir(tmp_path)
+    plans = figures.checked_parameters(SETTINGS, "smoke", ["lottery-vs-reinit"])
+    planned = figures.plan_runs(SETTINGS, plans)["lottery-vs-reinit"]
+    smoke = SETTINGS.profiles["smoke"]["common"]["experiment"]
+    assert planned and all(c.train_size == smoke["train_size"] and c.width == smoke["width"]
+                           for c in planned)
+    assert Path.cwd() == tmp_path
