@@ -22,7 +22,8 @@ two). Mid-level checkpoints are written and read in the dense format
 one path resumes on the other.
 
 Which layers: ``nn.Linear`` layers with a mask whose density is at most
-:data:`PACK_BELOW`; convolutions stay dense-masked (torch has no sparse convolution
+:data:`PACK_BELOW` (and nothing a swap would lose: no hook, no other buffer, not shared
+by two parents); convolutions stay dense-masked (torch has no sparse convolution
 kernel on the CPU). Below :data:`SAMPLED_BELOW` the weight gradient is the sampled
 product; between the two it is the dense product read at the kept positions, which is
 faster there. Both thresholds are fixed numbers, not timed at run time, so the same
@@ -39,6 +40,7 @@ gets a sparse gradient the fused optimisers do not take), and the pruning librar
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from typing import Optional
 
@@ -232,10 +234,11 @@ def pack(model: nn.Module, enabled: bool = True,
     if not enabled:
         return None
     dense_keys = list(model.state_dict())
+    reached = Counter(id(module) for _, module in model.named_modules(remove_duplicate=False))
     swaps = []
     for name, module in list(model.named_modules()):
         mask = getattr(module, "weight_mask", None)
-        if type(module) is not nn.Linear or mask is None:
+        if not _packable(module, reached[id(module)]):
             continue
         if mask.numel() == 0 or float(mask.mean()) > below:
             continue
@@ -246,6 +249,14 @@ def pack(model: nn.Module, enabled: bool = True,
     for swap in swaps:
         _set_module(model, swap.name, swap.packed)
     return Packing(model, swaps, dense_keys)
+
+
+def _packable(module: nn.Module, paths: int) -> bool:
+    """A plain ``nn.Linear`` with a mask and nothing a swap would lose: no other buffer,
+    no hook, and reached by one path only (a layer shared by two would train twice)."""
+    return (type(module) is nn.Linear and set(dict(module.named_buffers())) == {"weight_mask"}
+            and paths == 1 and not (module._forward_hooks or module._forward_pre_hooks
+                                    or module._backward_hooks or module._backward_pre_hooks))
 
 
 def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:

@@ -128,6 +128,13 @@ def test_only_sparse_enough_linear_layers_are_packed_and_convolutions_never():
     assert packing.layers == ["hidden.0"]  # the hidden linear layer; no convolution
     packing.unpack()
     assert sparse.pack(masked_mlp(0.1), enabled=False) is None
+    # a layer with a hook, or reached by two paths, is left as it is
+    hooked = masked_mlp(0.1)
+    hooked.hidden[1].register_forward_hook(lambda *args: None)
+    assert sparse.pack(hooked).layers == ["hidden.3"]
+    shared = masked_mlp(0.1)
+    shared.again = shared.hidden[3]
+    assert sparse.pack(shared).layers == ["hidden.1"]
 
 
 def test_the_sparse_path_is_the_cpu_default_and_off_where_it_does_not_apply():
