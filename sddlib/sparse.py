@@ -167,13 +167,13 @@ class Packing:
 
     ``model`` keeps its class and every other module; only the packed layers differ, so
     ``model(x)``, distillation and callbacks work unchanged. Its parameters come in the
-    same order as the dense model's (``values`` where ``weight`` was), which is what maps
-    an optimiser's state between the two formats.
+    same order as the dense model's (``values`` where ``weight`` was), so an optimiser
+    built over either holds them at the same positions, which is what maps its state
+    between the two formats.
     """
 
     def __init__(self, model: nn.Module, swaps: list[_Swap], dense_keys: list[str]):
         self.model, self.swaps, self.dense_keys = model, swaps, dense_keys
-        self._by_param = {}
 
     @property
     def layers(self) -> list[str]:
@@ -195,21 +195,23 @@ class Packing:
             packed[f"{swap.name}.weight_mask"] = getattr(swap.linear, "weight_mask")
         return {key: packed[key] for key in self.dense_keys}
 
-    def _packed_indices(self) -> dict[int, Pattern]:
-        """Parameter index (in ``model.parameters()`` order) -> the pattern of a packed one."""
+    def _packed_indices(self, optimizer: torch.optim.Optimizer) -> dict[int, Pattern]:
+        """Index in ``optimizer``'s ``state_dict`` (its parameters in group order) -> the
+        pattern of a packed parameter."""
         patterns = {id(swap.packed.values): swap.packed.pattern for swap in self.swaps}
-        return {index: patterns[id(p)] for index, p in enumerate(self.model.parameters())
-                if id(p) in patterns}
+        steps = [p for group in optimizer.param_groups for p in group["params"]]
+        return {index: patterns[id(p)] for index, p in enumerate(steps) if id(p) in patterns}
 
-    def optimizer_state(self, dense_state: dict) -> dict:
-        """A dense-format optimiser ``state_dict`` for the packed parameters (read a
-        checkpoint): each packed parameter's state tensors taken at the kept entries."""
-        return _map_state(dense_state, self._packed_indices(),
+    def optimizer_state(self, optimizer: torch.optim.Optimizer, dense_state: dict) -> dict:
+        """A dense-format optimiser ``state_dict`` (a checkpoint's) as ``optimizer``, built
+        over the packed model, loads it: each packed parameter's state at the kept entries."""
+        return _map_state(dense_state, self._packed_indices(optimizer),
                           lambda tensor, pattern: tensor.reshape(-1)[pattern.flat].clone())
 
     def payload(self, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
         """The model and optimiser ``state_dict`` in the dense format (write a checkpoint)."""
-        return self.state_dict(), _map_state(optimizer.state_dict(), self._packed_indices(),
+        return self.state_dict(), _map_state(optimizer.state_dict(),
+                                             self._packed_indices(optimizer),
                                              lambda tensor, pattern: pattern.dense(tensor))
 
 

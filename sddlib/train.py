@@ -223,7 +223,7 @@ def train_level(model: nn.Module, inputs: Inputs, recipe: Recipe, *, seed: int, 
         iteration = recipe.start_iteration
         if resume is not None:
             optimizer.load_state_dict(resume["optimizer"] if packing is None else
-                                      packing.optimizer_state(resume["optimizer"]))
+                                      packing.optimizer_state(optimizer, resume["optimizer"]))
             iteration = resume["iteration"]
         return _train_steps(model, inputs, recipe, optimizer, iteration, seed, level,
                             callbacks, speed, distill, packing)
