@@ -306,8 +306,10 @@ def take_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, pairs, recip
               steps: int, state, callbacks) -> None:
     """Backpropagate ``loss``, take one :func:`masked_step` at the recipe's lr for
     ``state.iteration`` and tell ``callbacks``. The lr is a function of the iteration
-    alone, so resuming needs no scheduler state."""
-    optimizer.zero_grad(set_to_none=False)
+    alone, so resuming needs no scheduler state. Gradients are set to none, not zeroed:
+    backward then writes them instead of adding them to zeros (the same values; a fill
+    and an add per tensor fewer, which a small model's step notices)."""
+    optimizer.zero_grad(set_to_none=True)
     loss.backward()
     masked_step(optimizer, pairs, recipe.lr * recipe.lr_factor(state.iteration, steps))
     state.iteration += 1
