@@ -628,14 +628,37 @@ def monotone(values: pd.Series, decreasing: bool) -> bool | None:
                 else values.is_monotonic_increasing)
 
 
-def memorisation_on_climb(table: pd.DataFrame) -> pd.Series:
-    """Per setting, whether memorisation stops on the climb out of the dip: after the
-    worst test point and at or before the best (columns ``memorisation_drop_sparsity``,
-    ``worst_sparsity``, ``best_sparsity``, one row per setting). Settings without a
-    memorisation drop or a dip cannot be judged and are left out."""
-    judged = table.dropna(subset=["memorisation_drop_sparsity", "worst_sparsity"])
-    return ((judged.memorisation_drop_sparsity > judged.worst_sparsity)
-            & (judged.memorisation_drop_sparsity <= judged.best_sparsity))
+def memorisation_judgement(frame: pd.DataFrame, fraction: float = 0.5,
+                           value: str = "test_acc") -> Judgement:
+    """Whether a network stops memorising its noisy labels on the climb out of the dip,
+    judged over seeds (one setting's runs, ``frame``).
+
+    Per seed: the level where memorisation stops (its own ``train_acc_corrupted`` first
+    below ``fraction`` of its dense value) against the worst and best levels of the
+    *other* seeds' mean ``value`` curve (:func:`phase_statistics`' leave-one-out). The
+    number is how far inside the climb the drop lies, ``min(drop - worst, best - drop +
+    1) - 0.5`` levels: above 0 exactly when the drop comes after the worst level and at
+    or before the best, so the claim holds when the interval lies above 0. A seed whose
+    memorisation never falls that far, or a curve without a worst point, gives no value.
+    """
+    seeds = sorted(frame["seed"].unique())
+    values = []
+    for seed in seeds:
+        own = frame[frame.seed == seed].sort_values("level")
+        others = frame[frame.seed != seed] if len(seeds) > 1 else own
+        marks = curve_summary(others, value)
+        memorised = own.set_index("level")["train_acc_corrupted"]
+        dense = memorised.iloc[0]
+        below = memorised[(memorised.index > memorised.index[0])
+                          & (memorised < fraction * dense)]
+        if np.isnan(dense) or below.empty or marks.worst_level < 0:
+            values.append(float("nan"))
+            continue
+        drop = int(below.index[0])
+        values.append(min(drop - marks.worst_level, marks.best_level - drop + 1) - 0.5)
+    return judge(values, 0.0, above=True, unit="{:.1f} levels",
+                 statistic="levels the memorisation drop lies inside the climb, worst to "
+                           "best")
 
 
 def interpolation_threshold_order(drops, later: str = "magnitude",
@@ -656,18 +679,6 @@ def interpolation_threshold_order(drops, later: str = "magnitude",
     if first > second:
         return True, ""
     return False, f"{earlier} pruning drops at higher sparsity"
-
-
-def flatness_verdict(trend: SharpnessTrend) -> str:
-    """What the sharpness over the rise of the curve says about He et al.'s claim that
-    flatness does not explain it: minima getting flatter where test accuracy rises
-    (``rho_rise < 0``) would be consistent with flatness explaining the rise; otherwise
-    the data agree with the paper. "cannot be judged here" without a rise to read."""
-    if math.isnan(trend.rho_rise):  # no worst point before the sweet spot, or too few levels
-        return verdict(None)
-    if trend.rho_rise < 0:
-        return "is consistent with flatness explaining the rise"
-    return "does not support flatness as the explanation, as the paper found"
 
 
 # ---------------------------------------------------------------------------- uncertainty
@@ -928,3 +939,36 @@ def control_shows_effect(control: Judgement, what: str = "the control") -> tuple
              "shows it only inconclusively" if control.holds is None else "does not show it")
     return False, (f"{what} must show sparse double descent at the {CONFIDENCE:.0%} "
                    f"interval, and {state} ({control.interval()})")
+
+
+def flatness_judgement(frame: pd.DataFrame, sharpness: dict, measure: str = "top_eigenvalue",
+                       value: str = "test_acc") -> Judgement:
+    """He et al.'s claim that flatness does not explain sparse double descent, judged over
+    seeds: each seed's Spearman correlation between its minima's sharpness (``measure``)
+    and its test accuracy over the rise of the curve, from the worst level to the best.
+
+    ``frame``: the seeds' tidy levels; ``sharpness``: seed -> its table per level
+    (``landscape.sharpness_by_level``). A seed's rise is read between the levels the
+    *other* seeds' mean curve puts the worst and best points at, as
+    :func:`phase_statistics` does, so its own noise does not choose where it is measured.
+    If flatness explained the rise the minima would get flatter as accuracy rises (the
+    correlation below 0); the claim holds when the interval lies above 0 (sharper, as
+    the paper found), does not hold when it lies below, and a seed without a rise of
+    three levels gives no value."""
+    from scipy.stats import spearmanr
+
+    seeds = sorted(sharpness)
+    values = []
+    for seed in seeds:
+        own = frame[frame.seed == seed].set_index("level")[value]
+        others = frame[frame.seed != seed] if len(seeds) > 1 else frame[frame.seed == seed]
+        marks = curve_summary(others, value)
+        table = sharpness[seed].sort_values("level")
+        rise = table[(table.level >= marks.worst_level) & (table.level <= marks.best_level)]
+        a, b = rise[measure].to_numpy(), own.reindex(rise.level).to_numpy()
+        if marks.worst_level < 0 or len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+            values.append(float("nan"))
+        else:
+            values.append(float(spearmanr(a, b).statistic))
+    return judge(values, 0.0, above=True, unit="{:.2f}",
+                 statistic="Spearman of sharpness with test accuracy, worst to best level")

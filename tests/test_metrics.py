@@ -288,13 +288,22 @@ def test_monotone_reads_the_direction_and_needs_two_values():
     assert metrics.monotone(pd.Series([0.5, float("nan")]), decreasing=True) is None
 
 
-def test_memorisation_on_climb_is_after_the_worst_point_and_not_after_the_best():
-    table = pd.DataFrame({"memorisation_drop_sparsity": [0.5, 0.2, 0.9, float("nan"), 0.5],
-                          "worst_sparsity": [0.3, 0.3, 0.3, 0.3, float("nan")],
-                          "best_sparsity": [0.6, 0.6, 0.6, 0.6, 0.6]},
-                         index=["on", "before", "after", "never", "no dip"])
-    on_climb = metrics.memorisation_on_climb(table)
-    assert on_climb.to_dict() == {"on": True, "before": False, "after": False}
+def test_memorisation_is_judged_against_the_other_seeds_climb():
+    test = [0.80, 0.75, 0.70, 0.78, 0.85, 0.80]  # worst at level 2, best at level 4
+
+    def frame(memorised):
+        return levels_frame({"test_acc": test, "train_acc_corrupted": memorised},
+                            seeds=[0, 1, 2])
+    on = metrics.memorisation_judgement(frame([0.9, 0.9, 0.8, 0.3, 0.1, 0.1]))  # drop at 3
+    assert on.holds is True and on.estimate == pytest.approx(0.5) and on.seeds == 3
+    before = metrics.memorisation_judgement(frame([0.9, 0.3, 0.1, 0.1, 0.1, 0.1]))  # at 1
+    assert before.holds is False and before.estimate == pytest.approx(-1.5)
+    after = metrics.memorisation_judgement(frame([0.9, 0.9, 0.9, 0.9, 0.9, 0.3]))  # at 5
+    assert after.holds is False
+    at_best = metrics.memorisation_judgement(frame([0.9, 0.9, 0.9, 0.9, 0.3, 0.1]))  # at 4
+    assert at_best.holds is True
+    never = metrics.memorisation_judgement(frame([0.9] * 6))
+    assert not never.judged and never.left_out == 3
 
 
 def test_interpolation_threshold_order():
@@ -310,10 +319,16 @@ def test_interpolation_threshold_order():
         pd.Series({"magnitude": float("nan"), "random": 0.5}))).startswith("cannot be judged here:")
 
 
-def test_flatness_verdict_reads_the_rise():
-    assert metrics.flatness_verdict(metrics.SharpnessTrend(0.9, float("nan"), 0)) == \
-        "cannot be judged here"
-    assert metrics.flatness_verdict(metrics.SharpnessTrend(0.9, -0.5, 3)) == \
-        "is consistent with flatness explaining the rise"
-    assert metrics.flatness_verdict(metrics.SharpnessTrend(0.9, 0.5, 3)).startswith(
-        "does not support flatness")
+def test_flatness_is_judged_seed_by_seed_over_the_rise():
+    frame = levels_frame({"test_acc": SHAPE}, seeds=[0, 1, 2])
+    rng = np.random.default_rng(0)
+    sharper = {seed: sharpness_table(np.arange(1, 8) + 0.1 * rng.random(7)) for seed in range(3)}
+    judged = metrics.flatness_judgement(frame, sharper)
+    assert judged.seeds == 3 and judged.estimate == pytest.approx(1.0) and judged.holds
+    flatter = {seed: sharpness_table([1, 2, 9, 5, 3, 10, 11]) for seed in range(3)}
+    judged = metrics.flatness_judgement(frame, flatter)
+    assert judged.estimate == pytest.approx(-1.0) and judged.holds is False
+    # no worst point before the best: no rise, no value, cannot be judged
+    flat = levels_frame({"test_acc": [0.80, 0.90, 0.85, 0.70]}, seeds=[0, 1])
+    judged = metrics.flatness_judgement(flat, {s: sharpness_table([1, 2, 3, 4]) for s in (0, 1)})
+    assert not judged.judged and judged.left_out == 2
