@@ -48,11 +48,11 @@ import numpy as np
 import yaml
 
 # How far the rehearsal shrinks an experiment (see shrink_profile).
-TRAIN_SIZE, TEST_SIZE = 40, 20  # samples per run: a few dozen
+TRAIN_SIZE, TEST_SIZE = 32, 16  # samples per run: a few dozen
 VALIDATION_SIZE = 8  # held out of the training samples, where a run holds some out
 BATCH_SIZE = 16  # several iterations an epoch, none of a single sample
 EPOCHS, LEVELS, SEEDS = 1, 2, 2  # two seeds still give an interval
-WIDTH_FACTOR = 1 / 8  # image models at 1/8 of their base width (ResNet 64 -> 8)
+WIDTH_FACTOR = 1 / 16  # image models at 1/16 of their base width (ResNet 64 -> 4)
 THEORY_FACTOR = 1 / 5  # the theory simulations' sizes (n, d, s, k)
 THEORY_TRIALS = 5
 HESSIAN_BATCHES, TRACE_QUERIES, PATIENCE = 1, 4, 1
