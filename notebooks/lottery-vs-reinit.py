@@ -93,12 +93,9 @@ figures.glue("summary_table", figures.summary_table(table, "retrain"))
 # mean ± std over seeds; above zero the winning ticket is ahead.
 # ```
 #
-# **Measured.** The lottery curve bottoms out at {glue:text}`lottery_worst_sparsity:.1%`
-# sparsity and peaks at {glue:text}`lottery_best_sparsity:.1%`
-# ({glue:text}`lottery_best_acc:.1%`); the reinit curve bottoms out at
-# {glue:text}`reinit_worst_sparsity:.1%` and peaks at {glue:text}`reinit_best_sparsity:.1%`
-# ({glue:text}`reinit_best_acc:.1%`; means over seeds, {glue:text}`seed_count` in this
-# profile). Read at
+# **Measured.** The lottery curve {glue:text}`lottery_shape`; the reinit curve
+# {glue:text}`reinit_shape` (means over seeds, {glue:text}`seed_count` in this profile).
+# Read at
 # the sweet spot, the claim that reinit shifts the curve to lower sparsity
 # {glue:text}`shift_verdict`. The lottery network is better at {glue:text}`lottery_wins`
 # of the {glue:text}`pruned_levels` pruned levels, by {glue:text}`mean_difference_points:+.1f`

@@ -56,6 +56,8 @@ from sddlib import figures
 figures.use_profile("minima-flatness", globals())
 
 # %% tags=["hide-input"]
+import math
+
 from sddlib import figures, landscape, metrics, plots
 from sddlib.project import load_settings
 
@@ -84,8 +86,10 @@ figures.glue("hessian_levels", len(sharpness))
 figures.glue("dense_eigenvalue", float(by_level.top_eigenvalue[0]))
 figures.glue("best_eigenvalue", float(by_level.top_eigenvalue[summary.best_level]))
 figures.glue("last_eigenvalue", float(by_level.top_eigenvalue[summary.last_level]))
-figures.glue("rho_sparsity", trend.rho_sparsity)
-figures.glue("rho_rise", trend.rho_rise)
+figures.glue("rho_sparsity", "not defined (fewer than three levels)"
+             if math.isnan(trend.rho_sparsity) else f"{trend.rho_sparsity:.2f}")
+figures.glue("rho_rise", "not defined (no dip before the sweet spot, or fewer than three "
+             "levels over the rise)" if math.isnan(trend.rho_rise) else f"{trend.rho_rise:.2f}")
 figures.glue("rise_levels", trend.rise_levels)
 figures.glue("seed_shown", seed)
 figures.glue("seed_count", len(seeds))
@@ -113,9 +117,9 @@ figures.glue("fig_flatness", plots.flatness_figure(curves, frame, sharpness, sum
 # spot ({glue:text}`best_sparsity:.1%` sparsity, test accuracy {glue:text}`best_acc:.1%`)
 # and {glue:text}`last_eigenvalue:.3g` at the sparsest level. Over the
 # {glue:text}`hessian_levels` levels, Spearman's correlation of the top eigenvalue with
-# sparsity is {glue:text}`rho_sparsity:.2f` (positive: sharper minima as sparsity grows).
+# sparsity is {glue:text}`rho_sparsity` (positive: sharper minima as sparsity grows).
 # Over the {glue:text}`rise_levels` levels from the worst point to the sweet spot, where
-# test accuracy rises, its correlation with test accuracy is {glue:text}`rho_rise:.2f`
+# test accuracy rises, its correlation with test accuracy is {glue:text}`rho_rise`
 # (seed {glue:text}`seed_shown`). Over {glue:text}`seed_count` seeds, each read over its
 # own rise, the correlation is {glue:text}`rho_rise_interval` (95% interval): the claim
 # that flatness does not explain sparse double descent {glue:text}`flatness_claim`.

@@ -118,8 +118,8 @@ class ExperimentConfig:
     widths: list = _field([300, 100], "hidden widths of the mlp (LeNet-300-100: 300,100)",
                           owned=True)
     width: Optional[int] = _field(
-        None, "base width (channels) of cnn1d, resnet, vgg16, vgglike; none = 32 for cnn1d, "
-              "64 (the papers') for the others", low=1, owned=True)
+        None, "base width (channels) of cnn1d, resnet, vgg16, vgglike; none = 32 for cnn1d "
+              "and vgglike (DSD²'s), 64 (the papers') for the others", low=1, owned=True)
     depth: int = _field(5, "number of conv blocks of vgglike", low=1, high=8, owned=True)
     # pruning
     criterion: str = _field("magnitude", "pruning score", choices=lambda: tuple(CRITERIA))

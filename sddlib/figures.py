@@ -1201,9 +1201,22 @@ def claims_table(claims: pd.DataFrame):
 
 
 def glue_summary(summary, prefix: str = "") -> None:
-    """Glue a curve's landmarks (accuracies and sparsities) for the page's text."""
+    """Glue a curve's landmarks (accuracies and sparsities) for the page's text, and its
+    shape in words as ``<prefix>shape`` (:func:`shape_words`)."""
     for key, value in summary.as_dict().items():
         glue(f"{prefix}{key}", value)
+    glue(f"{prefix}shape", shape_words(summary))
+
+
+def shape_words(summary) -> str:
+    """Where a curve bottoms out and peaks, in words that hold for every curve: "bottoms
+    out at 67.2% sparsity and peaks at 89.3% (84.2%)", or, when its best level comes before
+    any worst point, "has no dip before its peak at 20.0% sparsity (84.2%)"."""
+    peak = f"{summary.best_sparsity:.1%} ({summary.best_acc:.1%})"
+    if summary.worst_level < 0:
+        return f"has no dip before its peak at {summary.best_sparsity:.1%} sparsity " \
+               f"({summary.best_acc:.1%})"
+    return f"bottoms out at {summary.worst_sparsity:.1%} sparsity and peaks at {peak}"
 
 
 # Headings in words for the landmark columns of metrics.summaries and the comparison.

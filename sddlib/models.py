@@ -257,4 +257,4 @@ register_model("vgg16", lambda c, shape, k: initialise(CifarVGG16(shape[0], c.mo
                reads="image", batch_norm=True, default_width=64, fields=("width",))
 register_model("vgglike", lambda c, shape, k: initialise(
     VGGLike(shape[0], c.model_width, c.depth, k)), reads="image", batch_norm=True,
-    default_width=64, fields=("width", "depth"))
+    default_width=32, fields=("width", "depth"))  # DSD²'s default width

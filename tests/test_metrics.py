@@ -332,3 +332,13 @@ def test_flatness_is_judged_seed_by_seed_over_the_rise():
     flat = levels_frame({"test_acc": [0.80, 0.90, 0.85, 0.70]}, seeds=[0, 1])
     judged = metrics.flatness_judgement(flat, {s: sharpness_table([1, 2, 3, 4]) for s in (0, 1)})
     assert not judged.judged and judged.left_out == 2
+
+
+def test_a_curve_shape_in_words_never_shows_nan():
+    from sddlib import figures
+    dipped = metrics.curve_summary(levels_frame({"test_acc": SHAPE}))
+    assert figures.shape_words(dipped).startswith("bottoms out at ")
+    undipped = metrics.curve_summary(levels_frame({"test_acc": [0.80, 0.90, 0.85, 0.70]}))
+    words = figures.shape_words(undipped)
+    assert words == "has no dip before its peak at 20.0% sparsity (90.0%)"
+    assert "nan" not in words
