@@ -212,8 +212,8 @@ def plan_runs(settings: ProjectSettings, plans: dict[str, dict]) -> dict[str, li
     :func:`sweep.planning`: the first call that would compute runs (``figures.gather``,
     ``network_check``: everything goes through :func:`sweep.run_many`) records them and
     stops the notebook there. Its code runs in ``settings.root``, where its kernel would
-    (so it reads that project's profiles). The pages compute their runs before any figure or analysis
-    (the theory page its network check first), so nothing heavy runs here. Runs a page
+    (so it reads that project's profiles). The pages compute their runs before any figure
+    or analysis (the theory page its network check first), so nothing heavy runs here. Runs a page
     asks for only after reading others (the re-dense branches of the levels a curve
     picks) are not in the plan: the page computes them itself. Raises
     :class:`RuntimeError` naming the notebook if its code fails before that point.
