@@ -61,9 +61,7 @@ import math
 from sddlib import figures, landscape, metrics, plots
 from sddlib.project import load_settings
 
-variants = figures.configs(experiment, seeds, {"lottery": {"retrain": "lottery"}})
-every_seed = figures.gather(variants, compute_missing)
-runs = {config.seed: figures.store().find(config) for config in variants["lottery"]}
+every_seed, runs = figures.lottery_runs(experiment, seeds, compute_missing)
 seed = seeds[0]  # the figure: the first seed's run
 run, frame = runs[seed], every_seed[every_seed.seed == seed]
 summary = metrics.curve_summary(frame)

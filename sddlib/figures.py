@@ -1086,12 +1086,19 @@ def curve_name(row) -> str:
             f"{extras}, seed {row.seed}")
 
 
+def lottery_runs(experiment: dict, seeds, compute_missing: bool = True):
+    """The profile's lottery runs of ``seeds``: their levels (one frame) and the runs
+    themselves by seed (for the pages that analyse runs' checkpoints)."""
+    variants = configs(experiment, list(seeds), {"lottery": {"retrain": "lottery"}})
+    frame = gather(variants, compute_missing)
+    return frame, {config.seed: store().find(config) for config in variants["lottery"]}
+
+
 def lottery_run(experiment: dict, seed: int, compute_missing: bool = True):
     """The profile's lottery run for one seed: its levels, the run itself and its landmarks
-    (for the pages that analyse one run's checkpoints)."""
-    variants = configs(experiment, [seed], {"lottery": {"retrain": "lottery"}})
-    frame = gather(variants, compute_missing)
-    return frame, store().find(variants["lottery"][0]), curve_summary(frame)
+    (:func:`lottery_runs` of one seed)."""
+    frame, runs = lottery_runs(experiment, [seed], compute_missing)
+    return frame, runs[seed], curve_summary(frame)
 
 
 def glue(name: str, value: Any, display: bool = False) -> None:
@@ -1212,11 +1219,11 @@ def shape_words(summary) -> str:
     """Where a curve bottoms out and peaks, in words that hold for every curve: "bottoms
     out at 67.2% sparsity and peaks at 89.3% (84.2%)", or, when its best level comes before
     any worst point, "has no dip before its peak at 20.0% sparsity (84.2%)"."""
-    peak = f"{summary.best_sparsity:.1%} ({summary.best_acc:.1%})"
     if summary.worst_level < 0:
         return f"has no dip before its peak at {summary.best_sparsity:.1%} sparsity " \
                f"({summary.best_acc:.1%})"
-    return f"bottoms out at {summary.worst_sparsity:.1%} sparsity and peaks at {peak}"
+    return f"bottoms out at {summary.worst_sparsity:.1%} sparsity and peaks at " \
+           f"{summary.best_sparsity:.1%} ({summary.best_acc:.1%})"
 
 
 # Headings in words for the landmark columns of metrics.summaries and the comparison.

@@ -585,14 +585,8 @@ def rehearse(into: Optional[Path] = None, profile: str = "paper", ray: Optional[
     result.seconds["prepare"] = time.time() - started
     log(f"[rehearse] scratch project {project} (profile {profile} shrunk, datasets written)")
 
-    step = time.time()
-    done = compute(project, profile, ray)
-    result.seconds["compute-only"] = time.time() - step
-    if done.returncode != 0:
-        result.failed["compute-only"] = _tail(done)
-    log(f"[rehearse] sddlib figures --compute-only --profile {profile}"
-        f"{' --ray ' + ray if ray else ''}: "
-        f"{'failed' if done.returncode else 'done'} in {result.seconds['compute-only']:.0f} s")
+    _timed(result, "compute-only", log, f"sddlib figures --compute-only --profile {profile}"
+           f"{' --ray ' + ray if ray else ''}", lambda: compute(project, profile, ray))
     if compute_only or result.failed:
         result.seconds["total"] = time.time() - started
         return result
@@ -606,14 +600,21 @@ def rehearse(into: Optional[Path] = None, profile: str = "paper", ray: Optional[
             f"{seconds:.0f} s")
     result.seconds["pages"] = time.time() - step
 
-    step = time.time()
-    built = _step([str(Path(sys.executable).with_name("jupyter-book")), "build", "book/"],
-                  project, {"SDDLIB_PROFILE": profile})
-    result.seconds["jupyter-book build"] = time.time() - step
-    if built.returncode != 0:
-        result.failed["jupyter-book build"] = _tail(built)
-    log(f"[rehearse] SDDLIB_PROFILE={profile} jupyter-book build book/: "
-        f"{'FAILED' if built.returncode else 'done'} in "
-        f"{result.seconds['jupyter-book build']:.0f} s")
+    _timed(result, "jupyter-book build", log,
+           f"SDDLIB_PROFILE={profile} jupyter-book build book/",
+           lambda: _step([str(Path(sys.executable).with_name("jupyter-book")), "build",
+                          "book/"], project, {"SDDLIB_PROFILE": profile}))
     result.seconds["total"] = time.time() - started
     return result
+
+
+def _timed(result: "Rehearsal", label: str, log, command: str, run) -> None:
+    """Run one step of the batch (``run()`` gives its finished process): its seconds and,
+    if it failed, the tail of its output go to ``result`` under ``label``; one log line."""
+    started = time.time()
+    done = run()
+    result.seconds[label] = time.time() - started
+    if done.returncode != 0:
+        result.failed[label] = _tail(done)
+    log(f"[rehearse] {command}: {'FAILED' if done.returncode else 'done'} in "
+        f"{result.seconds[label]:.0f} s")
