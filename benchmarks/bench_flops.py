@@ -17,12 +17,12 @@ import copy
 import sys
 import time
 
+import common
 import torch
 from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-import common
-from sddlib import parallel, train
+from sddlib.engine import threads, train
 
 
 def step_flops(model: torch.nn.Module, inputs: train.Inputs, batch_size: int) -> int:
@@ -62,10 +62,10 @@ def main(epochs: int = 3) -> list[tuple[str, str]]:
 
     default_threads = torch.get_num_threads()
     default_epoch = per_epoch()
-    with parallel.torch_threads(parallel.run_threads(config, "cpu")):
+    with threads.torch_threads(threads.run_threads(config, "cpu")):
         threads = torch.get_num_threads()
         own_epoch = per_epoch()
-    processes = parallel.usable_cores()
+    processes = threads.usable_cores()
     side = common.side_by_side(list(range(processes)), epochs, processes)
     peak = matmul_peak()
     rows = [("flops: training FLOPs per sample (fwd+bwd)", f"{flops_per_sample / 1e6:.2f} M"),

@@ -6,7 +6,7 @@ padding=4)``, ``RandomHorizontalFlip``, ``ToTensor``, ``Normalize``), a ``DataLo
 batch_size=128, shuffle=True, num_workers=4, pin_memory=True)``, ``.cuda(non_blocking=True)``
 per batch, float32, SGD (momentum 0.9, lr 0.1, weight decay 1e-4) and the masks
 multiplied into the weights after each step. sddlib runs ``train.train_level`` with the
-fast path (:mod:`sddlib.fast`: data resident on the GPU as uint8, crop and flip on the
+fast path (:mod:`sddlib.engine.fast`: data resident on the GPU as uint8, crop and flip on the
 GPU, bf16 autocast, ``torch.compile``, channels_last) and, to show where the gain comes
 from, with the plain settings (float32, eager). Same model (``CifarResNet("resnet18")``,
 width 64, 10 classes, dense masks), same data, same GPU, one process.
@@ -36,13 +36,15 @@ import time
 import warnings
 from types import SimpleNamespace
 
+import common
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-import common
-from sddlib import data, fast, prune, train
-from sddlib.models import CifarResNet
+from sddlib.data import datasets as data
+from sddlib.engine import fast, train
+from sddlib.models.architectures import CifarResNet
+from sddlib.pruning import prune
 
 BATCH = 128
 LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 1e-4

@@ -5,7 +5,7 @@ The reference is the loop a PyTorch user would write: a shuffling ``DataLoader``
 weights after each step. Both train the same initial model on the same data for the same
 epochs (level 0, dense), in this process; the ratio is sddlib's seconds over the
 reference's (below 1: sddlib is faster). sddlib trains with the torch threads it gives
-a run (one for the default model, see ``sddlib.parallel``), the reference with torch's
+a run (one for the default model, see ``sddlib.scheduling.parallel``), the reference with torch's
 default. The last rows are the machine's throughput when one run per core trains side by
 side, as ``run_many`` does with several runs (``common.side_by_side``): the seconds of a
 level per run, not of one curve, whose levels follow each other.
@@ -17,12 +17,13 @@ from __future__ import annotations
 import copy
 import sys
 
+import common
 import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-import common
-from sddlib import parallel, prune, train
+from sddlib.engine import threads, train
+from sddlib.pruning import prune
 
 
 def reference_level(model: torch.nn.Module, inputs: train.Inputs, config, epochs: int) -> None:
@@ -52,15 +53,15 @@ def main(epochs: int = 4) -> list[tuple[str, str]]:
     reference_level(copy.deepcopy(dense), inputs, config, 1)
     # alternate the two twice and keep each one's best, so a busy moment hurts neither
     sddlib_times, reference_times = [], []
-    threads = parallel.run_threads(config, "cpu")
+    threads = threads.run_threads(config, "cpu")
     for _ in range(2):
-        with parallel.torch_threads(threads):
+        with threads.torch_threads(threads):
             sddlib_times.append(common.seconds(train.train_level, copy.deepcopy(dense),
                                                inputs, recipe, seed=config.seed, level=0))
         reference_times.append(common.seconds(reference_level, copy.deepcopy(dense), inputs,
                                               config, epochs))
     ours, theirs = min(sddlib_times) / epochs, min(reference_times) / epochs
-    processes = parallel.usable_cores()
+    processes = threads.usable_cores()
     side = common.side_by_side(list(range(processes)), epochs, processes) / epochs / processes
     rows = [(f"level: sddlib train_level ({threads} thread), s/epoch", f"{ours:.3f}"),
             (f"level: plain DataLoader loop ({torch.get_num_threads()} threads), s/epoch",

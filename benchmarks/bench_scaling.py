@@ -14,11 +14,11 @@ from __future__ import annotations
 import copy
 import sys
 
-import torch
-
 import common
 from bench_flops import matmul_peak, step_flops
-from sddlib import prune, train
+
+from sddlib.engine import train
+from sddlib.pruning import prune
 
 
 def _setup(config, sparsity: float = 0.0):

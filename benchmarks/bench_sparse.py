@@ -7,7 +7,7 @@ on the torch threads sddlib gives such a run (one):
    initial weights at 20% per level (levels 0 to 30, as a curve prunes), each level
    trained for EPOCHS epochs on the dense-masked path (``sparse=off``, every weight
    multiplied, masked ones by zero) and on the sparse path (``sparse=auto``: linear
-   layers of density <= ``sparse.PACK_BELOW`` packed, :mod:`sddlib.sparse`), the two
+   layers of density <= ``sparse.PACK_BELOW`` packed, :mod:`sddlib.pruning.sparse`), the two
    alternating, the best of two each. The rows go to ``benchmarks/results/sparse_levels.csv``,
    which the reference page plots; the sum over the 31 levels is a curve's training cost
    with these masks.
@@ -31,12 +31,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import common
 import torch
 
-import common
-from sddlib import fast, parallel, prune, sparse, train
-from sddlib.experiment import run_experiment
-from sddlib.store import RunStore
+from sddlib.engine import fast, threads, train
+from sddlib.engine.experiment import run_experiment
+from sddlib.pruning import prune, sparse
+from sddlib.storage.store import RunStore
 
 LEVELS_CSV = Path(__file__).resolve().parent / "results" / "sparse_levels.csv"
 LEVELS = 30
@@ -110,7 +111,7 @@ def whole_curve(epochs: int) -> tuple[float, float, float]:
 def _curve_worker(path: str, epochs: int, results) -> None:
     with tempfile.TemporaryDirectory() as folder:
         config = lenet_config(epochs=epochs, sparse=path)
-        with parallel.torch_threads(parallel.run_threads(config, "cpu")):
+        with threads.torch_threads(threads.run_threads(config, "cpu")):
             started = time.perf_counter()
             run = run_experiment(config, RunStore(folder), progress=False,
                                  data_dir=common.DATA_DIR, download=True)
@@ -138,8 +139,8 @@ def bf16_ratios(epochs: int) -> list[tuple[str, str]]:
 
 
 def main(epochs: int = 2, curve_epochs: int = 4) -> list[tuple[str, str]]:
-    threads = parallel.run_threads(lenet_config(), "cpu")
-    with parallel.torch_threads(threads):
+    threads = threads.run_threads(lenet_config(), "cpu")
+    with threads.torch_threads(threads):
         levels = per_level(epochs)
         LEVELS_CSV.parent.mkdir(parents=True, exist_ok=True)
         with LEVELS_CSV.open("w", newline="") as f:

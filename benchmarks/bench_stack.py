@@ -6,7 +6,7 @@ pay on a CPU, since no grouped convolution is involved).
 
 Level 0 of seeds 0..K-1 (each with its own label noise, init and data order) is trained
 three ways, each with the torch threads sddlib gives such a run (one, see
-``sddlib.parallel``): one seed after another with ``train_level``, all together as one
+``sddlib.scheduling.parallel``): one seed after another with ``train_level``, all together as one
 stacked ensemble with ``ensemble.train_level_stacked``, and side by side in one process
 per core (``common.side_by_side``: how ``run_many`` trains runs on the CPU). Printed:
 seconds per epoch of one seed alone (also with torch's default threads, for comparison),
@@ -24,10 +24,10 @@ from __future__ import annotations
 import copy
 import sys
 
+import common
 import torch
 
-import common
-from sddlib import ensemble, parallel, train
+from sddlib.engine import ensemble, threads, train
 
 
 def main(epochs: int = 3, members: int = 3) -> list[tuple[str, str]]:
@@ -48,13 +48,13 @@ def measure(epochs: int, members: int, label: str, changes: dict) -> list[tuple[
                       seed=0, level=0)
     default_one = common.seconds(train.train_level, copy.deepcopy(dense[0]), inputs[0],
                                  recipe, seed=seeds[0], level=0)
-    with parallel.torch_threads(parallel.run_threads(configs[0], "cpu")):
+    with threads.torch_threads(threads.run_threads(configs[0], "cpu")):
         threads = torch.get_num_threads()
         ensemble.train_level_stacked(copy.deepcopy(dense), inputs,
                                      common.recipe(configs[0], 1), seeds=seeds, level=0)
         # alternate the ways twice and keep each one's best, so a busy moment hurts neither
         one_by_one_times, stacked_times, side_times = [], [], []
-        processes = min(members, parallel.usable_cores())
+        processes = min(members, threads.usable_cores())
         for _ in range(2):
             alone = [copy.deepcopy(model) for model in dense]
             one_by_one_times.append(sum(

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import torch
 
-from sddlib import data, prune, train
-from sddlib.config import ExperimentConfig
-from sddlib.models import build_model, default_prune_output
+from sddlib.config.fields import ExperimentConfig
+from sddlib.data import datasets as data
+from sddlib.engine import threads, train
+from sddlib.models.architectures import build_model, default_prune_output
+from sddlib.pruning import prune
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "datasets"
 
@@ -81,7 +83,7 @@ def side_by_side(seeds: list[int], epochs: int, processes: int,
                  changes: dict | None = None) -> float:
     """Wall seconds to train level 0 of the default config for ``seeds`` in ``processes``
     spawned processes side by side (seeds dealt round-robin), each with the torch threads
-    ``sddlib.parallel`` gives such a run (one), as ``run_many`` trains runs. Data, model and a warm-up epoch are prepared before
+    ``sddlib.scheduling.parallel`` gives such a run (one), as ``run_many`` trains runs. Data, model and a warm-up epoch are prepared before
     the clock starts, in every process at once (a barrier), so process start-up is not
     counted: it is paid once per pool, not per run."""
     import multiprocessing
@@ -105,9 +107,8 @@ def side_by_side(seeds: list[int], epochs: int, processes: int,
 def _side_by_side_worker(seeds, epochs, barrier, results, changes) -> None:
     import copy
 
-    from sddlib import parallel
 
-    torch.set_num_threads(parallel.run_threads(default_config(**changes), "cpu"))
+    torch.set_num_threads(threads.run_threads(default_config(**changes), "cpu"))
     prepared = []
     for seed in seeds:
         config = default_config(seed=seed, **changes)

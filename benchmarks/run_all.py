@@ -14,8 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 import bench_flops
 import bench_gpu
 import bench_level
@@ -23,6 +21,7 @@ import bench_scaling
 import bench_sparse
 import bench_stack
 import common
+import torch
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.md"
 

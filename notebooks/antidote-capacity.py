@@ -44,14 +44,16 @@ distill_from = "best-fit"
 compute_missing = True
 
 # %% tags=["remove-input"]
-from sddlib import figures
+from sddlib.book import figures
 
 figures.use_profile("antidote-capacity", globals())
 
 # %% tags=["hide-input"]
 import pandas as pd
 
-from sddlib import metrics, plots
+from sddlib.analysis import metrics
+
+from sddlib.book import plots
 
 ways = {"plain": {}, "distilled": {"distill_from": distill_from}}
 variants, described = {}, {}  # label -> configs; label -> what it is, column by column

@@ -29,12 +29,12 @@
 # held out of the training set for every variant (config `validation_size`), because the
 # best-fit teacher is the teacher run's level with the best *validation* accuracy, never
 # the best test accuracy (DSD²'s code picked it by hand from test accuracy; see
-# `sddlib.distill`). The teacher run is the vanilla run itself; the student trains every
+# `sddlib.engine.distill`). The teacher run is the vanilla run itself; the student trains every
 # level with the DSD² loss, $\alpha T^2\,\mathrm{KL}(p_t \,\|\, p_s) + (1-\alpha)\,
 # \mathrm{CE}$, $\alpha = 0.8$, $T = 10$. The depth of the dip is the dense accuracy minus
 # the lowest accuracy before the best pruned level (`metrics.dip_depth`; 0 without a
 # dip). The activation entropy is measured on the training inputs for every level of
-# every run (`sddlib.entropy`), and the early-stop rule reads it, and the validation
+# every run (`sddlib.engine.entropy`), and the early-stop rule reads it, and the validation
 # accuracy where a run has one, never the test accuracy (`metrics.entropy_early_stop`).
 
 # %% tags=["parameters", "remove-cell"]
@@ -50,12 +50,13 @@ patience = 3
 compute_missing = True
 
 # %% tags=["remove-input"]
-from sddlib import figures
+from sddlib.book import figures
 
 figures.use_profile("antidotes", globals())
 
 # %% tags=["hide-input"]
-from sddlib import metrics, plots
+from sddlib.analysis import metrics
+from sddlib.book import plots
 
 # each antidote on its own seeds (a "seeds" entry), else the page's
 changes = figures.variants("antidotes", antidotes)

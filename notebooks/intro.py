@@ -32,12 +32,13 @@ profile = "quick"
 compute_missing = True
 
 # %% tags=["remove-input"]
-from sddlib import figures
+from sddlib.book import figures
 
 figures.use_profile("intro", globals())
 
 # %% tags=["hide-input"]
-from sddlib import metrics, plots
+from sddlib.analysis import metrics
+from sddlib.book import plots
 
 # the headline: the first dataset of the datasets page, with the parameters that page was
 # executed with (the profile's when it has not been executed)
@@ -110,7 +111,7 @@ figures.glue("claims_table", figures.claims_table(claims))
 #   to the worst test accuracy: pruning changes little, or makes things worse), *critical*
 #   (accuracy climbs out of the dip), *sweet spot* (the best sparse network, half a pruning
 #   level either side), *collapsed* (sparser still: accuracy falls again). The boundaries
-#   are defined once, in `sddlib.metrics.phases`.
+#   are defined once, in `sddlib.analysis.metrics.phases`.
 #
 # ## How to build the book and rerun a figure
 #

@@ -48,14 +48,16 @@ noises = {"clean": {"noise": 0.0}, "random 20%": {"noise": 0.2},
 compute_missing = True
 
 # %% tags=["remove-input"]
-from sddlib import figures
+from sddlib.book import figures
 
 figures.use_profile("label-noise", globals())
 
 # %% tags=["hide-input"]
 import pandas as pd
 
-from sddlib import figures, metrics, plots
+from sddlib.book import figures, plots
+
+from sddlib.analysis import metrics
 
 drop_threshold = 0.05
 memorisation_fraction = 0.5

@@ -26,7 +26,7 @@
 # and ends at $w_\text{final}$, the distance is $\|m \odot (w_\text{final} -
 # w_\text{start})\|_2$: $w_\text{start}$ is where the retraining mode starts the level
 # (for lottery rewinding to iteration 0, the original init with the mask applied), and
-# pruned weights, zero in both, add nothing (`sddlib.distance`). It is taken over every
+# pruned weights, zero in both, add nothing (`sddlib.engine.distance`). It is taken over every
 # conv and linear weight tensor; biases and BatchNorm parameters are left out (the paper
 # does not say; they are never pruned). An earlier version of this page measured
 # $\|w_\text{init} - w_\text{final}\|_2$ with pruned weights counted as zero: that tends to
@@ -51,14 +51,18 @@ datasets = {"mnist-5k": {"model": "mlp", "widths": [300, 100], "optimizer": "sgd
 compute_missing = True
 
 # %% tags=["remove-input"]
-from sddlib import figures
+from sddlib.book import figures
 
 figures.use_profile("learning-distance", globals())
 
 # %% tags=["hide-input"]
 import math
 
-from sddlib import checkpoints, figures, metrics, plots
+from sddlib.engine import checkpoints
+
+from sddlib.book import figures, plots
+
+from sddlib.analysis import metrics
 
 variants = figures.configs(experiment, seeds,
                            {name: {"retrain": "lottery", **changes}

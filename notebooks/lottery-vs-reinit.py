@@ -34,12 +34,13 @@ seeds = [0, 1, 2]
 compute_missing = True
 
 # %% tags=["remove-input"]
-from sddlib import figures
+from sddlib.book import figures
 
 figures.use_profile("lottery-vs-reinit", globals())
 
 # %% tags=["hide-input"]
-from sddlib import figures, metrics, plots
+from sddlib.book import figures, plots
+from sddlib.analysis import metrics
 
 variants = figures.configs(experiment, seeds, {"lottery": {"retrain": "lottery"},
                                                "reinit": {"retrain": "reinit"}})

@@ -51,15 +51,17 @@ hessian_method = "finite_difference"
 compute_missing = True
 
 # %% tags=["remove-input"]
-from sddlib import figures
+from sddlib.book import figures
 
 figures.use_profile("minima-flatness", globals())
 
 # %% tags=["hide-input"]
 import math
 
-from sddlib import figures, landscape, metrics, plots
-from sddlib.project import load_settings
+from sddlib.book import figures, plots
+
+from sddlib.analysis import landscape, metrics
+from sddlib.config.project import load_settings
 
 every_seed, runs = figures.lottery_runs(experiment, seeds, compute_missing)
 seed = seeds[0]  # the figure: the first seed's run

@@ -39,12 +39,13 @@ criteria = ["magnitude", "gradient", "random"]
 compute_missing = True
 
 # %% tags=["remove-input"]
-from sddlib import figures
+from sddlib.book import figures
 
 figures.use_profile("pruning-criteria", globals())
 
 # %% tags=["hide-input"]
-from sddlib import figures, metrics, plots
+from sddlib.book import figures, plots
+from sddlib.analysis import metrics
 
 drop_threshold = 0.05
 variants = figures.configs(experiment, seeds, figures.variants("criteria", criteria))

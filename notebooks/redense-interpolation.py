@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -43,13 +43,14 @@ alphas = [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0]
 compute_missing = True
 
 # %% tags=["remove-input"]
-from sddlib import figures
+from sddlib.book import figures
 
 figures.use_profile("redense-interpolation", globals())
 
 # %% tags=["hide-input"]
-from sddlib import figures, landscape, plots
-from sddlib.project import load_settings
+from sddlib.book import figures, plots
+from sddlib.analysis import landscape
+from sddlib.config.project import load_settings
 
 frame, run, summary = figures.lottery_run(experiment, seed, compute_missing)
 if levels_shown == "auto":

@@ -25,7 +25,7 @@
 profile = "quick"
 
 # %% tags=["remove-input"]
-from sddlib import figures
+from sddlib.book import figures
 
 figures.use_profile("reference", globals())
 
@@ -33,9 +33,13 @@ figures.use_profile("reference", globals())
 import pandas as pd
 from IPython.display import Markdown, display
 
-from sddlib import config, entropy, figures
-from sddlib import store as run_store
-from sddlib.project import load_settings
+from sddlib.config import fields as config
+
+from sddlib.engine import entropy
+
+from sddlib.book import figures
+from sddlib.storage import store as run_store
+from sddlib.config.project import load_settings
 
 
 def table(frame: pd.DataFrame):
@@ -94,12 +98,12 @@ table(keys)
 # in the root `_config.yml` or pass `--runs-dir` for another store). The readable name is
 # for people, the hash of the config's identity for the machine: a finished run is found
 # again by its config and reused, never recomputed, and asking for more `levels` extends
-# it. The folder holds (from `sddlib.store`):
+# it. The folder holds (from `sddlib.storage.store`):
 
 # %% tags=["hide-input"]
 marker = "A run folder holds::"
 if marker not in run_store.__doc__:
-    raise RuntimeError(f"sddlib.store's docstring no longer has {marker!r}: update this page")
+    raise RuntimeError(f"sddlib.storage.store's docstring no longer has {marker!r}: update this page")
 layout = []
 for line in run_store.__doc__.split(marker, 1)[1].splitlines()[1:]:
     if line.strip() and not line.startswith("    "):
@@ -138,14 +142,14 @@ COLUMNS = {
     "learning_distance": "||m * (w_final - w_start)||_2 over all conv and linear weights: how "
                          "far the level's training moves the weights it can train (m the "
                          "level's mask, w_start the weights the retraining mode starts the "
-                         "level from); see sddlib.distance",
+                         "level from); see sddlib.engine.distance",
     "activation_entropy": "the activation entropy of the level's network in bits (Quetu & "
                           "Tartaglione): each ReLU's input binarised at 0, per unit-position "
                           "the binary entropy of its share of samples on (clamped to "
                           f"[{entropy.CLAMP:g}, 1 - {entropy.CLAMP:g}]), averaged over every "
                           f"unit-position of every ReLU, on {entropy.SAMPLES:,} clean training "
                           "inputs (all when fewer); per layer in the level's entropy.json; "
-                          "see sddlib.entropy",
+                          "see sddlib.engine.entropy",
     "seconds": "wall-clock seconds the level took to train, resumptions included (a stacked "
                "member: its share of the group's time)",
 }
@@ -160,7 +164,7 @@ table(pd.DataFrame({"column": run_store.LEVEL_COLUMNS,
 # A run with a validation split (`validation_size` training samples held out, with their
 # noisy labels; the split is stored in `validation.npz`) has two more columns: `val_acc`
 # and `val_loss`, the level's accuracy and loss on those samples. A distillation run's
-# `meta.json` names the teacher run and the level that taught it (`sddlib.distill`).
+# `meta.json` names the teacher run and the level that taught it (`sddlib.engine.distill`).
 #
 # Evaluation runs after each level's training, in eval mode. `w_start` is the original
 # init for the dense level 0 and for lottery rewinding to iteration 0, the rewind point
@@ -176,7 +180,7 @@ table(pd.DataFrame({"column": run_store.LEVEL_COLUMNS,
 # puts what it keeps beside the best level in hindsight.
 #
 # All runs of a store load as one tidy table, one row per (run, level), with the config's
-# keys as columns: `RunStore("data/runs").load()` (`from sddlib.store import RunStore`).
+# keys as columns: `RunStore("data/runs").load()` (`from sddlib.storage.store import RunStore`).
 # `sddlib ls` lists the runs and their status, `sddlib show NAME` prints one run's
 # `levels.csv` (a name prefix or the hash is enough).
 

@@ -39,14 +39,18 @@ datasets = {"mnist-5k": {"model": "mlp", "widths": [300, 100], "optimizer": "sgd
 compute_missing = True
 
 # %% tags=["remove-input"]
-from sddlib import figures
+from sddlib.book import figures
 
 figures.use_profile("reproduction-status", globals())
 
 # %% tags=["hide-input"]
 import pandas as pd
 
-from sddlib import data, figures, metrics, plots
+from sddlib.data import datasets as data
+
+from sddlib.book import figures, plots
+
+from sddlib.analysis import metrics
 
 paper = pd.read_csv(figures.reference_path("he2022_fig1.csv"), comment="#")
 paper["data"] = paper["dataset"]

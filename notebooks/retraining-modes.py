@@ -41,12 +41,13 @@ modes = ["lottery", "finetune", "lr-rewind", "scratch"]
 compute_missing = True
 
 # %% tags=["remove-input"]
-from sddlib import figures
+from sddlib.book import figures
 
 figures.use_profile("retraining-modes", globals())
 
 # %% tags=["hide-input"]
-from sddlib import figures, metrics, plots
+from sddlib.book import figures, plots
+from sddlib.analysis import metrics
 
 # only lottery reads rewind_iteration; for the other modes it does nothing (and is not part
 # of their runs' names)

@@ -39,12 +39,13 @@ datasets = {"mnist-5k": {"model": "mlp", "widths": [300, 100], "optimizer": "sgd
 compute_missing = True
 
 # %% tags=["remove-input"]
-from sddlib import figures
+from sddlib.book import figures
 
 figures.use_profile("sdd-datasets", globals())
 
 # %% tags=["hide-input"]
-from sddlib import figures, metrics, plots
+from sddlib.book import figures, plots
+from sddlib.analysis import metrics
 
 variants = figures.configs(experiment, seeds, figures.variants("datasets", datasets))
 frame = figures.gather(variants, compute_missing, label="dataset_name")

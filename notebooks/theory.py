@@ -23,7 +23,7 @@
 # even against an oracle that knows which features are best; and the pruned model's risk,
 # as `p` grows at fixed `s`, shows a double descent of its own.
 #
-# **The setup** (`sddlib.theory`, whose docstring has every equation): Gaussian features
+# **The setup** (`sddlib.analysis.theory`, whose docstring has every equation): Gaussian features
 # with a covariance spectrum, a ground-truth coefficient vector, label noise; the model
 # sees the first `p` features of `n` samples and is fitted by min-norm least squares; it is
 # pruned to `s` coefficients by magnitude or at random, with or without a least-squares
@@ -43,15 +43,17 @@ seed = 0
 compute_missing = True
 
 # %% tags=["remove-input"]
-from sddlib import figures
+from sddlib.book import figures
 
 figures.use_profile("theory", globals())
 
 # %% tags=["hide-input"]
 import pandas as pd
 
-from sddlib import figures, metrics, plots, theory
-from sddlib.network_check import advantage_judgement, network_check
+from sddlib.book import figures, plots
+
+from sddlib.analysis import metrics, theory
+from sddlib.analysis.network_check import advantage_judgement, network_check
 
 # the network check's runs first (its figure is at the end of the page): the only runs
 # this page trains, so `sddlib figures --compute-only` finds them before any simulation

@@ -37,9 +37,9 @@ from pathlib import Path
 import pandas as pd
 import torch._dynamo  # noqa: F401 - torch.optim imports it on first use: once, here
 
-from sddlib.config import ExperimentConfig
-from sddlib.experiment import run_experiment
-from sddlib.store import RunStore
+from sddlib.config.fields import ExperimentConfig
+from sddlib.engine.experiment import run_experiment
+from sddlib.storage.store import RunStore
 
 CONFIG = ExperimentConfig(model="mlp", widths=[16, 16], train_size=300, test_size=100,
                           epochs=3, levels=3, batch_size=32, rewind_iteration=5, device="cpu")

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import yaml
 
-from sddlib import grid
-from sddlib.config import parse_assignments
-from sddlib.data import load_clean_cached
-from sddlib.parallel import usable_cores
-from sddlib.store import RunStore
+from sddlib.config.fields import parse_assignments
+from sddlib.data.datasets import load_clean_cached
+from sddlib.scheduling import executor, grid
+from sddlib.scheduling.parallel import usable_cores
+from sddlib.storage.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,7 +61,7 @@ def main(argv: list[str]) -> None:
 
 def timed(configs, root: Path, data_dir: Path, **how) -> float:
     started = time.perf_counter()
-    summary = grid.run_all(configs, RunStore(root), progress=False, data_dir=data_dir, **how)
+    summary = executor.run_all(configs, RunStore(root), progress=False, data_dir=data_dir, **how)
     seconds = time.perf_counter() - started
     if not summary.ok or len(summary.computed) != len(configs):
         raise SystemExit(summary.report())

@@ -14,12 +14,12 @@ in worker processes or, with ``distributed``, on a Ray cluster); ``store`` and
 ``network_check`` (analysis); ``plots`` and ``figures`` (the book); ``cli`` (the ``sddlib``
 command).
 """
-from .api import load_runs, run, run_many
-from .config import ConfigError, ExperimentConfig
-from .data import register_dataset
-from .models import register_model
-from .prune import register_criterion
-from .store import RunStore
+from sddlib.api import load_runs, run, run_many
+from sddlib.config.fields import ConfigError, ExperimentConfig
+from sddlib.data.datasets import register_dataset
+from sddlib.models.architectures import register_model
+from sddlib.pruning.prune import register_criterion
+from sddlib.storage.store import RunStore
 
 __version__ = "0.1.0"
 __all__ = ["ConfigError", "ExperimentConfig", "RunStore", "__version__", "load_runs",

@@ -17,11 +17,11 @@ from typing import Union
 
 import pandas as pd
 
-from . import sweep
-from .config import ExperimentConfig
-from .experiment import run_experiment
-from .project import load_settings
-from .store import Run, RunStore
+from sddlib.config.fields import ExperimentConfig
+from sddlib.config.project import load_settings
+from sddlib.engine.experiment import run_experiment
+from sddlib.scheduling import sweep
+from sddlib.storage.store import Run, RunStore
 
 Store = Union[RunStore, str, Path, None]
 
@@ -39,7 +39,7 @@ def run(config: Union[ExperimentConfig, dict], store: Store = None, *,
 def run_many(configs: list[Union[ExperimentConfig, dict]], store: Store = None, *,
              data_dir: Union[str, Path, None] = None, **options) -> pd.DataFrame:
     """Every config's levels as one tidy frame, computing the missing runs; ``options`` as
-    :func:`sddlib.sweep.run_many` takes them (``workers``, ``stack``, ...). In a script
+    :func:`sddlib.scheduling.sweep.run_many` takes them (``workers``, ``stack``, ...). In a script
     that uses several workers, call it under ``if __name__ == "__main__":``."""
     store, data_dir = _where(store, data_dir)
     return sweep.run_many([_config(c) for c in configs], store, data_dir=data_dir, **options)

@@ -31,17 +31,23 @@ from typing import Optional
 
 import yaml
 
-from . import entropy
-from .checkpoints import upgrade_learning_distance
-from .config import ConfigError, ExperimentConfig, help_table, parse_assignments
-from .experiment import run_experiment
-from .figures import compute_figures, make_figures, plan_table
-from .grid import load_grid, run_all
-from .parallel import parse_workers
-from .project import load_settings
-from .store import (STATUS_FILTERS, DamagedFileError, RunBusyError, RunStore,
-                    parse_config_filter, parse_status_filter, selected)
-from .sweep import run_many
+from sddlib.book.figures import compute_figures, make_figures, plan_table
+from sddlib.config.fields import ConfigError, ExperimentConfig, help_table, parse_assignments
+from sddlib.config.project import load_settings
+from sddlib.engine.experiment import reuse_stored, run_experiment
+from sddlib.scheduling.executor import run_all
+from sddlib.scheduling.grid import load_grid
+from sddlib.scheduling.parallel import parse_workers
+from sddlib.scheduling.sweep import run_many
+from sddlib.storage.store import (
+    STATUS_FILTERS,
+    DamagedFileError,
+    RunBusyError,
+    RunStore,
+    parse_config_filter,
+    parse_status_filter,
+    selected,
+)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -141,7 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     sweep = commands.add_parser(
         "sweep", help="compute a grid of runs (finished ones are skipped), in local worker "
         "processes or on a Ray cluster", epilog="GRID.yml: base: (config keys) and grid: "
-        "(key: list of values; the runs are their cartesian product); see sddlib.grid")
+        "(key: list of values; the runs are their cartesian product); see sddlib.scheduling.grid")
     sweep.add_argument("grid", type=Path, help="grid file (YAML)")
     sweep.add_argument("--workers", default="auto", metavar="N",
                        help="runs at once (default auto: one process per GPU, or one per "
@@ -361,7 +367,7 @@ def _sweep(args) -> int:
     workers = parse_workers(args.workers, "--workers")
     _check_folder(args.data_dir, "--data-dir")
     if args.ray is not None:
-        from .distributed import import_ray
+        from sddlib.scheduling.distributed import import_ray
 
         import_ray()
     store, settings = _store(args)
@@ -429,8 +435,7 @@ def _show(args) -> int:
     store, settings = _store(args)
     run = store.get(args.run.strip())
     run.check()  # a damaged run: one line naming the file, exit 2
-    upgrade_learning_distance(run, settings.data_dir)  # a run stored before the correction
-    entropy.upgrade_activation_entropy(run, settings.data_dir)  # ... or before the measure
+    reuse_stored(run, settings.data_dir, progress=True)  # its measures brought up to date
     print(run.path)
     print(_format_table(run.levels(), run.config.levels))
     return 0
@@ -465,9 +470,9 @@ def _figures(args) -> int:
 
 
 def _rehearse(args, settings) -> int:
-    """``sddlib figures --rehearse``: the profile's batch in miniature (sddlib.rehearsal)."""
-    from .figures import profile_section
-    from .rehearsal import check_scratch, rehearse
+    """``sddlib figures --rehearse``: the profile's batch in miniature (sddlib.book.rehearsal)."""
+    from sddlib.book.figures import profile_section
+    from sddlib.book.rehearsal import check_scratch, rehearse
 
     given = [flag for flag, value in (("--only", args.only), ("-p", args.parameters),
                                       ("--runs-dir", args.runs_dir), ("--plan", args.plan),

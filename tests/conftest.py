@@ -1,6 +1,6 @@
 import pytest
 
-from sddlib.config import ExperimentConfig
+from sddlib.config.fields import ExperimentConfig
 
 
 @pytest.fixture
@@ -19,7 +19,9 @@ def data_dir(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def registries_as_shipped():
     """What a test registers (a model, dataset or criterion) is gone after it."""
-    from sddlib import data, models, prune
+    from sddlib.data import datasets as data
+    from sddlib.models import architectures as models
+    from sddlib.pruning import prune
 
     saved = [(table, dict(table)) for table in (data.DATASETS, models.MODELS, prune.CRITERIA)]
     yield

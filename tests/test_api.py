@@ -8,8 +8,17 @@ import pytest
 import torch
 
 import sddlib
-from sddlib import (ConfigError, ExperimentConfig, RunStore, load_runs, register_criterion,
-                    register_dataset, register_model, run, run_many)
+from sddlib import (
+    ConfigError,
+    ExperimentConfig,
+    RunStore,
+    load_runs,
+    register_criterion,
+    register_dataset,
+    register_model,
+    run,
+    run_many,
+)
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "own_model.py"
 

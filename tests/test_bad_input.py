@@ -17,11 +17,11 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from sddlib import figures
+from sddlib.book import figures
 from sddlib.cli import main
-from sddlib.config import ExperimentConfig
-from sddlib.experiment import run_experiment
-from sddlib.store import RunStore
+from sddlib.config.fields import ExperimentConfig
+from sddlib.engine.experiment import run_experiment
+from sddlib.storage.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
 SDDLIB = Path(sys.executable).with_name("sddlib")

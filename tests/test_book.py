@@ -15,11 +15,11 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from sddlib import book as book_extension
-from sddlib import figures
-from sddlib.config import help_table, parse_assignments
-from sddlib.project import load_settings
-from sddlib.store import LEVEL_COLUMNS
+from sddlib.book import extension as book_extension
+from sddlib.book import figures
+from sddlib.config.fields import help_table, parse_assignments
+from sddlib.config.project import load_settings
+from sddlib.storage.store import LEVEL_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = load_settings(ROOT)
@@ -130,7 +130,7 @@ def test_the_plan_names_the_runs_each_page_read(built_book, monkeypatch):
     """`sddlib figures --compute-only` asks each page for its runs without executing it:
     every run planned is one the built pages used (finished in their store), and every
     page that trains runs plans some."""
-    from sddlib.store import RunStore
+    from sddlib.storage.store import RunStore
 
     book, _ = built_book
     project = book.parent
@@ -283,7 +283,7 @@ def test_overrides_merge_into_dict_parameters():
 
 def test_compute_only_computes_a_pages_runs_in_one_schedule_and_executes_nothing(tmp_path):
     from sddlib import cli
-    from sddlib.store import RunStore
+    from sddlib.storage.store import RunStore
 
     runs = tmp_path / "runs"
     args = ["figures", "--compute-only", "--profile", "smoke", "--only", "pruning-criteria",

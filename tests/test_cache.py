@@ -5,7 +5,8 @@ import pickle
 import pandas as pd
 import pytest
 
-from sddlib import cache, landscape
+from sddlib.analysis import landscape
+from sddlib.base import cache
 
 
 def module_from(path, text):

@@ -1,6 +1,6 @@
 import pytest
 
-from sddlib.config import ConfigError, ExperimentConfig, help_table
+from sddlib.config.fields import ConfigError, ExperimentConfig, help_table
 
 # Every field at an explicit value: if a field is added without being left out of the
 # identity at its default (config._ONLY_IF), the identity of every stored run changes and
@@ -105,7 +105,8 @@ def test_every_setting_of_the_identity_that_differs_from_its_default_shows_in_th
 def test_a_run_stored_under_an_older_readable_name_is_found_and_renamed(tmp_path):
     """Same identity (hash), shorter old name: found, moved once to the new name."""
     import json
-    from sddlib.store import RunStore
+
+    from sddlib.storage.store import RunStore
 
     store = RunStore(tmp_path)
     config = ExperimentConfig(**FROZEN).replace(weight_decay=0.005)
@@ -171,7 +172,7 @@ def test_help_lists_every_key_with_allowed_values():
 
 
 def test_one_override_grammar_for_set_p_and_files():
-    from sddlib.config import parse_assignments
+    from sddlib.config.fields import parse_assignments
 
     base = ExperimentConfig(schedule="multistep", optimizer="sgd", lr=0.1)
     yaml_list = base.with_sets(["milestones=[80, 120]", "noise-kind=symmetric", "lr=1e-3",

@@ -1,4 +1,4 @@
-"""Tests for sddlib.data: every loader reads small files written in the real on-disk format."""
+"""Tests for sddlib.data.datasets: every loader reads small files written in the real on-disk format."""
 
 import pickle
 import random
@@ -9,9 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from sddlib import data
-from sddlib.rehearsal import write_cifar10, write_cifar100, write_mnist, write_tinyimagenet
-from sddlib.data import (
+from sddlib.data import datasets as data
+from sddlib.data.datasets import (
     DATASETS,
     NOISE_KINDS,
     apply_label_noise,
@@ -20,6 +19,7 @@ from sddlib.data import (
     load_noise,
     save_noise,
 )
+from sddlib.data.formats import write_cifar10, write_cifar100, write_mnist, write_tinyimagenet
 
 # ---------------------------------------------------------------------------
 # mnist1d
@@ -139,7 +139,7 @@ def test_mnist5k_is_mlxtends_real_digits_split_4000_1000_stratified():
 
 
 def test_fingerprint_follows_the_data_not_the_noise(tmp_path):
-    from sddlib.data import describe, fingerprint, load
+    from sddlib.data.datasets import describe, fingerprint, load
 
     clean = load_clean("mnist-5k", "unused")
     noisy = load("mnist-5k", "unused", noise=0.4, seed=3)

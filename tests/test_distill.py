@@ -8,11 +8,12 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from sddlib import data as data_module
-from sddlib import distill, experiment, sweep, train
 from sddlib.cli import main
-from sddlib.config import ConfigError, ExperimentConfig
-from sddlib.store import RunStore, load_torch
+from sddlib.config.fields import ConfigError, ExperimentConfig
+from sddlib.data import datasets as data_module
+from sddlib.engine import distill, experiment, train
+from sddlib.scheduling import groups, sweep
+from sddlib.storage.store import RunStore, load_torch
 
 TINY = dict(model="mlp", widths=[16], train_size=300, test_size=100, epochs=1, levels=2,
             batch_size=100, device="cpu")
@@ -219,11 +220,11 @@ def test_teacher_entries_are_set_one_at_a_time_and_checked():
 def test_distilling_runs_do_not_stack_runs_with_a_validation_split_do(tmp_path, data_dir):
     plain = ExperimentConfig(**TINY)
     student = plain.replace(distill_from="dense")
-    groups = sweep.stack_groups([plain, plain.replace(seed=1), student,
+    found = groups.stack_groups([plain, plain.replace(seed=1), student,
                                  student.replace(seed=1)])
-    assert sorted(len(group) for group in groups) == [1, 1, 2]
+    assert sorted(len(group) for group in found) == [1, 1, 2]
     with pytest.raises(ValueError, match="^distill_from: "):
-        sweep.run_stacked([student, student.replace(seed=1)], RunStore("/nonexistent"))
+        groups.run_stacked([student, student.replace(seed=1)], RunStore("/nonexistent"))
     store = RunStore(tmp_path / "runs")
     held = [plain.replace(levels=1, validation_size=50, seed=seed) for seed in (0, 1)]
     frame = sweep.run_many(held, store, progress=False, stack=True, data_dir=data_dir)

@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from sddlib import prune
-from sddlib.config import ExperimentConfig
-from sddlib.ensemble import train_level_stacked
-from sddlib.models import build_model
-from sddlib.train import Inputs, Recipe, train_level
+from sddlib.config.fields import ExperimentConfig
+from sddlib.engine.ensemble import train_level_stacked
+from sddlib.engine.train import Inputs, Recipe, train_level
+from sddlib.models.architectures import build_model
+from sddlib.pruning import prune
 
 # Stacked members sum their convolutions and matmuls in another order than a lone model,
 # so weights agree to float rounding, not bit for bit.
@@ -88,8 +88,9 @@ def test_batchnorm_models_are_refused_with_a_reason():
 
 def test_run_many_stacked_stores_each_run_as_training_alone_does(tiny_config, tmp_path,
                                                                   data_dir):
-    from sddlib.sweep import run_many, stack_groups
-    from sddlib.store import RunStore, load_torch
+    from sddlib.scheduling.groups import stack_groups
+    from sddlib.scheduling.sweep import run_many
+    from sddlib.storage.store import RunStore, load_torch
 
     configs = [tiny_config, tiny_config.replace(seed=1, criterion="gradient"),
                tiny_config.replace(noise=0.1, criterion="random"),
@@ -120,8 +121,8 @@ def test_run_many_stacked_stores_each_run_as_training_alone_does(tiny_config, tm
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_a_member_checkpoint_is_a_single_run_checkpoint_and_resumes_either_way(optimizer):
-    from sddlib.ensemble import member_checkpoint
-    from sddlib.train import checkpoint_payload
+    from sddlib.engine.ensemble import member_checkpoint
+    from sddlib.engine.train import checkpoint_payload
 
     config = ExperimentConfig(model="mlp", widths=[32])
     recipe = Recipe(epochs=3, batch_size=32, optimizer=optimizer, lr=0.01, momentum=0.9,
@@ -168,8 +169,9 @@ def test_a_member_checkpoint_is_a_single_run_checkpoint_and_resumes_either_way(o
 
 def test_gather_stacks_across_variants_and_labels_each_variants_rows(tiny_config, tmp_path,
                                                                      data_dir, monkeypatch):
-    from sddlib import ensemble, figures
-    from sddlib.project import ProjectSettings
+    from sddlib.book import figures
+    from sddlib.config.project import ProjectSettings
+    from sddlib.engine import ensemble
 
     monkeypatch.setattr(figures, "load_settings",
                         lambda: ProjectSettings(tmp_path, tmp_path / "runs", data_dir))
@@ -215,8 +217,8 @@ def test_stacked_bf16_runs_train_under_autocast_and_record_their_precision(tiny_
     (autocast really ran), masks still hold, and meta.json says bf16 and no compile."""
     import json
 
-    from sddlib.sweep import run_many
-    from sddlib.store import RunStore, load_torch
+    from sddlib.scheduling.sweep import run_many
+    from sddlib.storage.store import RunStore, load_torch
 
     base = tiny_config.replace(levels=1)
     configs = {p: [base.replace(precision=p), base.replace(precision=p, seed=1)]

@@ -1,4 +1,4 @@
-"""Activation entropy (sddlib.entropy) and the early stop over levels that reads it."""
+"""Activation entropy (sddlib.engine.entropy) and the early stop over levels that reads it."""
 import json
 import math
 
@@ -10,11 +10,13 @@ from torch import nn
 from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
-from sddlib import entropy, experiment, metrics, sweep, train
-from sddlib.config import ExperimentConfig
-from sddlib.files import atomic_write_text
-from sddlib.models import MODELS, build_model
-from sddlib.store import LEVEL_COLUMNS, RunStore
+from sddlib.analysis import metrics
+from sddlib.base.files import atomic_write_text
+from sddlib.config.fields import ExperimentConfig
+from sddlib.engine import entropy, experiment, train
+from sddlib.models.architectures import MODELS, build_model
+from sddlib.scheduling import sweep
+from sddlib.storage.store import LEVEL_COLUMNS, RunStore
 
 H_CLAMPED = float(entropy.binary_entropy(torch.tensor(0.0)))  # a unit always off (or on)
 

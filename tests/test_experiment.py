@@ -10,9 +10,11 @@ import pandas as pd
 import pytest
 import torch
 
-from sddlib import checkpoints, experiment, prune, sweep
 from sddlib.cli import main
-from sddlib.store import LEVEL_COLUMNS, RunStore, load_torch
+from sddlib.engine import checkpoints, experiment
+from sddlib.pruning import prune
+from sddlib.scheduling import sweep
+from sddlib.storage.store import LEVEL_COLUMNS, RunStore, load_torch
 
 
 def run(config, tmp_path, data_dir, **kwargs):
@@ -301,9 +303,10 @@ def test_a_redense_run_trains_the_parents_sparse_solution_with_every_weight_free
 # epoch of level 1, after the group's checkpointer has written every member's progress.pt.
 KILLED_GROUP = """
 import json, os, signal, sys
-from sddlib import ensemble, experiment, sweep
-from sddlib.config import ExperimentConfig
-from sddlib.store import RunStore
+from sddlib.engine import ensemble, experiment
+from sddlib.scheduling import sweep
+from sddlib.config.fields import ExperimentConfig
+from sddlib.storage.store import RunStore
 
 runs, data, configs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 original = ensemble.train_level_stacked

@@ -1,4 +1,4 @@
-"""The GPU fast path (sddlib.fast), checked on the CPU: its logic, not its speed.
+"""The GPU fast path (sddlib.engine.fast), checked on the CPU: its logic, not its speed.
 
 Epoch-level augmentation draws, bf16 autocast with channels_last, torch.compile reused
 across levels, and the config keys that switch them. The speed itself is measured by
@@ -9,11 +9,20 @@ import json
 import pytest
 import torch
 
-from sddlib import fast, prune
-from sddlib.config import ConfigError, ExperimentConfig
-from sddlib.models import build_model
-from sddlib.train import (Inputs, Recipe, checkpoint_payload, crop_flip, draw_crop_flip,
-                          evaluate, random_crop_flip, train_level)
+from sddlib.config.fields import ConfigError, ExperimentConfig
+from sddlib.engine import fast
+from sddlib.engine.train import (
+    Inputs,
+    Recipe,
+    checkpoint_payload,
+    crop_flip,
+    draw_crop_flip,
+    evaluate,
+    random_crop_flip,
+    train_level,
+)
+from sddlib.models.architectures import build_model
+from sddlib.pruning import prune
 
 CPU = torch.device("cpu")
 
@@ -53,7 +62,7 @@ def recipe(**changes):
 
 def model_of(kind, seed=0, channels=1, side=8, width=4):
     """A masked model: ``mlp`` or ``vgglike`` (conv + BatchNorm; no 1x1 stride-2 convolution,
-    whose channels_last backward crashes torch 2.14.1 on one CPU thread, see sddlib.fast)."""
+    whose channels_last backward crashes torch 2.14.1 on one CPU thread, see sddlib.engine.fast)."""
     torch.manual_seed(seed)
     config = (ExperimentConfig(model="mlp", widths=[32]) if kind == "mlp" else
               ExperimentConfig(dataset="cifar10", model="vgglike", width=width, depth=1))
@@ -196,8 +205,8 @@ def test_auto_resolves_to_the_plain_path_on_the_cpu():
 
 
 def test_meta_records_the_resolved_precision_and_compile(tiny_config, tmp_path, data_dir):
-    from sddlib.experiment import run_experiment
-    from sddlib.store import RunStore
+    from sddlib.engine.experiment import run_experiment
+    from sddlib.storage.store import RunStore
 
     store = RunStore(tmp_path / "runs")
     plain = run_experiment(tiny_config.replace(levels=0, epochs=1), store, progress=False,

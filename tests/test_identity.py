@@ -11,9 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sddlib import sweep, train
-from sddlib.config import ExperimentConfig
-from sddlib.store import RunStore
+from sddlib.config.fields import ExperimentConfig
+from sddlib.engine import train
+from sddlib.scheduling import sweep
+from sddlib.storage.store import RunStore
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store_before_identity_v2"
 BASE = dict(model="mlp", widths=[8, 8], train_size=200, test_size=100, epochs=1, levels=2,
@@ -68,7 +69,7 @@ def test_a_setting_that_does_nothing_finds_the_same_old_run(old_store, tmp_path)
 
 
 def test_a_run_being_computed_under_its_old_name_is_left_alone(old_store):
-    from sddlib.store import Run, RunBusyError
+    from sddlib.storage.store import Run, RunBusyError
 
     legacy = old_store.root / CONFIGS[0].legacy_run_name()
     with Run(legacy, CONFIGS[0]).lock():

@@ -23,10 +23,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sddlib import checkpoints, experiment, files
+from sddlib.base import files
 from sddlib.cli import main
-from sddlib.config import ExperimentConfig
-from sddlib.store import DamagedFileError, RunStore
+from sddlib.config.fields import ExperimentConfig
+from sddlib.engine import checkpoints, experiment
+from sddlib.storage.store import DamagedFileError, RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ExperimentConfig(model="mlp", widths=[16, 16], train_size=300, test_size=100, epochs=2,

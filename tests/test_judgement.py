@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from sddlib import metrics
+from sddlib.analysis import metrics
 
 
 def test_an_effect_well_above_the_noise_holds_and_its_interval_is_the_t_interval():

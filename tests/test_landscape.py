@@ -5,8 +5,10 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from sddlib import landscape, prune, train
-from sddlib.models import MLP
+from sddlib.analysis import landscape
+from sddlib.engine import train
+from sddlib.models.architectures import MLP
+from sddlib.pruning import prune
 
 
 def tiny_inputs(samples: int = 40, features: int = 6, classes: int = 3, seed: int = 0):

@@ -6,10 +6,11 @@ import pandas as pd
 import pytest
 import torch
 
-from sddlib import checkpoints, distance, experiment, sweep
 from sddlib.cli import main
-from sddlib.config import ExperimentConfig
-from sddlib.store import RunStore, atomic_write_text, load_torch
+from sddlib.config.fields import ExperimentConfig
+from sddlib.engine import checkpoints, distance, experiment
+from sddlib.scheduling import sweep
+from sddlib.storage.store import RunStore, atomic_write_text, load_torch
 
 
 def run(config, root, data_dir):
@@ -214,7 +215,7 @@ def test_lenet_on_real_digits_moves_most_at_the_dip(tmp_path):
     short form of the book's recipe (40 epochs a level, but 10 levels pruning half the
     remaining weights each): the learning distance peaks at the test-accuracy minimum,
     inside the curve, and ends well below its peak."""
-    from sddlib import metrics
+    from sddlib.analysis import metrics
 
     config = ExperimentConfig(
         dataset="mnist-5k", model="mlp", widths=[300, 100], optimizer="sgd", lr=0.1,

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sddlib import checkpoints, metrics
+from sddlib.analysis import metrics
+from sddlib.engine import checkpoints
 
 
 def levels_frame(columns: dict, seeds=(0,), sparsity=None) -> pd.DataFrame:
@@ -68,9 +69,9 @@ def test_paired_difference_pairs_seed_and_level():
 
 
 def test_learning_distances_from_checkpoints_match_the_stored_column(tmp_path):
-    from sddlib import experiment
-    from sddlib.config import ExperimentConfig
-    from sddlib.store import RunStore
+    from sddlib.config.fields import ExperimentConfig
+    from sddlib.engine import experiment
+    from sddlib.storage.store import RunStore
 
     config = ExperimentConfig(model="mlp", widths=[32, 32], train_size=500, test_size=200,
                               epochs=2, levels=2, batch_size=64, device="cpu")
@@ -335,7 +336,7 @@ def test_flatness_is_judged_seed_by_seed_over_the_rise():
 
 
 def test_a_curve_shape_in_words_never_shows_nan():
-    from sddlib import figures
+    from sddlib.book import figures
     dipped = metrics.curve_summary(levels_frame({"test_acc": SHAPE}))
     assert figures.shape_words(dipped).startswith("bottoms out at ")
     undipped = metrics.curve_summary(levels_frame({"test_acc": [0.80, 0.90, 0.85, 0.70]}))

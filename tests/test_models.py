@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from sddlib.config import ExperimentConfig
-from sddlib.models import build_model
+from sddlib.config.fields import ExperimentConfig
+from sddlib.models.architectures import build_model
 
 
 @pytest.mark.parametrize("dataset, model, shape, extra", [

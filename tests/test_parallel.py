@@ -1,13 +1,14 @@
-"""Runs trained side by side in worker processes (sddlib.parallel)."""
+"""Runs trained side by side in worker processes (sddlib.scheduling.parallel)."""
 import json
 
 import pytest
 import torch
 
-from sddlib import parallel
-from sddlib.config import ConfigError, ExperimentConfig
-from sddlib.sweep import run_many
-from sddlib.store import RunStore
+from sddlib.config.fields import ConfigError, ExperimentConfig
+from sddlib.engine import threads
+from sddlib.scheduling import parallel
+from sddlib.scheduling.sweep import run_many
+from sddlib.storage.store import RunStore
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -37,21 +38,25 @@ def test_a_pool_gives_the_numbers_of_one_by_one_and_waits_for_lottery_runs(tmp_p
     assert store.find(base) is not None and store.find(base).is_finished()
     for run in store.runs():
         meta = json.loads(run.file("meta.json").read_text())
-        assert meta["torch_threads"] == 1 and meta["process"].startswith("SpawnPoolWorker")
+        assert meta["torch_threads"] == 1 and meta["process"].startswith("SweepWorker")
     for run in RunStore(tmp_path / "alone").runs():
         assert json.loads(run.file("meta.json").read_text())["process"] == "MainProcess"
 
 
-def test_a_failing_worker_stops_the_pool_and_raises_in_the_caller(tmp_path, data_dir):
+def test_a_run_failing_in_a_worker_fails_alone_and_is_named_in_the_caller(tmp_path, data_dir):
+    """As everywhere the plan runs: the other runs go on, then one error names the failed
+    run and why."""
     good = ExperimentConfig(train_size=300, test_size=100, epochs=1, levels=1, device="cpu")
     missing = good.replace(dataset="cifar10", model="vgglike", depth=1, width=4)
-    with pytest.raises(FileNotFoundError, match="cifar10"):
-        run_many([missing, good], RunStore(tmp_path / "runs"), workers=2, progress=False,
+    store = RunStore(tmp_path / "runs")
+    with pytest.raises(RuntimeError, match=r"1 run\(s\) failed: .*FileNotFoundError.*cifar10"):
+        run_many([missing, good], store, workers=2, progress=False,
                  data_dir=tmp_path / "no-datasets")
+    assert store.find(good).is_finished() and store.find(missing) is None
 
 
 def test_auto_workers_one_per_core_on_the_cpu_for_runs_worth_a_process(monkeypatch):
-    monkeypatch.setattr(parallel, "usable_cores", lambda: 4)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 4)
     default = ExperimentConfig()                       # 26 levels x 30 epochs x 8000 samples
     tiny = default.replace(train_size=100, epochs=1, levels=1)
     groups = [[default.replace(seed=seed)] for seed in range(6)]
@@ -68,19 +73,19 @@ def test_auto_workers_one_per_core_on_the_cpu_for_runs_worth_a_process(monkeypat
 
 
 def test_a_runs_threads_depend_on_its_model_and_device_not_on_how_it_is_run(monkeypatch):
-    monkeypatch.setattr(parallel, "usable_cores", lambda: 8)
-    assert parallel.run_threads(ExperimentConfig(), CPU) == 1
-    assert parallel.run_threads(ExperimentConfig(model="mlp"), CPU) == 1
-    assert parallel.run_threads(ExperimentConfig(model="resnet18", dataset="cifar10"), CPU) == 8
-    assert parallel.run_threads(ExperimentConfig(), CUDA) == 8
-    assert parallel.run_threads(ExperimentConfig(threads=3), CPU) == 3
+    monkeypatch.setattr(threads, "usable_cores", lambda: 8)
+    assert threads.run_threads(ExperimentConfig(), CPU) == 1
+    assert threads.run_threads(ExperimentConfig(model="mlp"), CPU) == 1
+    assert threads.run_threads(ExperimentConfig(model="resnet18", dataset="cifar10"), CPU) == 8
+    assert threads.run_threads(ExperimentConfig(), CUDA) == 8
+    assert threads.run_threads(ExperimentConfig(threads=3), CPU) == 3
     assert ExperimentConfig(threads=3).short_hash() == ExperimentConfig().short_hash()
     with pytest.raises(ConfigError, match="threads"):
         ExperimentConfig(threads=0)
 
 
 def test_bad_worker_counts_get_one_line_errors(tmp_path, monkeypatch, capsys):
-    from sddlib import figures
+    from sddlib.book import figures
     from sddlib.cli import main
 
     assert parallel.parse_workers("auto") == "auto" and parallel.parse_workers("3") == 3
@@ -102,8 +107,8 @@ def test_a_notebook_kernel_trains_its_runs_in_a_pool(tmp_path, monkeypatch):
     import shutil
     from pathlib import Path
 
-    from sddlib import figures
-    from sddlib.project import load_settings
+    from sddlib.book import figures
+    from sddlib.config.project import load_settings
 
     root = Path(__file__).resolve().parents[1]
     book = tmp_path / "book"
@@ -117,4 +122,4 @@ def test_a_notebook_kernel_trains_its_runs_in_a_pool(tmp_path, monkeypatch):
     assert len(runs) >= 3 and all(run.is_finished() for run in runs)
     metas = [json.loads(run.file("meta.json").read_text()) for run in runs]
     assert {meta["torch_threads"] for meta in metas} == {1}
-    assert all(meta["process"].startswith("SpawnPoolWorker") for meta in metas)
+    assert all(meta["process"].startswith("SweepWorker") for meta in metas)

@@ -10,7 +10,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from sddlib import figures, metrics, plots  # noqa: E402
+from sddlib.analysis import metrics
+from sddlib.book import figures, plots  # noqa: E402
 
 SHAPE = [0.80, 0.75, 0.70, 0.78, 0.90, 0.60, 0.40]
 
@@ -187,7 +188,7 @@ def test_stand_in_text_compares_each_shared_dataset():
 def test_landmark_tables_have_headings_in_words():
     import pandas as pd
 
-    from sddlib import figures
+    from sddlib.book import figures
 
     table = pd.DataFrame({"dataset_name": ["mnist-5k"], "dense_acc": [0.854],
                           "worst_acc": [0.803], "worst_sparsity": [0.914], "best_acc": [0.878],

@@ -3,9 +3,9 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from sddlib import prune
-from sddlib.config import ExperimentConfig
-from sddlib.models import build_model
+from sddlib.config.fields import ExperimentConfig
+from sddlib.models.architectures import build_model
+from sddlib.pruning import prune
 
 
 def small_mlp(seed=0, prune_output=False):

@@ -1,4 +1,4 @@
-"""The paper profile rehearsed in miniature (sddlib.rehearsal): its shrinking keeps every
+"""The paper profile rehearsed in miniature (sddlib.book.rehearsal): its shrinking keeps every
 dataset, model, mode, criterion, noise kind and variant; the whole batch (compute-only,
 papermill on every page, jupyter-book build) runs on 2 cores with every page executed and
 every claim on the landing page; its schedule runs on local Ray; and it never touches the
@@ -6,17 +6,16 @@ user's store or book."""
 import json
 import os
 import re
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from sddlib import figures, rehearsal
+from sddlib.book import figures, rehearsal
 from sddlib.cli import main
-from sddlib.config import ExperimentConfig
-from sddlib.project import load_settings
-from sddlib.store import RunStore
+from sddlib.config.fields import ExperimentConfig
+from sddlib.config.project import load_settings
+from sddlib.storage.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = load_settings(ROOT)
@@ -78,7 +77,7 @@ def test_the_shrunk_profile_keeps_what_the_pages_vary(prepared):
 def test_the_theory_network_check_keeps_its_small_and_pruned_widths(prepared):
     """The network check trains the widths below the target directly and prunes the
     others: the shrunk widths and target split the same way."""
-    from sddlib.network_check import prunable_weights, width_config
+    from sddlib.analysis.network_check import prunable_weights, width_config
 
     def split(settings):
         network = figures.notebook_parameters(settings, "paper", "theory")["network"]
@@ -89,7 +88,7 @@ def test_the_theory_network_check_keeps_its_small_and_pruned_widths(prepared):
 
 
 def test_every_dataset_file_is_read_by_its_real_loader(prepared):
-    from sddlib.data import load_clean
+    from sddlib.data.datasets import load_clean
 
     data_dir = load_settings(prepared).data_dir
     for name in rehearsal.WRITERS:

@@ -1,16 +1,16 @@
-"""The sparse path (sddlib.sparse): packed linear layers train as the dense-masked ones do."""
+"""The sparse path (sddlib.pruning.sparse): packed linear layers train as the dense-masked ones do."""
 import copy
 
 import pytest
 import torch
+from test_train import Bundle, recipe
 from torch import nn
 
-from sddlib import fast, prune, sparse
-from sddlib.config import ExperimentConfig
-from sddlib.models import build_model
-from sddlib.train import Inputs, checkpoint_payload, train_level
-
-from test_train import Bundle, recipe
+from sddlib.config.fields import ExperimentConfig
+from sddlib.engine import fast
+from sddlib.engine.train import Inputs, checkpoint_payload, train_level
+from sddlib.models.architectures import build_model
+from sddlib.pruning import prune, sparse
 
 PACKED = fast.Speed(sparse=True)
 

@@ -3,14 +3,15 @@
 A small profile's runs are computed twice, with perturbations that do not change the
 science: another torch thread count, the schedule in the reverse order, and the stacked
 path (every weight multiplied, masked ones by zero) against one run at a time on the CPU's
-sparse path (the sparse levels' linear layers packed, sddlib.sparse). The verdicts the book's pages give (metrics.judge over
+sparse path (the sparse levels' linear layers packed, sddlib.pruning.sparse). The verdicts the book's pages give (metrics.judge over
 seeds) may move to or from "inconclusive", never between "holds" and "does not hold".
 """
 import pandas as pd
 
-from sddlib import metrics, sweep
-from sddlib.config import ExperimentConfig
-from sddlib.store import RunStore
+from sddlib.analysis import metrics
+from sddlib.config.fields import ExperimentConfig
+from sddlib.scheduling import sweep
+from sddlib.storage.store import RunStore
 
 SEEDS = [0, 1, 2, 3, 4]
 # 35% a level: the last three of the 7 levels keep under 20% of the weights, where the
@@ -53,7 +54,7 @@ def build(root, data_dir, threads: int, reverse: bool, stack: bool):
 
 
 def test_no_verdict_flips_between_holds_and_does_not_hold(tmp_path, data_dir, monkeypatch):
-    from sddlib import sparse
+    from sddlib.pruning import sparse
     packed, pack = [], sparse.pack
 
     def counted(*args, **kwargs):

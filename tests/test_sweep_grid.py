@@ -1,4 +1,4 @@
-"""Grids of runs (sddlib.grid, sddlib.distributed, ``sddlib sweep``): the grid file, the
+"""Grids of runs (sddlib.scheduling.grid, sddlib.scheduling.distributed, ``sddlib sweep``): the grid file, the
 scheduler, worker processes and Ray tasks, and what happens when a worker is killed.
 
 The grid is the example one (examples/grid-smoke.yml: 8 tiny runs, 4 of them reinit runs
@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sddlib import grid
 from sddlib.cli import main
-from sddlib.config import ConfigError, ExperimentConfig
-from sddlib.store import RunStore
-from sddlib.sweep import run_many
+from sddlib.config.fields import ConfigError, ExperimentConfig
+from sddlib.scheduling import executor, grid, plan
+from sddlib.scheduling.sweep import run_many
+from sddlib.storage.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "examples" / "grid-smoke.yml"
@@ -81,14 +81,14 @@ def kill_a_worker_mid_run(root: Path, levels: int, stop: threading.Event, killed
         time.sleep(0.005)
 
 
-def sweep_with_a_kill(root: Path, **how) -> tuple[grid.Summary, tuple[str, int]]:
+def sweep_with_a_kill(root: Path, **how) -> tuple[plan.Summary, tuple[str, int]]:
     configs = grid.load_grid(SMOKE)
     stop, killed = threading.Event(), []
     watcher = threading.Thread(target=kill_a_worker_mid_run,
                                args=(root, configs[0].levels + 1, stop, killed), daemon=True)
     watcher.start()
     try:
-        summary = grid.run_all(configs, RunStore(root), progress=False, retries=2, **how)
+        summary = executor.run_all(configs, RunStore(root), progress=False, retries=2, **how)
     finally:
         stop.set()
         watcher.join()
@@ -119,12 +119,12 @@ def test_needed_runs_are_added_and_wait_and_the_biggest_start_first(tmp_path):
                             epochs=1, levels=1, device="cpu")
     small, big, reinit = base, base.replace(seed=1, epochs=5), base.replace(seed=2,
                                                                              retrain="reinit")
-    tasks, reused = grid.plan([small, big, reinit], RunStore(tmp_path))
+    tasks, reused = plan.plan([small, big, reinit], RunStore(tmp_path))
     lottery = reinit.lottery_counterpart.run_name()
     assert reused == [] and set(tasks) == {small.run_name(), big.run_name(),
                                            reinit.run_name(), lottery}
     assert tasks[reinit.run_name()].needs == {lottery}
-    assert grid.cost(big) == 5 * grid.cost(small)
+    assert plan.cost(big) == 5 * plan.cost(small)
 
     class Recorder:
         capacity = 1
@@ -140,16 +140,38 @@ def test_needed_runs_are_added_and_wait_and_the_biggest_start_first(tmp_path):
             self.current = task.name
 
         def wait(self, timeout):
-            return [grid.Outcome(self.current, "done")]
+            return [plan.Outcome(self.current, "done")]
 
         def close(self):
             pass
 
-    recorder, summary = Recorder(), grid.Summary()
-    grid._schedule(tasks, recorder, 2, False, summary)
+    recorder, summary = Recorder(), plan.Summary()
+    executor._schedule(tasks, recorder, 2, False, summary)
     assert recorder.started.index(lottery) < recorder.started.index(reinit.run_name())
     assert recorder.started.index(big.run_name()) < recorder.started.index(small.run_name())
     assert sorted(summary.computed) == sorted(tasks) and summary.ok
+
+
+def test_stacking_is_the_plans_choice_of_tasks_not_another_path(tmp_path):
+    """With stack, runs that differ only in seed (and wait for the same runs) are one task
+    of the one plan; the reinit runs wait for their lottery runs and stack among
+    themselves only; without stack, every run is its own task."""
+    base = ExperimentConfig(model="mlp", widths=[8], train_size=300, test_size=100,
+                            epochs=1, levels=1, device="cpu")
+    seeds = [base.replace(seed=seed) for seed in range(3)]
+    reinits = [config.replace(retrain="reinit") for config in seeds]
+    tasks, _ = plan.plan(seeds + reinits, RunStore(tmp_path), stack=True)
+    by_size = sorted(tasks.values(), key=lambda task: len(task.configs))
+    assert [len(task.configs) for task in by_size] == [1, 1, 1, 3]
+    lottery = by_size[-1]
+    assert lottery.names == [c.run_name() for c in seeds] and not lottery.needs
+    assert {task.name for task in by_size[:3]} == {c.run_name() for c in reinits}
+    assert all(task.needs == {c.lottery_counterpart.run_name()} for task, c in
+               zip(sorted(by_size[:3], key=lambda task: task.name),
+                   sorted(reinits, key=lambda c: c.run_name())))
+    assert lottery.cost == sum(plan.cost(c) for c in seeds)
+    alone, _ = plan.plan(seeds + reinits, RunStore(tmp_path))
+    assert sorted(len(task.configs) for task in alone.values()) == [1] * 6
 
 
 def test_a_distilling_run_waits_for_its_teacher_run(tmp_path):
@@ -159,7 +181,7 @@ def test_a_distilling_run_waits_for_its_teacher_run(tmp_path):
     student = ExperimentConfig(model="mlp", widths=[8], train_size=300, test_size=100,
                                epochs=1, levels=1, device="cpu", validation_size=50,
                                distill_from="best-fit")
-    tasks, _ = grid.plan([student], RunStore(tmp_path))
+    tasks, _ = plan.plan([student], RunStore(tmp_path))
     teacher = student.teacher_config.run_name()
     assert set(tasks) == {student.run_name(), teacher}
     assert tasks[student.run_name()].needs == {teacher}
@@ -169,7 +191,7 @@ def test_a_lost_run_is_retried_and_a_failed_one_fails_the_runs_that_need_it(tmp_
     base = ExperimentConfig(model="mlp", widths=[8], train_size=300, test_size=100,
                             epochs=1, levels=1, device="cpu")
     flaky, broken, needing = base, base.replace(seed=1), base.replace(seed=1, retrain="reinit")
-    tasks, _ = grid.plan([flaky, broken, needing], RunStore(tmp_path))
+    tasks, _ = plan.plan([flaky, broken, needing], RunStore(tmp_path))
 
     class Faulty:
         capacity = 2
@@ -187,24 +209,24 @@ def test_a_lost_run_is_retried_and_a_failed_one_fails_the_runs_that_need_it(tmp_
             name = self.running.pop(0)
             if name == flaky.run_name() and self.lost < 2:
                 self.lost += 1
-                return [grid.Outcome(name, "lost", "its worker process died (signal SIGKILL)")]
+                return [plan.Outcome(name, "lost", "its worker process died (signal SIGKILL)")]
             if name == broken.run_name():
-                return [grid.Outcome(name, "failed", "ValueError: bad")]
-            return [grid.Outcome(name, "done")]
+                return [plan.Outcome(name, "failed", "ValueError: bad")]
+            return [plan.Outcome(name, "done")]
 
         def close(self):
             pass
 
-    summary = grid.Summary()
-    grid._schedule(tasks, Faulty(), 2, False, summary)
+    summary = plan.Summary()
+    executor._schedule(tasks, Faulty(), 2, False, summary)
     assert summary.computed == [flaky.run_name()] and summary.retried == {flaky.run_name(): 2}
     assert summary.failed == {broken.run_name(): "ValueError: bad",
                               needing.run_name(): f"needs {broken.run_name()}, which failed"}
-    summary = grid.Summary()
-    grid._schedule(grid.plan([flaky], RunStore(tmp_path))[0], Faulty(), 1, False, summary)
+    summary = plan.Summary()
+    executor._schedule(plan.plan([flaky], RunStore(tmp_path))[0], Faulty(), 1, False, summary)
     assert summary.failed == {flaky.run_name(): "its worker process died (signal SIGKILL); "
                                                 "tried 2 time(s)"}
-    assert "failed " + broken.run_name() in grid.Summary(failed={broken.run_name(): "x"}).report()
+    assert "failed " + broken.run_name() in plan.Summary(failed={broken.run_name(): "x"}).report()
 
 
 # ---------------------------------------------------------------------------- computing it
@@ -221,7 +243,7 @@ def test_two_local_workers_give_the_sequential_tables_though_one_is_killed(
     assert summary.reused == []
     assert int((tmp_path / name / ".lock").read_text().split()[0]) != pid
     assert_same_runs(tmp_path, reference)
-    again = grid.run_all(grid.load_grid(SMOKE), RunStore(tmp_path), workers=2,
+    again = executor.run_all(grid.load_grid(SMOKE), RunStore(tmp_path), workers=2,
                          progress=False, data_dir=datasets)
     assert again.computed == [] and len(again.reused) == 8
 
@@ -234,7 +256,7 @@ def test_on_ray_runs_come_back_as_bytes_equal_to_the_sequential_ones(
     failing = ExperimentConfig(dataset="cifar10", model="vgglike", depth=1, width=4,
                                train_size=300, test_size=100, epochs=1, levels=1,
                                device="cpu")
-    summary = grid.run_all([*grid.load_grid(SMOKE), failing], RunStore(tmp_path),
+    summary = executor.run_all([*grid.load_grid(SMOKE), failing], RunStore(tmp_path),
                            ray="local", transport="bytes", progress=False, data_dir=datasets)
     assert len(summary.computed) == 8 and list(summary.failed) == [failing.run_name()]
     assert summary.failed[failing.run_name()].startswith("FileNotFoundError: cifar10")
@@ -319,7 +341,7 @@ def test_a_bad_grid_is_one_line_exit_2_and_touches_nothing(content, key, expecte
 
 
 def test_the_library_imports_without_ray():
-    """Only sddlib.distributed uses Ray, and imports it inside its functions."""
+    """Only sddlib.scheduling.distributed uses Ray, and imports it inside its functions."""
     import ast
 
     for path in (ROOT / "sddlib").glob("*.py"):

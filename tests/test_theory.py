@@ -1,4 +1,4 @@
-"""Checks of sddlib.theory: simulations against exact and asymptotic formulas.
+"""Checks of sddlib.analysis.theory: simulations against exact and asymptotic formulas.
 
 Every comparison with Monte Carlo uses a fixed seed, so a test passes or fails the same
 way every run; the tolerances are the Monte-Carlo standard error (SE = std/sqrt(trials))
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sddlib import metrics, theory
+from sddlib.analysis import metrics, theory
 
 N = 100
 
@@ -276,8 +276,8 @@ def test_mean_refit_benefit_averages_trials():
 def test_network_check_prunes_every_wide_network_to_the_target(tmp_path, monkeypatch):
     """The ``weights`` column is measured from the runs' masks, and every pruned network
     keeps exactly the target: checked against the mask tensors stored in each run."""
-    from sddlib.network_check import network_check
-    from sddlib.store import RunStore, load_torch
+    from sddlib.analysis.network_check import network_check
+    from sddlib.storage.store import RunStore, load_torch
 
     monkeypatch.setenv("SDDLIB_RUNS_DIR", str(tmp_path / "runs"))
     experiment = {"train_size": 300, "test_size": 100, "epochs": 1, "batch_size": 100,
@@ -577,7 +577,7 @@ def test_win_judgement_judges_the_held_out_trials_at_the_best_p_over_n():
 
 
 def test_the_network_check_is_judged_seed_by_seed():
-    from sddlib.network_check import advantage_judgement
+    from sddlib.analysis.network_check import advantage_judgement
 
     def frame(gaps):
         rows = []

@@ -1,9 +1,9 @@
 import torch
 
-from sddlib import prune
-from sddlib.config import ExperimentConfig
-from sddlib.models import build_model
-from sddlib.train import Inputs, Recipe, checkpoint_payload, random_crop_flip, train_level
+from sddlib.config.fields import ExperimentConfig
+from sddlib.engine.train import Inputs, Recipe, checkpoint_payload, random_crop_flip, train_level
+from sddlib.models.architectures import build_model
+from sddlib.pruning import prune
 
 
 class Bundle:
@@ -99,7 +99,7 @@ def test_random_crop_flip_moves_pixels_without_changing_them():
 
 def test_a_training_set_normalised_once_gives_the_weights_of_batches_normalised_each_step(
         monkeypatch):
-    from sddlib import train
+    from sddlib.engine import train
     inputs = Inputs.from_bundle(Bundle(image=True), torch.device("cpu"))
     torch.manual_seed(0)
     first = build_model(ExperimentConfig(model="mlp", widths=[16]), (1, 8, 8), 10)
