@@ -52,24 +52,10 @@ figures.use_profile("antidote-capacity", globals())
 import pandas as pd
 
 from sddlib.analysis import metrics
+from sddlib.book import pages, plots
 
-from sddlib.book import plots
-
-ways = {"plain": {}, "distilled": {"distill_from": distill_from}}
-variants, described = {}, {}  # label -> configs; label -> what it is, column by column
-for sweep, (base, sizes) in {"width": (width_experiment, width_sweep),
-                             "depth": (depth_experiment, depth_sweep)}.items():
-    for size, changes in sizes.items():
-        for noise in noise_rates:
-            for way, extra in ways.items():
-                label = f"{sweep}, {size}, {noise:.0%} noise, {way}"
-                variants[label] = figures.configs(base, seeds,
-                                                  {label: {**changes, "noise": noise, **extra}}
-                                                  )[label]
-                described[label] = {"sweep": sweep, "size": size,
-                                    "noise rate": f"{noise:.0%}", "training": way,
-                                    "model size": size + (f", {noise:.0%} noise"
-                                                          if len(noise_rates) > 1 else "")}
+# label -> configs, and what each variant is, column by column
+variants, described = pages.capacity_variants(globals())
 frame = figures.gather(variants, compute_missing, label="variant")
 for column in ("sweep", "size", "noise rate", "training", "model size"):
     frame[column] = frame.variant.map({label: d[column] for label, d in described.items()})
@@ -103,7 +89,7 @@ figures.claim("capacity_claim", "Distillation from the best-fit teacher leaves a
 
 fig, axes = plots.figure(2, 2)
 for row, sweep in enumerate(["width", "depth"]):
-    for col, way in enumerate(ways):
+    for col, way in enumerate(["plain", "distilled"]):
         part = frame[(frame.sweep == sweep) & (frame.training == way)]
         plots.curves(axes[row, col], part, "test_acc", hue="model size")
         axes[row, col].set_title(f"{sweep} sweep, {way}")

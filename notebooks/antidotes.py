@@ -56,13 +56,10 @@ figures.use_profile("antidotes", globals())
 
 # %% tags=["hide-input"]
 from sddlib.analysis import metrics
-from sddlib.book import plots
+from sddlib.book import pages, plots
 
 # each antidote on its own seeds (a "seeds" entry), else the page's
-changes = figures.variants("antidotes", antidotes)
-variants = {label: figures.configs(experiment, antidotes[label].get("seeds", seeds),
-                                   {label: changes[label]})[label]
-            for label in antidotes}
+variants = pages.page_runs("antidotes", globals())
 frame = figures.gather(variants, compute_missing, label="antidote")
 labels = list(antidotes)
 table = metrics.summaries(frame, "antidote").set_index("antidote").loc[labels]

@@ -38,14 +38,13 @@ figures.use_profile("intro", globals())
 
 # %% tags=["hide-input"]
 from sddlib.analysis import metrics
-from sddlib.book import plots
+from sddlib.book import pages, plots
 
 # the headline: the first dataset of the datasets page, with the parameters that page was
 # executed with (the profile's when it has not been executed)
 headline_page = figures.page_parameters("sdd-datasets", profile)
-main = next(iter(headline_page["datasets"]))
-variants = figures.configs(headline_page["experiment"], headline_page["seeds"],
-                           figures.variants("datasets", {main: headline_page["datasets"][main]}))
+variants = pages.page_runs("intro", globals())
+main = next(iter(variants))
 frame = figures.gather(variants, compute_missing, label="dataset")
 summary = metrics.curve_summary(frame)
 config = variants[main][0]

@@ -55,13 +55,12 @@ figures.use_profile("label-noise", globals())
 # %% tags=["hide-input"]
 import pandas as pd
 
-from sddlib.book import figures, plots
-
 from sddlib.analysis import metrics
+from sddlib.book import figures, pages, plots
 
 drop_threshold = 0.05
 memorisation_fraction = 0.5
-variants = figures.configs(experiment, seeds, figures.variants("noises", noises))
+variants = pages.page_runs("label-noise", globals())  # its runs, as declared
 frame = figures.gather(variants, compute_missing, label="label noise")
 table = metrics.summaries(frame, "label noise").set_index("label noise")
 groups = dict(iter(frame.groupby("label noise", sort=False)))

@@ -58,15 +58,11 @@ figures.use_profile("learning-distance", globals())
 # %% tags=["hide-input"]
 import math
 
+from sddlib.analysis import metrics
+from sddlib.book import figures, pages, plots
 from sddlib.engine import checkpoints
 
-from sddlib.book import figures, plots
-
-from sddlib.analysis import metrics
-
-variants = figures.configs(experiment, seeds,
-                           {name: {"retrain": "lottery", **changes}
-                            for name, changes in figures.variants("datasets", datasets).items()})
+variants = pages.page_runs("learning-distance", globals())  # lottery runs per dataset
 frame = figures.gather(variants, compute_missing, label="dataset_name")
 # the claim needs both an interior peak and a distance moving against test accuracy
 claims = metrics.distance_claims({name: frame[frame.dataset_name == name]

@@ -39,11 +39,10 @@ from sddlib.book import figures
 figures.use_profile("lottery-vs-reinit", globals())
 
 # %% tags=["hide-input"]
-from sddlib.book import figures, plots
 from sddlib.analysis import metrics
+from sddlib.book import figures, pages, plots
 
-variants = figures.configs(experiment, seeds, {"lottery": {"retrain": "lottery"},
-                                               "reinit": {"retrain": "reinit"}})
+variants = pages.page_runs("lottery-vs-reinit", globals())  # lottery and reinit
 frame = figures.gather(variants, compute_missing, label="retrain")
 table = metrics.summaries(frame, "retrain")
 lottery, reinit = (metrics.curve_summary(frame[frame.retrain == name])

@@ -58,9 +58,8 @@ figures.use_profile("minima-flatness", globals())
 # %% tags=["hide-input"]
 import math
 
-from sddlib.book import figures, plots
-
 from sddlib.analysis import landscape, metrics
+from sddlib.book import figures, plots
 from sddlib.config.project import load_settings
 
 every_seed, runs = figures.lottery_runs(experiment, seeds, compute_missing)

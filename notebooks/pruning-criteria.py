@@ -44,11 +44,11 @@ from sddlib.book import figures
 figures.use_profile("pruning-criteria", globals())
 
 # %% tags=["hide-input"]
-from sddlib.book import figures, plots
 from sddlib.analysis import metrics
+from sddlib.book import figures, pages, plots
 
 drop_threshold = 0.05
-variants = figures.configs(experiment, seeds, figures.variants("criteria", criteria))
+variants = pages.page_runs("pruning-criteria", globals())  # its runs, as declared
 frame = figures.gather(variants, compute_missing, label="criterion")
 table = metrics.summaries(frame, "criterion")
 groups = dict(iter(frame.groupby("criterion", sort=False)))

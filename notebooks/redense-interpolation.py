@@ -48,8 +48,8 @@ from sddlib.book import figures
 figures.use_profile("redense-interpolation", globals())
 
 # %% tags=["hide-input"]
-from sddlib.book import figures, plots
 from sddlib.analysis import landscape
+from sddlib.book import figures, plots
 from sddlib.config.project import load_settings
 
 frame, run, summary = figures.lottery_run(experiment, seed, compute_missing)

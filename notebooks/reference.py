@@ -33,13 +33,11 @@ figures.use_profile("reference", globals())
 import pandas as pd
 from IPython.display import Markdown, display
 
-from sddlib.config import fields as config
-
-from sddlib.engine import entropy
-
 from sddlib.book import figures
-from sddlib.storage import store as run_store
+from sddlib.config import fields as config
 from sddlib.config.project import load_settings
+from sddlib.engine import entropy
+from sddlib.storage import store as run_store
 
 
 def table(frame: pd.DataFrame):

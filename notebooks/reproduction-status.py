@@ -46,15 +46,13 @@ figures.use_profile("reproduction-status", globals())
 # %% tags=["hide-input"]
 import pandas as pd
 
-from sddlib.data import datasets as data
-
-from sddlib.book import figures, plots
-
 from sddlib.analysis import metrics
+from sddlib.book import figures, pages, plots
+from sddlib.data import datasets as data
 
 paper = pd.read_csv(figures.reference_path("he2022_fig1.csv"), comment="#")
 paper["data"] = paper["dataset"]
-variants = figures.configs(experiment, seeds, figures.variants("datasets", datasets))
+variants = pages.page_runs("reproduction-status", globals())  # its runs, as declared
 frame = figures.gather(variants, compute_missing, label="data")
 ours = metrics.summaries(frame, "data")
 store = figures.store()

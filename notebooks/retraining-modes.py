@@ -46,12 +46,12 @@ from sddlib.book import figures
 figures.use_profile("retraining-modes", globals())
 
 # %% tags=["hide-input"]
-from sddlib.book import figures, plots
 from sddlib.analysis import metrics
+from sddlib.book import figures, pages, plots
 
 # only lottery reads rewind_iteration; for the other modes it does nothing (and is not part
 # of their runs' names)
-variants = figures.configs(experiment, seeds, figures.variants("modes", modes))
+variants = pages.page_runs("retraining-modes", globals())  # its runs, as declared
 frame = figures.gather(variants, compute_missing, label="retrain")
 table = metrics.summaries(frame, "retrain")
 main = modes[0]

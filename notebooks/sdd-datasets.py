@@ -44,10 +44,10 @@ from sddlib.book import figures
 figures.use_profile("sdd-datasets", globals())
 
 # %% tags=["hide-input"]
-from sddlib.book import figures, plots
 from sddlib.analysis import metrics
+from sddlib.book import figures, pages, plots
 
-variants = figures.configs(experiment, seeds, figures.variants("datasets", datasets))
+variants = pages.page_runs("sdd-datasets", globals())  # its runs, as declared
 frame = figures.gather(variants, compute_missing, label="dataset_name")
 table = metrics.summaries(frame, "dataset_name")
 main = next(iter(datasets))

@@ -50,10 +50,9 @@ figures.use_profile("theory", globals())
 # %% tags=["hide-input"]
 import pandas as pd
 
-from sddlib.book import figures, plots
-
 from sddlib.analysis import metrics, theory
 from sddlib.analysis.network_check import advantage_judgement, network_check
+from sddlib.book import figures, plots
 
 # the network check's runs first (its figure is at the end of the page): the only runs
 # this page trains, so `sddlib figures --compute-only` finds them before any simulation

@@ -5,14 +5,14 @@ The public API::
     from sddlib import (ExperimentConfig, run, run_many, RunStore, load_runs,
                         register_model, register_dataset, register_criterion)
 
-The pieces, each in the module named after it, imports pointing one way: ``config``,
-``data``, ``models``, ``prune`` (masks and criteria) and ``retrain`` (retraining modes);
-``train`` (one level's training); ``experiment`` (one run); ``sweep`` (many runs, stacked
-or side by side, with ``parallel`` and ``ensemble``); ``grid`` (grids of runs, scheduled
-in worker processes or, with ``distributed``, on a Ray cluster); ``store`` and
-``checkpoints`` (the run store and reading it); ``metrics``, ``landscape``, ``theory`` and
-``network_check`` (analysis); ``plots`` and ``figures`` (the book); ``cli`` (the ``sddlib``
-command).
+The pieces, in concept packages whose imports point down the layers (each package's
+``__init__`` says what it holds): ``base`` (files, cache, seeds); ``data``, ``models``
+and ``pruning`` (datasets, networks, criteria, sparse layers, retraining modes);
+``config`` (run configs, project settings); ``storage`` (the run store); ``engine`` (one
+run: training, fast path, ensembles, distillation, measures); ``scheduling`` (many runs:
+one plan, one executor, grid files, Ray); ``analysis`` (metrics, landscape, theory,
+network check); ``book`` (page declarations, profiles, execution, plots). ``api`` and
+``cli`` (the ``sddlib`` command) on top.
 """
 from sddlib.api import load_runs, run, run_many
 from sddlib.config.fields import ConfigError, ExperimentConfig

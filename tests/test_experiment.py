@@ -13,7 +13,7 @@ import torch
 from sddlib.cli import main
 from sddlib.engine import checkpoints, experiment
 from sddlib.pruning import prune
-from sddlib.scheduling import sweep
+from sddlib.scheduling import groups, sweep
 from sddlib.storage.store import LEVEL_COLUMNS, RunStore, load_torch
 
 
@@ -387,7 +387,7 @@ def test_a_stacked_group_killed_mid_level_resumes_to_the_same_numbers(killed_gro
                                                                     monkeypatch):
     configs, reference, killed, data_dir = killed_group
     store = stacked_copy(killed, tmp_path)
-    calls = record_calls(monkeypatch, sweep.ensemble, "train_level_stacked")
+    calls = record_calls(monkeypatch, groups.ensemble, "train_level_stacked")
     sweep.run_many(configs, store, stack=True, progress=False, data_dir=data_dir)
     assert [level for level, _ in calls] == [1, 2]
     assert [payload["iteration"] for payload in calls[0][1]] == [6, 6, 6]  # resumed, not redone
@@ -416,7 +416,7 @@ def test_a_group_whose_checkpoints_disagree_restarts_the_level(killed_group, tmp
     configs, reference, killed, data_dir = killed_group
     store = stacked_copy(killed, tmp_path)
     store.find(configs[2]).file("progress.pt").unlink()
-    calls = record_calls(monkeypatch, sweep.ensemble, "train_level_stacked")
+    calls = record_calls(monkeypatch, groups.ensemble, "train_level_stacked")
     sweep.run_many(configs, store, stack=True, progress=False, data_dir=data_dir)
     assert calls[0][0] == 1 and calls[0][1] is None
     assert_same_runs(store, reference, configs, atol=1e-6)

@@ -15,6 +15,7 @@ from sddlib.book import figures, rehearsal
 from sddlib.cli import main
 from sddlib.config.fields import ExperimentConfig
 from sddlib.config.project import load_settings
+from sddlib.data import formats
 from sddlib.storage.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +92,7 @@ def test_every_dataset_file_is_read_by_its_real_loader(prepared):
     from sddlib.data.datasets import load_clean
 
     data_dir = load_settings(prepared).data_dir
-    for name in rehearsal.WRITERS:
+    for name in formats.WRITERS:
         bundle = load_clean(name, data_dir)
         assert bundle.num_train >= rehearsal.TRAIN_SIZE and bundle.num_test >= \
             rehearsal.TEST_SIZE, name

@@ -40,6 +40,25 @@ def prunable_weights(config) -> int:
     return sum(p.numel() for p in prunable_parameters(model, prune_output).values())
 
 
+def network_plan(experiment: dict, widths: Sequence[int], target_weights: int,
+                 criteria: Sequence[str] = ("magnitude", "random"),
+                 seeds: Sequence[int] = (0,)) -> list[tuple[int, bool, list[ExperimentConfig]]]:
+    """The runs of :func:`network_check`, per width and criterion: ``(width, small, the
+    configs of its seeds)``, ``small`` for a width trained directly. The book's planner
+    lists a page's runs with it (:mod:`sddlib.book.pages`), as the check computes them."""
+    plan = []
+    for width in widths:
+        dense_weights = prunable_weights(width_config(experiment, width))
+        small = dense_weights <= target_weights
+        for criterion in (["magnitude"] if small else criteria):
+            plan.append((width, small, [
+                width_config(experiment, width, seed=seed, criterion=criterion,
+                             retrain="lr-rewind", rewind_iteration=0, levels=0 if small else 1,
+                             rate=0.2 if small else 1.0 - target_weights / dense_weights)
+                for seed in seeds]))
+    return plan
+
+
 def network_check(experiment: dict, widths: Sequence[int], target_weights: int,
                   criteria: Sequence[str] = ("magnitude", "random"),
                   seeds: Sequence[int] = (0,), compute_missing: bool = True,
@@ -63,16 +82,7 @@ def network_check(experiment: dict, widths: Sequence[int], target_weights: int,
     runs = store if store is not None else RunStore(settings.runs_dir)
     data_dir = data_dir if data_dir is not None else settings.data_dir
     rows = []
-    plan = []  # (width, small, configs of one criterion)
-    for width in widths:
-        dense_weights = prunable_weights(width_config(experiment, width))
-        small = dense_weights <= target_weights
-        for criterion in (["magnitude"] if small else criteria):
-            plan.append((width, small, [
-                width_config(experiment, width, seed=seed, criterion=criterion,
-                             retrain="lr-rewind", rewind_iteration=0, levels=0 if small else 1,
-                             rate=0.2 if small else 1.0 - target_weights / dense_weights)
-                for seed in seeds]))
+    plan = network_plan(experiment, widths, target_weights, criteria, seeds)
     # every run in one call: one pool for all widths
     run_many([config for _, _, configs in plan for config in configs], runs,
              compute_missing=compute_missing, progress=False, data_dir=data_dir)

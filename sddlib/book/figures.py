@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import copy
 import dataclasses
 import difflib
 import hashlib
@@ -53,18 +52,16 @@ from typing import Any, Iterable, Optional
 import pandas as pd
 import yaml
 
-from sddlib.analysis import theory
+from sddlib.book import pages
+from sddlib.book.pages import merge  # noqa: F401 (figures.merge: the profiles' merge)
 from sddlib.analysis.metrics import curve_summary
-from sddlib.analysis.network_check import width_config
 from sddlib.base.cache import cached
 from sddlib.base.files import atomic_write_text
-from sddlib.config.fields import RETRAIN_MODES, ConfigError, ExperimentConfig, checked_value
+from sddlib.config.fields import ConfigError, ExperimentConfig, checked_value
 from sddlib.config.project import ProjectSettings, load_settings
-from sddlib.data.datasets import DATASETS
-from sddlib.pruning.prune import CRITERIA
 from sddlib.scheduling.executor import run_all
 from sddlib.scheduling.parallel import parse_workers
-from sddlib.scheduling.sweep import Planned, planning, run_many
+from sddlib.scheduling.sweep import run_many
 from sddlib.storage.store import RunStore
 
 NOTEBOOK_DIR = "notebooks"
@@ -116,17 +113,6 @@ def profile_section(settings: ProjectSettings, profile: str) -> dict:
             raise ValueError(f"{where}.notebooks.{name}: expected parameter: value pairs, "
                              f"got {values!r}")
     return chosen
-
-
-def merge(base: dict, changes: dict) -> dict:
-    """``changes`` over ``base``; nested dicts are merged, everything else replaced."""
-    result = copy.deepcopy(base)
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(result.get(key), dict):
-            result[key] = merge(result[key], value)
-        else:
-            result[key] = copy.deepcopy(value)
-    return result
 
 
 def parameters_cell_defaults(source: Path) -> dict:
@@ -204,45 +190,18 @@ def make_figures(profile: str = "quick", only: Optional[list[str]] = None,
 
 # ---------------------------------------------------------------------------- one schedule
 def plan_runs(settings: ProjectSettings, plans: dict[str, dict]) -> dict[str, list[ExperimentConfig]]:
-    """The runs each notebook of ``plans`` (name -> its checked parameters) will ask for,
-    found without executing its figures.
-
-    Each notebook's code cells run here, in this process, with its parameters, inside
-    :func:`sweep.planning`: the first call that would compute runs (``figures.gather``,
-    ``network_check``: everything goes through :func:`sweep.run_many`) records them and
-    stops the notebook there. Its code runs in ``settings.root``, where its kernel would
-    (so it reads that project's profiles). The pages compute their runs before any figure
-    or analysis (the theory page its network check first), so nothing heavy runs here. Runs a page
-    asks for only after reading others (the re-dense branches of the levels a curve
-    picks) are not in the plan: the page computes them itself. Raises
-    :class:`RuntimeError` naming the notebook if its code fails before that point.
-    """
-    import io
-
-    import jupytext  # the book extra, as above
-
+    """The runs each page of ``plans`` (name -> its checked parameters) will ask for,
+    from its declaration (:func:`sddlib.book.pages.page_runs`, which the page itself calls),
+    without executing it. The declarations are evaluated in ``settings.root``, where the
+    pages' kernels run (the landing page reads the executed datasets page from there).
+    Runs a page asks for only after reading others (the re-dense branches of the levels a
+    curve picks) are not in the plan: the page computes them itself."""
     planned = {}
-    for name, parameters in plans.items():
-        notebook = jupytext.read(settings.root / NOTEBOOK_DIR / f"{name}.py")
-        namespace: dict = {"__name__": f"sddlib_plan_{name.replace('-', '_')}"}
-        found: list = []
-        # in the project's root, as its kernel runs (execute_notebook's --cwd): the page's
-        # use_profile reads the profile of the _config.yml found from there
-        with planning() as found, _silent(), contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.chdir(settings.root):
-            try:
-                for cell in notebook.cells:
-                    if cell.cell_type != "code":
-                        continue
-                    exec(compile(cell.source, f"notebooks/{name}.py", "exec"), namespace)
-                    if "parameters" in cell.metadata.get("tags", []):
-                        namespace.update(parameters)
-            except Planned:
-                pass
-            except Exception as error:  # a notebook's own code: name it and what failed
-                raise RuntimeError(f"notebook {name}: planning its runs failed: "
-                                   f"{type(error).__name__}: {error}") from error
-        planned[name] = list(found)
+    with contextlib.chdir(settings.root):
+        for name, parameters in plans.items():
+            defaults = parameters_cell_defaults(settings.root / NOTEBOOK_DIR / f"{name}.py")
+            found = pages.page_runs(name, {**defaults, **parameters})
+            planned[name] = [config for group in found.values() for config in group]
     return planned
 
 
@@ -255,31 +214,6 @@ def each_once(configs: Iterable[ExperimentConfig]) -> dict[str, ExperimentConfig
         if known is None or config.levels > known.levels:
             wanted[config.run_name()] = config
     return wanted
-
-
-_SILENT = False  # while planning: glue() and use_profile() show nothing
-
-
-@contextlib.contextmanager
-def _silent():
-    """Nothing a planned notebook's code does reaches the page that plans it (in a kernel:
-    the antidotes page plans every page): no glue, no display, no figure left open."""
-    import IPython.display
-    import matplotlib.pyplot as plt
-    from IPython.core import display_functions
-
-    global _SILENT
-    previous, _SILENT = _SILENT, True
-    shown = (IPython.display.display, display_functions.display)
-    open_before = set(plt.get_fignums())
-    IPython.display.display = display_functions.display = lambda *args, **kwargs: None
-    try:
-        yield
-    finally:
-        _SILENT = previous
-        IPython.display.display, display_functions.display = shown
-        for number in set(plt.get_fignums()) - open_before:
-            plt.close(number)
 
 
 def schedule(configs: Iterable[ExperimentConfig], store_: RunStore, data_dir: Path,
@@ -470,43 +404,12 @@ def checked_parameters(settings: ProjectSettings, profile: str, names: list[str]
         mine = {k: v for k, v in (overrides or {}).items() if k in declared[name]}
         parameters = notebook_parameters(settings, profile, name, mine)
         try:
-            check_parameters(parameters, declared[name])
+            pages.check_parameters(name, parameters, declared[name])
         except ValueError as error:
             raise ValueError(f"{error} (notebook {name}, profile {profile})") from None
         plans[name] = parameters
     _check_experiment_overrides(overrides or {}, plans)
     return plans
-
-
-# What a notebook's variant parameter changes in its base experiment, per entry: the
-# notebooks build their variants with variants(), and check_parameters checks them.
-VARIANTS = {
-    "criteria": lambda names: {c: {"criterion": c} for c in names},
-    "modes": lambda names: {m: {"retrain": m} for m in names},
-    "noises": lambda noises: noises,
-    "datasets": lambda sets: {n: {"dataset": n, **(changes or {})} for n, changes in sets.items()},
-    # label -> changes, each with its own "seeds" if it has one (not a config key)
-    "antidotes": lambda entries: {label: {k: v for k, v in changes.items() if k != "seeds"}
-                                  for label, changes in entries.items()},
-    "width_sweep": lambda entries: entries,
-    "depth_sweep": lambda entries: entries,
-}
-# The base experiment each variant parameter changes (check_parameters builds every one).
-BASES = {"experiment": ["criteria", "modes", "noises", "datasets", "antidotes"],
-         "width_experiment": ["width_sweep"], "depth_experiment": ["depth_sweep"]}
-# theory parameters: (function they go to, its arguments the notebook sets itself, the
-# keys the notebook reads)
-_THEORY = {"linear": ("simulate_linear", {"seed", "problem"}, ("n", "s")),
-           "isotropic": ("simulate_linear", {"seed", "spectrum", "p_values", "problem"},
-                         ("n", "d", "s", "sigma2")),
-           "random_features": ("simulate_random_features", {"seed", "p_values", "teacher"},
-                               ("n", "s"))}
-
-
-def variants(kind: str, value) -> dict[str, dict]:
-    """The variants a notebook's ``criteria``, ``modes``, ``noises`` or ``datasets``
-    parameter stands for: label -> changes to the base experiment (for :func:`configs`)."""
-    return VARIANTS[kind](value)
 
 
 def _check_experiment_overrides(overrides: dict, plans: dict[str, dict]) -> None:
@@ -516,7 +419,7 @@ def _check_experiment_overrides(overrides: dict, plans: dict[str, dict]) -> None
     sets that key itself (``--only label-noise -p experiment.noise=2``: the page's
     ``noises`` set the noise)."""
     fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
-    for base, owners in BASES.items():
+    for base in pages.keys_with_role("experiment"):
         entries = overrides.get(base)
         if not isinstance(entries, dict):
             continue
@@ -526,242 +429,15 @@ def _check_experiment_overrides(overrides: dict, plans: dict[str, dict]) -> None
                     checked_value(key, value)
                 except ConfigError as error:
                     raise ValueError(f"{base}.{error}") from None
-        setters, used = {}, set()  # page -> the variant parameter that sets its runs' keys
-        for name, parameters in plans.items():
-            if base not in parameters:
-                continue
-            owner = next((k for k in owners if k in parameters), None)
-            changes = list(VARIANTS[owner](parameters[owner]).values()) if owner else [{}]
-            used |= {key for key in entries if not all(key in c for c in changes)}
-            setters.setdefault(name, owner)
+        having = [name for name, parameters in plans.items() if base in parameters]
         for key in entries:
-            if setters and key not in used:
-                name, owner = next(iter(setters.items()))
+            owners = {name: pages.unused_override(name, plans[name], base, key)
+                      for name in having}
+            if having and all(owner is not None for owner in owners.values()):
+                name = having[0]
                 raise ValueError(f"{base}.{key}: every run of notebook {name} sets its own "
-                                 f"{key} (from its {owner}), so this override would change "
-                                 f"nothing; set {owner} instead")
-
-
-def check_parameters(parameters: dict, declared: dict) -> None:
-    """Raise :class:`ValueError` (one line, naming the parameter) unless ``parameters``
-    would run: types as the notebook's defaults, seeds non-negative integers, criteria
-    and modes among the allowed ones, and each experiment the notebook builds a valid
-    :class:`ExperimentConfig`."""
-    for key, value in parameters.items():
-        default = declared.get(key)
-        if key in _SPECIAL:
-            _SPECIAL[key](key, value)
-        elif default is not None and not _same_kind(value, default):
-            raise ValueError(f"{key}: {value!r} is not {_kind_text(default)}")
-    seeds = parameters.get("seeds") or [parameters.get("seed", 0)]
-    levels = None
-    for base, variant_keys in BASES.items():
-        if base not in parameters:
-            continue
-        variants, owner = {"": {}}, ""
-        for key in variant_keys:
-            if key in parameters:
-                variants = {label: changes for label, changes in
-                            VARIANTS[key](parameters[key]).items()}
-                owner = key
-                break
-        for label, changes in variants.items():
-            config = _config_or_error(parameters[base], {**changes, "seed": seeds[0]},
-                                      base, changes, f"{owner}.{label}" if label else "")
-            if base == "experiment":
-                levels = config.levels
-    shown = parameters.get("levels_shown")
-    if isinstance(shown, list) and levels is not None and any(l > levels for l in shown):
-        raise ValueError(f"levels_shown: {shown!r} goes past the experiment's levels; allowed: "
-                         f"0 to {levels}")
-
-
-def _config_or_error(experiment: dict, changes: dict, where: str, variant: dict = None,
-                     variant_where: str = "") -> ExperimentConfig:
-    """``experiment`` with ``changes`` as a config; errors name the parameter at fault."""
-    try:
-        return ExperimentConfig.from_dict(merge(experiment, changes))
-    except ConfigError as error:
-        message = str(error)
-        key = message.split(":", 1)[0]
-        prefix = variant_where if variant_where and key in (variant or {}) else where
-        raise ValueError(f"{prefix}.{message}") from None
-
-
-def _same_kind(value, default) -> bool:
-    if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(value, bool) and isinstance(default, bool)
-    if isinstance(default, (int, float)):
-        return isinstance(value, (int, float)) and (isinstance(value, int) or
-                                                    isinstance(default, float))
-    return isinstance(value, type(default))
-
-
-def _kind_text(default) -> str:
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-            list: "a list", dict: "a dict (key: value pairs)"}.get(type(default),
-                                                                  type(default).__name__)
-
-
-def _integers(key, value, low: int, *, empty: bool = False, text: str = "integers") -> None:
-    if not isinstance(value, list) or (not value and not empty) or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v >= low for v in value):
-        raise ValueError(f"{key}: {value!r} is not allowed; allowed: a list of {text} >= {low}, "
-                         f"e.g. [{low}, {low + 1}]")
-
-
-def _integer(key, value, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{key}: {value!r} is not allowed; allowed: an integer >= {low}")
-
-
-def _choices(allowed):
-    def check(key, value):
-        if not isinstance(value, list) or not value or not all(
-                isinstance(v, str) and v in allowed for v in value):
-            raise ValueError(f"{key}: {value!r} is not allowed; allowed: a list of "
-                             f"{', '.join(allowed)}")
-    return check
-
-
-def _dict_of_dicts(key, value, names=None) -> None:
-    if not isinstance(value, dict) or not value:
-        raise ValueError(f"{key}: {value!r} is not allowed; allowed: label: {{key: value}} "
-                         f"pairs, e.g. {{clean: {{noise: 0.0}}}}")
-    for label, changes in value.items():
-        if names is not None and label not in names:
-            raise ValueError(f"{key}.{label}: unknown dataset; allowed: {', '.join(names)}")
-        if not isinstance(changes, dict):
-            raise ValueError(f"{key}.{label}: {changes!r} is not allowed; allowed: experiment "
-                             f"keys as key: value pairs, e.g. {{}} or {{noise: 0.4}}")
-
-
-def _rates(key, value) -> None:
-    if not isinstance(value, list) or not value or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1
-            for v in value):
-        raise ValueError(f"{key}: {value!r} is not allowed; allowed: a list of rates in "
-                         f"[0, 1), e.g. [0.1, 0.2, 0.5]")
-
-
-def _antidotes(key, value) -> None:
-    _dict_of_dicts(key, value)
-    for label, changes in value.items():
-        if "seeds" in changes:
-            _integers(f"{key}.{label}.seeds", changes["seeds"], 0, text="seeds")
-
-
-def _experiment(key, value) -> None:
-    if not isinstance(value, dict):
-        raise ValueError(f"{key}: {value!r} is not allowed; allowed: experiment keys as "
-                         f"key: value pairs (see sddlib keys)")
-
-
-def _alphas(key, value) -> None:
-    if not isinstance(value, list) or not value or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-            for v in value):
-        raise ValueError(f"{key}: {value!r} is not allowed; allowed: a list of numbers, "
-                         f"e.g. [0.0, 0.5, 1.0]")
-
-
-def _levels_shown(key, value) -> None:
-    if value != "auto":
-        try:
-            _integers(key, value, 0)
-        except ValueError:
-            raise ValueError(f"{key}: {value!r} is not allowed; allowed: auto or a list of "
-                             f"levels >= 0") from None
-
-
-def _one_of(*allowed):
-    def check(key, value):
-        if not any(type(value) is type(a) and value == a for a in allowed):
-            shown = ", ".join(str(a).lower() if isinstance(a, bool) else str(a)
-                              for a in allowed)
-            raise ValueError(f"{key}: {value!r} is not allowed; allowed: {shown}")
-    return check
-
-
-def _theory(key, value) -> None:
-    function, excluded, required = _THEORY[key]
-    signature = inspect.signature(getattr(theory, function))
-    allowed = [n for n in signature.parameters if n not in excluded]
-    if not isinstance(value, dict):
-        raise ValueError(f"{key}: {value!r} is not allowed; allowed: key: value pairs of "
-                         f"{', '.join(allowed)}")
-    for name, item in value.items():
-        if name not in allowed:
-            raise ValueError(f"{key}.{name}: unknown key; allowed: {', '.join(allowed)}")
-        default = signature.parameters[name].default
-        if name in ("n", "d", "s", "k", "trials", "n_test") or (
-                isinstance(default, int) and not isinstance(default, bool)):
-            _integer(f"{key}.{name}", item, 1)
-        elif isinstance(default, float):
-            if isinstance(item, bool) or not isinstance(item, (int, float)) or \
-                    not math.isfinite(item) or item < 0:
-                raise ValueError(f"{key}.{name}: {item!r} is not allowed; allowed: a number "
-                                 f">= 0")
-        elif item is not None and default not in (None, inspect.Parameter.empty) and \
-                not isinstance(item, type(default)):
-            raise ValueError(f"{key}.{name}: {item!r} is not {_kind_text(default)}")
-    for name in required:
-        if name not in value:
-            raise ValueError(f"{key}.{name}: missing; the notebook reads it")
-
-
-def _network(key, value) -> None:
-    allowed = ("experiment", "widths", "target_weights", "seeds", "criteria")
-    if not isinstance(value, dict):
-        raise ValueError(f"{key}: {value!r} is not allowed; allowed: key: value pairs of "
-                         f"{', '.join(allowed)}")
-    for name in value:
-        if name not in allowed:
-            raise ValueError(f"{key}.{name}: unknown key; allowed: {', '.join(allowed)}")
-    for name in ("experiment", "widths", "target_weights"):
-        if name not in value:
-            raise ValueError(f"{key}.{name}: missing; the notebook reads it")
-    _experiment(f"{key}.experiment", value["experiment"])
-    _integers(f"{key}.widths", value["widths"], 1, text="widths")
-    _integer(f"{key}.target_weights", value["target_weights"], 1)
-    seeds = value.get("seeds", [0])
-    _integers(f"{key}.seeds", seeds, 0, text="seeds")
-    if "criteria" in value:
-        _choices(CRITERIA)(f"{key}.criteria", value["criteria"])
-    for width in value["widths"]:
-        try:
-            width_config(value["experiment"], width, seed=seeds[0], retrain="lr-rewind",
-                         rewind_iteration=0, levels=1, rate=0.5)
-        except ConfigError as error:
-            raise ValueError(f"{key}.experiment.{error}") from None
-
-
-_SPECIAL = {
-    "experiment": _experiment,
-    "seeds": lambda key, value: _integers(key, value, 0, text="seeds"),
-    "seed": lambda key, value: _integer(key, value, 0),
-    "criteria": _choices(CRITERIA),
-    "modes": _choices(RETRAIN_MODES),
-    "noises": _dict_of_dicts,
-    "antidotes": _antidotes,
-    "distill_from": _one_of("dense", "best-fit"),
-    "noise_rates": _rates,
-    "width_sweep": _dict_of_dicts,
-    "depth_sweep": _dict_of_dicts,
-    "width_experiment": _experiment,
-    "depth_experiment": _experiment,
-    "datasets": lambda key, value: _dict_of_dicts(key, value, DATASETS),
-    "alphas": _alphas,
-    "levels_shown": _levels_shown,
-    "hessian_batches": lambda key, value: _integer(key, value, 1),
-    "trace_queries": lambda key, value: _integer(key, value, 1),
-    "hessian_method": _one_of("autograd", "finite_difference"),
-    "compute_missing": _one_of(True, False),
-    "linear": _theory,
-    "isotropic": _theory,
-    "random_features": _theory,
-    "network": _network,
-}
+                                 f"{key} (from its {owners[name]}), so this override would "
+                                 f"change nothing; set {owners[name]} instead")
 
 
 def execute_notebook(source: Path, output: Path, parameters: dict, cwd: Path,
@@ -858,11 +534,11 @@ def use_profile(name: str, namespace: dict, show: bool = True) -> None:
     profile = namespace.get("profile", declared.get("profile", "quick"))
     parameters = notebook_parameters(settings, profile, name, explicit)
     try:
-        check_parameters(parameters, declared)
+        pages.check_parameters(name, parameters, declared)
     except ValueError as error:
         raise ValueError(f"{error} (notebook {name}, profile {profile})") from None
     namespace.update(parameters)
-    if show and not _SILENT:
+    if show:
         from IPython.display import Markdown, display
 
         used = {key: namespace.get(key, default) for key, default in declared.items()}
@@ -897,17 +573,19 @@ def left_for(name: str, key: str, shown, profile: str = "paper") -> list[str]:
 
 def page_parameters(name: str, profile: str) -> dict:
     """The parameters page ``name`` was executed with, when its executed copy in
-    :func:`book_folder` was computed on ``profile``; else the profile's own."""
+    :func:`book_folder` was computed on ``profile``; else the profile's own; the
+    notebook's defaults for any it leaves out."""
     path = book_folder() / f"{name}.ipynb"
     settings = load_settings()
+    defaults = parameters_cell_defaults(settings.root / NOTEBOOK_DIR / f"{name}.py")
     if executed_profile(path) == profile:
         metadata = json.loads(path.read_text())["metadata"]
         if "sddlib" in metadata:
-            return metadata["sddlib"]["parameters"]
+            return {**defaults, **metadata["sddlib"]["parameters"]}
         given = (metadata.get("papermill") or {}).get("parameters") or {}  # papermill's own
-        return notebook_parameters(settings, profile, name,
-                                   {k: v for k, v in given.items() if k != "profile"})
-    return notebook_parameters(settings, profile, name)
+        return {**defaults, **notebook_parameters(
+            settings, profile, name, {k: v for k, v in given.items() if k != "profile"})}
+    return {**defaults, **notebook_parameters(settings, profile, name)}
 
 
 def _injected_names(namespace: dict) -> set[str]:
@@ -927,14 +605,6 @@ def _injected_names(namespace: dict) -> set[str]:
 # ---------------------------------------------------------------------------- notebook helpers
 def store():
     return RunStore(load_settings().runs_dir)
-
-
-def configs(experiment: dict, seeds: Iterable[int], variants: dict[str, dict]) \
-        -> dict[str, list[ExperimentConfig]]:
-    """One list of configs (one per seed) per named variant of the base ``experiment``."""
-    return {label: [ExperimentConfig.from_dict(merge(experiment, {**changes, "seed": seed}))
-                    for seed in seeds]
-            for label, changes in variants.items()}
 
 
 def gather(variants: dict[str, list[ExperimentConfig]], compute_missing: bool = True,
@@ -1076,7 +746,7 @@ def curve_name(row) -> str:
 def lottery_runs(experiment: dict, seeds, compute_missing: bool = True):
     """The profile's lottery runs of ``seeds``: their levels (one frame) and the runs
     themselves by seed (for the pages that analyse runs' checkpoints)."""
-    variants = configs(experiment, list(seeds), {"lottery": {"retrain": "lottery"}})
+    variants = pages.configs(experiment, list(seeds), {"lottery": {"retrain": "lottery"}})
     frame = gather(variants, compute_missing)
     return frame, {config.seed: store().find(config) for config in variants["lottery"]}
 
@@ -1091,13 +761,6 @@ def lottery_run(experiment: dict, seed: int, compute_missing: bool = True):
 def glue(name: str, value: Any, display: bool = False) -> None:
     """myst-nb's glue, silent by default: the page shows the value where the text cites it."""
     from myst_nb import glue as myst_glue
-
-    if _SILENT:  # a notebook planned from another page's kernel (see plan_runs)
-        if type(value).__name__ == "Figure":
-            import matplotlib.pyplot as plt
-
-            plt.close(value)
-        return
 
     myst_glue(name, value, display=display)
     if type(value).__name__ == "Figure":  # shown where glued, not again below the cell

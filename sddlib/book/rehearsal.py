@@ -44,6 +44,7 @@ from typing import Optional
 
 import yaml
 
+from sddlib.book import pages
 from sddlib.data.formats import FILE_TRAIN, write_datasets
 
 # How far the rehearsal shrinks an experiment (see shrink_profile).
@@ -57,11 +58,11 @@ THEORY_FACTOR = 1 / 5  # the theory simulations' sizes (n, d, s, k)
 THEORY_TRIALS = 5
 HESSIAN_BATCHES, TRACE_QUERIES, PATIENCE = 1, 4, 1
 
-# notebook parameters that are a base experiment, and those whose entries change one
-BASE_KEYS = ("experiment", "width_experiment", "depth_experiment")
-VARIANT_KEYS = {"datasets": "experiment", "noises": "experiment", "antidotes": "experiment",
-                "width_sweep": "width_experiment", "depth_sweep": "depth_experiment"}
-THEORY_KEYS = ("linear", "isotropic", "random_features")
+# page parameters that are a base experiment, those whose entries change one (-> the base
+# they change) and the theory simulations' (sddlib.book.pages declares each kind)
+BASE_KEYS = tuple(pages.keys_with_role("experiment"))
+VARIANT_KEYS = {key: kind.base for key, kind in pages.keys_with_role("variants").items()}
+THEORY_KEYS = tuple(pages.keys_with_role("theory"))
 
 
 # ---------------------------------------------------------------------------- the profile
@@ -84,8 +85,6 @@ def shrink_profile(profile: dict, declared: dict[str, dict]) -> dict:
     and an image model's base ``width`` (its default where unset) is scaled by
     :data:`WIDTH_FACTOR`. Seed lists keep their first :data:`SEEDS` seeds.
     """
-    from sddlib.book.figures import merge
-
     common = copy.deepcopy(profile.get("common") or {})
     base = common.get("experiment")
     shrunk_common = {key: _shrink_parameter(key, value, {}) for key, value in common.items()}
@@ -93,7 +92,7 @@ def shrink_profile(profile: dict, declared: dict[str, dict]) -> dict:
     for name, defaults in declared.items():
         specific = (profile.get("notebooks") or {}).get(name) or {}
         # the experiments the page's variants change, as the page gets them
-        bases = {key: merge(base or {}, specific.get(key) or {}) if key == "experiment"
+        bases = {key: pages.merge(base or {}, specific.get(key) or {}) if key == "experiment"
                  else specific.get(key, defaults.get(key)) for key in BASE_KEYS}
         bases = {key: value for key, value in bases.items() if isinstance(value, dict)}
         shrunk = {key: _shrink_parameter(key, value, bases) for key, value in specific.items()}

@@ -9,9 +9,7 @@ biggest first, in this process, in worker processes or stacked.
 """
 from __future__ import annotations
 
-import contextlib
 import sys
-from typing import Optional
 
 import pandas as pd
 
@@ -19,28 +17,6 @@ from sddlib.config.fields import ExperimentConfig
 from sddlib.engine.experiment import clean_data, reuse_stored
 from sddlib.scheduling.executor import run_all
 from sddlib.storage.store import RunStore, table
-
-
-class Planned(Exception):
-    """Raised by :func:`run_many` inside :func:`planning`, once it has recorded the runs
-    it was asked to compute: the caller wanted to know them, not to have them computed."""
-
-
-_PLANNING: Optional[list] = None
-
-
-@contextlib.contextmanager
-def planning():
-    """Within this block :func:`run_many` computes nothing: a call that would compute
-    records its configs in the list this yields and raises :class:`Planned`. The book
-    uses it to ask a notebook which runs it needs without executing its figures
-    (``sddlib figures --compute-only``)."""
-    global _PLANNING
-    previous, _PLANNING = _PLANNING, []
-    try:
-        yield _PLANNING
-    finally:
-        _PLANNING = previous
 
 
 def run_many(configs: list[ExperimentConfig], store: RunStore, *, compute_missing: bool = True,
@@ -72,9 +48,6 @@ def run_many(configs: list[ExperimentConfig], store: RunStore, *, compute_missin
     ``data_dir``, ``download``, ``retries``, ``ray`` and ``transport``, as for
     :func:`sddlib.scheduling.executor.run_all`.
     """
-    if _PLANNING is not None and compute_missing:
-        _PLANNING.extend(configs)
-        raise Planned()
     runs, missing = [], []
     data_dir = options.get("data_dir", "data/datasets")
     for config in configs:
