@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import bench_conv1d
 import bench_flops
 import bench_gpu
 import bench_level
@@ -31,8 +32,8 @@ def main(argv: list[str]) -> str:
     epochs = 1 if quick else None
     started = time.time()
     rows = []
-    for bench in (bench_level, bench_flops, bench_stack, bench_scaling, bench_sparse,
-                  bench_gpu):
+    for bench in (bench_level, bench_flops, bench_conv1d, bench_stack, bench_scaling,
+                  bench_sparse, bench_gpu):
         print(f"== {bench.__name__}", flush=True)
         rows += bench.main() if epochs is None else bench.main(epochs)
     lines = [f"# sddlib benchmarks ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",

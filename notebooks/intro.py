@@ -32,7 +32,7 @@ profile = "quick"
 compute_missing = True
 
 # %% tags=["remove-input"]
-from sddlib.book import figures
+from sddlib.book import figures, profiles
 
 figures.use_profile("intro", globals())
 
@@ -55,7 +55,7 @@ figures.glue("main_seeds", len(headline_page["seeds"]))
 figures.glue_summary(summary)
 figures.glue("fig_headline", plots.train_test_figure(frame, "dataset", summary))
 
-claims = figures.book_claims(figures.book_folder(), figures.page_names())
+claims = figures.book_claims(profiles.book_folder(), profiles.page_names())
 counts = claims.judged.value_counts()
 figures.glue("claim_count", len(claims))
 figures.glue("holds_count", int(counts.get(metrics.VERDICTS[True], 0)))

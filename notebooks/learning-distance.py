@@ -51,7 +51,7 @@ datasets = {"mnist-5k": {"model": "mlp", "widths": [300, 100], "optimizer": "sgd
 compute_missing = True
 
 # %% tags=["remove-input"]
-from sddlib.book import figures
+from sddlib.book import figures, profiles
 
 figures.use_profile("learning-distance", globals())
 
@@ -140,7 +140,7 @@ figures.glue("fig_distance", plots.distance_figure(frame, datasets, by="dataset_
 import pandas as pd
 import seaborn as sns
 
-run = figures.store().find(variants[main][0])
+run = profiles.store().find(variants[main][0])
 origins = ["start", "rewind"] if run.file("checkpoints", "rewind.pt").exists() else ["start"]
 layers = pd.concat([checkpoints.level_distances(run, origin=origin, per_layer=True)
                     .assign(origin=origin) for origin in origins], ignore_index=True)

@@ -43,7 +43,7 @@ alphas = [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0]
 compute_missing = True
 
 # %% tags=["remove-input"]
-from sddlib.book import figures
+from sddlib.book import figures, profiles
 
 figures.use_profile("redense-interpolation", globals())
 
@@ -56,7 +56,7 @@ frame, run, summary = figures.lottery_run(experiment, seed, compute_missing)
 if levels_shown == "auto":
     levels_shown = sorted({summary.worst_level, summary.best_level, summary.last_level}
                           - {-1, 0})
-paths = landscape.redense_paths(run, figures.store(), levels_shown, alphas,
+paths = landscape.redense_paths(run, profiles.store(), levels_shown, alphas,
                                 data_dir=load_settings().data_dir)
 barriers = landscape.barrier_table(paths)
 test = barriers[barriers.split == "test"].set_index("level")

@@ -39,7 +39,7 @@ datasets = {"mnist-5k": {"model": "mlp", "widths": [300, 100], "optimizer": "sgd
 compute_missing = True
 
 # %% tags=["remove-input"]
-from sddlib.book import figures
+from sddlib.book import figures, profiles
 
 figures.use_profile("reproduction-status", globals())
 
@@ -55,7 +55,7 @@ paper["data"] = paper["dataset"]
 variants = pages.page_runs("reproduction-status", globals())  # its runs, as declared
 frame = figures.gather(variants, compute_missing, label="data")
 ours = metrics.summaries(frame, "data")
-store = figures.store()
+store = profiles.store()
 ours["training images"] = ours["data"].map(
     {name: store.find(runs[0]).meta()["data"]["train_size"] for name, runs in variants.items()})
 ours["dataset"] = ours["data"].map(lambda name: data.STANDS_IN_FOR.get(name, name))

@@ -52,12 +52,11 @@ import pandas as pd
 
 from sddlib.analysis import metrics, theory
 from sddlib.analysis.network_check import advantage_judgement, network_check
-from sddlib.book import figures, plots
+from sddlib.book import figures, pages, plots
 
 # the network check's runs first (its figure is at the end of the page): the only runs
 # this page trains, so `sddlib figures --compute-only` finds them before any simulation
-network_frame = network_check(network["experiment"], network["widths"],
-                              network["target_weights"], seeds=network["seeds"],
+network_frame = network_check(**pages.network_arguments(network),
                               compute_missing=compute_missing)
 # the simulations are kept in the run store and reused (figures.computed)
 # per trial, so the claims below can pair the methods trial by trial

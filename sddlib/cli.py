@@ -31,7 +31,7 @@ from typing import Optional
 
 import yaml
 
-from sddlib.book.figures import compute_figures, make_figures, plan_table
+from sddlib.book.build import compute_figures, make_figures, plan_table
 from sddlib.config.fields import ConfigError, ExperimentConfig, help_table, parse_assignments
 from sddlib.config.project import load_settings
 from sddlib.engine.experiment import reuse_stored, run_experiment
@@ -471,7 +471,7 @@ def _figures(args) -> int:
 
 def _rehearse(args, settings) -> int:
     """``sddlib figures --rehearse``: the profile's batch in miniature (sddlib.book.rehearsal)."""
-    from sddlib.book.figures import profile_section
+    from sddlib.book.profiles import profile_section
     from sddlib.book.rehearsal import check_scratch, rehearse
 
     given = [flag for flag, value in (("--only", args.only), ("-p", args.parameters),

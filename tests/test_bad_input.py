@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from sddlib.book import figures
+from sddlib.book import build
 from sddlib.cli import main
 from sddlib.config.fields import ExperimentConfig
 from sddlib.engine.experiment import run_experiment
@@ -101,7 +101,7 @@ def no_notebooks(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a notebook was executed: its parameters were not checked first")
 
-    monkeypatch.setattr(figures, "execute_notebook", refuse)
+    monkeypatch.setattr(build, "execute_notebook", refuse)
 
 
 def expand(arguments, world):

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from sddlib.book import build, pages, profiles
 from sddlib.book import extension as book_extension
 from sddlib.book import figures
 from sddlib.config.fields import help_table, parse_assignments
@@ -23,12 +24,12 @@ from sddlib.storage.store import LEVEL_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = load_settings(ROOT)
-NOTEBOOKS = figures.notebook_names(SETTINGS)
+NOTEBOOKS = profiles.notebook_names(SETTINGS)
 TOC = yaml.safe_load((ROOT / "book" / "_toc.yml").read_text())
 PARTS = {part["caption"]: [chapter["file"] for chapter in part["chapters"]]
          for part in TOC["parts"]}
 FIGURE_PAGES = [name for name in NOTEBOOKS
-                if name not in PARTS["Appendix"] and name != figures.LANDING]
+                if name not in PARTS["Appendix"] and name != profiles.LANDING]
 TOC_FILES = [TOC["root"]] + [name for chapters in PARTS.values() for name in chapters]
 JUPYTER_BOOK = Path(sys.executable).with_name("jupyter-book")
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -96,7 +97,7 @@ def test_every_figure_page_has_its_image_and_glued_numbers(built_book, name):
     # the parameters once: every value the page was computed with, not the defaults
     assert text.count("every value this page was computed with") == 1
     assert "profile: smoke" in text and 'profile = "quick"' not in text
-    declared = figures.parameters_cell_defaults(ROOT / "notebooks" / f"{name}.py")
+    declared = profiles.parameters_cell_defaults(ROOT / "notebooks" / f"{name}.py")
     assert not [key for key in declared if f"{key}:" not in text]  # all of them, set or not
     assert "# Parameters" not in text  # papermill's injected cell is hidden
 
@@ -121,7 +122,7 @@ def test_a_second_pass_executes_nothing(built_book):
     """Every page is up to date: same source, parameters, code and inputs."""
     book, _ = built_book
     lines = []
-    figures.make_figures("smoke", settings=load_settings(book.parent), book_dir=book,
+    build.make_figures("smoke", settings=load_settings(book.parent), book_dir=book,
                          log=lines.append)
     assert lines and all("up to date" in line for line in lines), lines
 
@@ -136,13 +137,13 @@ def test_the_plan_names_the_runs_each_page_read(built_book, monkeypatch):
     project = book.parent
     monkeypatch.setenv("SDDLIB_RUNS_DIR", str(project / "data" / "runs"))
     settings = load_settings(project)
-    planned = figures.plan_runs(settings, figures.checked_parameters(settings, "smoke",
+    planned = build.plan_runs(settings, profiles.checked_parameters(settings, "smoke",
                                                                      NOTEBOOKS))
     store = RunStore(project / "data" / "runs")
     assert not [name for name in NOTEBOOKS if name != "reference" and not planned[name]]
     assert all(store.find(config).is_finished() for found in planned.values()
                for config in found)
-    assert figures.schedule([c for found in planned.values() for c in found], store,
+    assert build.schedule([c for found in planned.values() for c in found], store,
                             settings.data_dir, workers=1, progress=False) == 0
 
 
@@ -237,7 +238,7 @@ def test_papermill_runs_a_page_on_a_profile_from_the_repository_root(tmp_path):
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_the_notebook_papermill_reads_is_its_jupytext_source(name):
-    assert figures.pair_problem(SETTINGS, name) is None
+    assert profiles.pair_problem(SETTINGS, name) is None
 
 
 def test_reference_page_lists_every_key_and_column(built_book):
@@ -254,7 +255,7 @@ def test_reference_page_lists_every_key_and_column(built_book):
 
 
 def test_toc_lists_every_notebook_and_the_pages():
-    assert TOC["root"] == figures.LANDING
+    assert TOC["root"] == profiles.LANDING
     assert [name for name in TOC_FILES if name in NOTEBOOKS] == NOTEBOOKS
     assert PARTS["Figures"] + PARTS["Antidotes"] == FIGURE_PAGES
     assert "reference" in PARTS["Appendix"] and "bibliography" in PARTS["Appendix"]
@@ -262,23 +263,23 @@ def test_toc_lists_every_notebook_and_the_pages():
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_parameters_cell_defaults_are_the_quick_profile(name):
-    defaults = figures.parameters_cell_defaults(ROOT / "notebooks" / f"{name}.py")
-    quick = figures.notebook_parameters(SETTINGS, "quick", name)
+    defaults = profiles.parameters_cell_defaults(ROOT / "notebooks" / f"{name}.py")
+    quick = profiles.notebook_parameters(SETTINGS, "quick", name)
     for key, value in quick.items():
         assert defaults.get(key) == value, f"{name}: parameter {key}"
     for profile in ("smoke", "paper"):
-        extra = set(figures.notebook_parameters(SETTINGS, profile, name)) - set(defaults)
+        extra = set(profiles.notebook_parameters(SETTINGS, profile, name)) - set(defaults)
         assert not extra, f"{name}: profile {profile} sets unknown parameters {extra}"
 
 
 def test_overrides_merge_into_dict_parameters():
     parsed = parse_assignments(["seeds=[0,1,2]", "experiment.noise=0.4"])
-    merged = figures.merge({"experiment": {"noise": 0.2, "epochs": 3}, "seeds": [0]}, parsed)
+    merged = pages.merge({"experiment": {"noise": 0.2, "epochs": 3}, "seeds": [0]}, parsed)
     assert merged == {"experiment": {"noise": 0.4, "epochs": 3}, "seeds": [0, 1, 2]}
     with pytest.raises(ValueError, match="profile"):
-        figures.notebook_parameters(SETTINGS, "huge", NOTEBOOKS[0])
+        profiles.notebook_parameters(SETTINGS, "huge", NOTEBOOKS[0])
     with pytest.raises(ValueError, match="^colour: not a parameter of notebook"):
-        figures.notebook_parameters(SETTINGS, "quick", NOTEBOOKS[0], {"colour": "red"})
+        profiles.notebook_parameters(SETTINGS, "quick", NOTEBOOKS[0], {"colour": "red"})
 
 
 def test_compute_only_computes_a_pages_runs_in_one_schedule_and_executes_nothing(tmp_path):
@@ -294,8 +295,8 @@ def test_compute_only_computes_a_pages_runs_in_one_schedule_and_executes_nothing
     assert all(run.is_finished() for run in stored)
     assert not (tmp_path / "book").exists()
     lines = []
-    assert figures.compute_figures("smoke", ["pruning-criteria"], settings=SETTINGS,
+    assert build.compute_figures("smoke", ["pruning-criteria"], settings=SETTINGS,
                                    runs_dir=runs, log=lines.append) == 0  # all reused
-    table = figures.plan_table("smoke", ["pruning-criteria"], settings=SETTINGS)
+    table = build.plan_table("smoke", ["pruning-criteria"], settings=SETTINGS)
     assert table.runs.sum() == 3 and table.epochs.sum() == 3 * (3 + 1) * 1
     assert cli.main(["figures", "--ray", "auto", "--profile", "smoke"]) == 2

@@ -169,12 +169,13 @@ def test_a_member_checkpoint_is_a_single_run_checkpoint_and_resumes_either_way(o
 
 def test_gather_stacks_across_variants_and_labels_each_variants_rows(tiny_config, tmp_path,
                                                                      data_dir, monkeypatch):
-    from sddlib.book import figures
+    from sddlib.book import figures, profiles
     from sddlib.config.project import ProjectSettings
     from sddlib.engine import ensemble
 
-    monkeypatch.setattr(figures, "load_settings",
-                        lambda: ProjectSettings(tmp_path, tmp_path / "runs", data_dir))
+    for module in (figures, profiles):
+        monkeypatch.setattr(module, "load_settings",
+                            lambda: ProjectSettings(tmp_path, tmp_path / "runs", data_dir))
     monkeypatch.setenv("SDDLIB_PROGRESS", "0")
     monkeypatch.setenv("SDDLIB_STACK", "1")  # the default, auto, stacks only on CUDA
     sizes, original = [], ensemble.train_level_stacked
@@ -201,8 +202,9 @@ def test_gather_stacks_across_variants_and_labels_each_variants_rows(tiny_config
     assert len(frame) == 2 * 2 + 2 * 2 + 1
     # unset (auto) on the CPU: the same runs trained one by one, in a store of their own
     monkeypatch.delenv("SDDLIB_STACK")
-    monkeypatch.setattr(figures, "load_settings",
-                        lambda: ProjectSettings(tmp_path, tmp_path / "alone", data_dir))
+    for module in (figures, profiles):
+        monkeypatch.setattr(module, "load_settings",
+                            lambda: ProjectSettings(tmp_path, tmp_path / "alone", data_dir))
     alone = figures.gather(variants, label="which")
     assert sizes == [3, 3]
     assert (alone.test_loss - frame.test_loss).abs().max() < 1e-4

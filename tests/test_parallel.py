@@ -85,14 +85,14 @@ def test_a_runs_threads_depend_on_its_model_and_device_not_on_how_it_is_run(monk
 
 
 def test_bad_worker_counts_get_one_line_errors(tmp_path, monkeypatch, capsys):
-    from sddlib.book import figures
+    from sddlib.book import profiles
     from sddlib.cli import main
 
     assert parallel.parse_workers("auto") == "auto" and parallel.parse_workers("3") == 3
     monkeypatch.setenv("SDDLIB_WORKERS", "many")
     with pytest.raises(ValueError, match="SDDLIB_WORKERS: 'many' is not allowed; allowed: "
                                          "auto or an integer >= 1"):
-        figures._workers_setting()
+        profiles.workers_setting()
     code = main(["run", "--seeds", "0", "1", "--workers", "-1", "--runs-dir",
                  str(tmp_path / "runs")])
     assert code == 2
@@ -107,7 +107,7 @@ def test_a_notebook_kernel_trains_its_runs_in_a_pool(tmp_path, monkeypatch):
     import shutil
     from pathlib import Path
 
-    from sddlib.book import figures
+    from sddlib.book import build
     from sddlib.config.project import load_settings
 
     root = Path(__file__).resolve().parents[1]
@@ -115,9 +115,9 @@ def test_a_notebook_kernel_trains_its_runs_in_a_pool(tmp_path, monkeypatch):
     shutil.copytree(root / "book", book, ignore=shutil.ignore_patterns("_build", "*.ipynb"))
     monkeypatch.setenv("SDDLIB_WORKERS", "2")
     # the page computes its own runs (as under plain papermill), not a schedule before it
-    figures.make_figures("smoke", only=["pruning-criteria"], settings=load_settings(root),
-                         book_dir=book, runs_dir=tmp_path / "runs", log=lambda text: None,
-                         schedule_runs=False)
+    build.make_figures("smoke", only=["pruning-criteria"], settings=load_settings(root),
+                       book_dir=book, runs_dir=tmp_path / "runs", log=lambda text: None,
+                       schedule_runs=False)
     runs = RunStore(tmp_path / "runs").runs()
     assert len(runs) >= 3 and all(run.is_finished() for run in runs)
     metas = [json.loads(run.file("meta.json").read_text()) for run in runs]

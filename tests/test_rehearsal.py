@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sddlib.book import figures, rehearsal
+from sddlib.book import build, figures, profiles, rehearsal
 from sddlib.cli import main
 from sddlib.config.fields import ExperimentConfig
 from sddlib.config.project import load_settings
@@ -20,18 +20,18 @@ from sddlib.storage.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = load_settings(ROOT)
-NOTEBOOKS = figures.notebook_names(SETTINGS)
+NOTEBOOKS = profiles.notebook_names(SETTINGS)
 TOC = yaml.safe_load((ROOT / "book" / "_toc.yml").read_text())
 APPENDIX = [chapter["file"] for part in TOC["parts"] if part["caption"] == "Appendix"
             for chapter in part["chapters"]]
-FIGURE_PAGES = [name for name in NOTEBOOKS if name not in APPENDIX and name != figures.LANDING]
+FIGURE_PAGES = [name for name in NOTEBOOKS if name not in APPENDIX and name != profiles.LANDING]
 UNDER_CI = os.environ.get("CI", "").lower() not in ("", "0", "false")
 
 
 def configs_of(settings, profile="paper"):
     """Every run the pages of ``profile`` ask for, as ``sddlib figures --plan`` finds them."""
-    plans = figures.checked_parameters(settings, profile, NOTEBOOKS)
-    return list(figures.each_once(c for found in figures.plan_runs(settings, plans).values()
+    plans = profiles.checked_parameters(settings, profile, NOTEBOOKS)
+    return list(build.each_once(c for found in build.plan_runs(settings, plans).values()
                                   for c in found).values())
 
 
@@ -63,8 +63,8 @@ def test_the_shrunk_profile_keeps_what_the_pages_vary(prepared):
     assert len({c.seed for c in rehearsed}) == 2  # an interval still
     # every page's variants under the same labels
     for name in NOTEBOOKS:
-        ours = figures.notebook_parameters(load_settings(prepared), "paper", name)
-        theirs = figures.notebook_parameters(SETTINGS, "paper", name)
+        ours = profiles.notebook_parameters(load_settings(prepared), "paper", name)
+        theirs = profiles.notebook_parameters(SETTINGS, "paper", name)
         assert set(ours) >= set(theirs), name
         for key in rehearsal.VARIANT_KEYS:
             if key in theirs:
@@ -81,7 +81,7 @@ def test_the_theory_network_check_keeps_its_small_and_pruned_widths(prepared):
     from sddlib.analysis.network_check import prunable_weights, width_config
 
     def split(settings):
-        network = figures.notebook_parameters(settings, "paper", "theory")["network"]
+        network = profiles.notebook_parameters(settings, "paper", "theory")["network"]
         return [prunable_weights(width_config(network["experiment"], w)) <=
                 network["target_weights"] for w in network["widths"]]
 
@@ -144,7 +144,7 @@ def test_the_whole_rehearsal_executes_every_page_and_lists_every_claim(tmp_path,
         errors = [output for cell in page["cells"] for output in cell.get("outputs", [])
                   if output.get("output_type") == "error"]
         assert not errors, (name, errors[:1])
-        assert figures.executed_profile(book / f"{name}.ipynb") == "paper", name
+        assert build.executed_profile(book / f"{name}.ipynb") == "paper", name
         assert (html / f"{name}.html").is_file(), name
     for name in FIGURE_PAGES:
         text = (html / f"{name}.html").read_text()
@@ -178,14 +178,14 @@ def test_the_rehearsal_schedule_runs_on_local_ray(tmp_path):
     done = rehearsal.compute(project, ray="local", only=only, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     settings = load_settings(project)
-    plans = figures.checked_parameters(settings, "paper", only)
-    planned = [c for found in figures.plan_runs(settings, plans).values() for c in found]
+    plans = profiles.checked_parameters(settings, "paper", only)
+    planned = [c for found in build.plan_runs(settings, plans).values() for c in found]
     store = RunStore(settings.runs_dir)
     assert {c.dataset for c in planned} >= {"mnist", "cifar10", "cifar100", "tinyimagenet"}
     assert any(c.retrain == "reinit" for c in planned)
     assert all(store.find(c) is not None and store.find(c).is_finished() for c in planned)
     computed = re.search(r"(\d+) runs computed", done.stderr)
-    assert computed and int(computed.group(1)) >= len(figures.each_once(planned))
+    assert computed and int(computed.group(1)) >= len(build.each_once(planned))
 
 
 def test_a_project_is_planned_with_its_own_profiles_from_anywhere(tmp_path, monkeypatch):
@@ -193,8 +193,8 @@ def test_a_project_is_planned_with_its_own_profiles_from_anywhere(tmp_path, monk
     folder without a _config.yml (``jupyter-book build /elsewhere/book``), or one with
     other profiles, the page reads the project's own (it read the current folder's)."""
     monkeypatch.chdir(tmp_path)
-    plans = figures.checked_parameters(SETTINGS, "smoke", ["lottery-vs-reinit"])
-    planned = figures.plan_runs(SETTINGS, plans)["lottery-vs-reinit"]
+    plans = profiles.checked_parameters(SETTINGS, "smoke", ["lottery-vs-reinit"])
+    planned = build.plan_runs(SETTINGS, plans)["lottery-vs-reinit"]
     smoke = SETTINGS.profiles["smoke"]["common"]["experiment"]
     assert planned and all(c.train_size == smoke["train_size"] and c.width == smoke["width"]
                            for c in planned)

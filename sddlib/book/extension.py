@@ -2,7 +2,7 @@
 
 Listed in ``book/_config.yml`` (``sphinx.extra_extensions: [sddlib.book.extension]``). Before
 Sphinx reads a page, it executes the book's notebook pages that are not there yet, through
-the same papermill path as ``sddlib figures`` (:func:`sddlib.book.figures.make_figures`: one
+the same papermill path as ``sddlib figures`` (:func:`sddlib.book.build.make_figures`: one
 process per notebook, parameters checked first), on the profile named by the environment
 variable ``SDDLIB_PROFILE`` (``smoke``, ``quick`` or ``paper``; ``quick`` when unset) and
 with the run store of ``SDDLIB_RUNS_DIR`` or ``_config.yml``. Pages already executed are
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from sddlib.book import figures
+from sddlib.book import build, profiles
 from sddlib.config.project import load_settings
 
 PROFILE_VARIABLE = "SDDLIB_PROFILE"
@@ -43,10 +43,10 @@ def pages_to_execute(book_dir: Path, names: list[str], profile: str,
         page = book_dir / f"{name}.ipynb"
         if not page.is_file():
             todo.append(name)
-        elif profile_named and figures.executed_profile(page) != profile:
+        elif profile_named and build.executed_profile(page) != profile:
             todo.append(name)
-    if todo and figures.LANDING in names and figures.LANDING not in todo:
-        todo.append(figures.LANDING)
+    if todo and profiles.LANDING in names and profiles.LANDING not in todo:
+        todo.append(profiles.LANDING)
     return todo
 
 
@@ -87,19 +87,19 @@ def execute_missing(app, config) -> None:
     if settings.config_path is None:
         raise ExtensionError(f"sddlib.book.extension: no _config.yml with an sddlib section in "
                              f"{book_dir} or above")
-    names = figures.notebook_names(settings)
+    names = profiles.notebook_names(settings)
     todo = pages_to_execute(book_dir, names, profile, bool(named))
     if todo:
         logger.info(f"[sddlib] executing {len(todo)} page(s) on profile {profile!r}: "
                     f"{', '.join(todo)}")
         try:
-            figures.make_figures(profile, todo, settings=settings, book_dir=book_dir,
+            build.make_figures(profile, todo, settings=settings, book_dir=book_dir,
                                  log=lambda text: logger.info(text), force=True)
         except (ValueError, RuntimeError, FileNotFoundError) as error:
             raise ExtensionError(f"sddlib.book.extension: {str(error).splitlines()[0]}") from None
     for name in names:  # pages papermill executed directly show their parameters once too
         if (book_dir / f"{name}.ipynb").is_file():
-            figures.hide_parameter_cells(book_dir / f"{name}.ipynb")
+            build.hide_parameter_cells(book_dir / f"{name}.ipynb")
     missing = missing_pages(book_dir)
     if missing:
         raise ExtensionError(f"sddlib.book.extension: page(s) {', '.join(missing)} of _toc.yml have no "

@@ -309,13 +309,17 @@ def _headline_runs(p: dict) -> Variants:
                    owner="datasets")
 
 
+def network_arguments(network: dict) -> dict:
+    """The theory page's ``network`` parameter as the arguments of
+    :func:`sddlib.analysis.network_check.network_check` (and of its ``network_plan``): the
+    page calls the check with them, and :func:`page_runs` lists its runs with them."""
+    keys = ("experiment", "widths", "target_weights", "criteria", "seeds")
+    return {key: network[key] for key in keys if key in network}
+
+
 def _network_runs(p: dict) -> Variants:
-    network = p["network"]
-    plan = network_plan(network["experiment"], network["widths"], network["target_weights"],
-                        network.get("criteria", ("magnitude", "random")),
-                        network.get("seeds", [0]))
-    return {f"width {width}, {configs_[0].criterion}": configs_
-            for width, _, configs_ in plan}
+    plan = network_plan(**network_arguments(p["network"]))
+    return {f"width {width}, {group[0].criterion}": group for width, _, group in plan}
 
 
 # ---------------------------------------------------------------------------- the pages

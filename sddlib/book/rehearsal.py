@@ -283,12 +283,8 @@ def prepare(into: Path, settings=None, profile: str = "paper") -> Path:
     docstring); returns its root. A folder of an earlier rehearsal keeps its runs and
     dataset files (so a second rehearsal computes only what changed); its notebooks,
     book sources and ``_config.yml`` are copied anew, and its executed pages removed."""
-    from sddlib.book.figures import (
-        NOTEBOOK_DIR,
-        notebook_names,
-        parameters_cell_defaults,
-        profile_section,
-    )
+    from sddlib.book.profiles import (NOTEBOOK_DIR, notebook_names, parameters_cell_defaults,
+                                      profile_section)
     from sddlib.config.project import load_settings
 
     settings = settings or load_settings()
@@ -407,7 +403,7 @@ def rehearse(into: Optional[Path] = None, profile: str = "paper", ray: Optional[
     each step or page that failed and why. ``compute_only``: prepare and compute the
     runs, execute no page. ``pages_at_once``: papermill processes at once (default: one
     per usable core, at most 2; see :func:`execute_pages`)."""
-    from sddlib.book.figures import LANDING, notebook_names
+    from sddlib.book.profiles import LANDING, notebook_names
     from sddlib.config.project import load_settings
 
     started = time.time()

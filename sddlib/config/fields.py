@@ -25,7 +25,7 @@ Runs stored under the first identity (:meth:`ExperimentConfig.legacy_identity`, 
 hashed every field) are found by their old name and moved to the new one, once, by
 :meth:`sddlib.storage.store.RunStore.find`. ``threads`` (torch CPU threads) is left out of the
 identity like ``device``, though it changes float rounding: its default gives a run one
-fixed count wherever it runs (see :mod:`parallel`), and ``meta.json`` records the count a
+fixed count wherever it runs (see :mod:`sddlib.engine.threads`), and ``meta.json`` records the count a
 run trained with, with the resolved ``precision`` and ``compile`` settings (:mod:`fast`).
 A config is immutable once built: change one with :meth:`ExperimentConfig.replace`.
 """

@@ -756,7 +756,7 @@ def environment(device: str) -> dict:
 
 def code_revision() -> Optional[str]:
     """The git commit of the sddlib source, with ``+dirty`` if it has uncommitted changes."""
-    source = Path(__file__).resolve().parent
+    source = Path(__file__).resolve().parents[1]  # the sddlib package, every subpackage
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True,
                               text=True, timeout=10)
