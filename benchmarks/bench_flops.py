@@ -63,14 +63,14 @@ def main(epochs: int = 3) -> list[tuple[str, str]]:
     default_threads = torch.get_num_threads()
     default_epoch = per_epoch()
     with threads.torch_threads(threads.run_threads(config, "cpu")):
-        threads = torch.get_num_threads()
+        thread_count = torch.get_num_threads()
         own_epoch = per_epoch()
     processes = threads.usable_cores()
     side = common.side_by_side(list(range(processes)), epochs, processes)
     peak = matmul_peak()
     rows = [("flops: training FLOPs per sample (fwd+bwd)", f"{flops_per_sample / 1e6:.2f} M"),
             ("flops: float32 matmul peak FLOP/s", f"{peak / 1e9:.1f} G"),
-            (f"flops: one run ({threads} thread) / peak", f"{epoch_flops / own_epoch / peak:.3f}"),
+            (f"flops: one run ({thread_count} thread) / peak", f"{epoch_flops / own_epoch / peak:.3f}"),
             (f"flops: one run ({default_threads} threads) / peak",
              f"{epoch_flops / default_epoch / peak:.3f}"),
             (f"flops: {processes} runs side by side / peak",

@@ -53,9 +53,9 @@ def main(epochs: int = 4) -> list[tuple[str, str]]:
     reference_level(copy.deepcopy(dense), inputs, config, 1)
     # alternate the two twice and keep each one's best, so a busy moment hurts neither
     sddlib_times, reference_times = [], []
-    threads = threads.run_threads(config, "cpu")
+    thread_count = threads.run_threads(config, "cpu")
     for _ in range(2):
-        with threads.torch_threads(threads):
+        with threads.torch_threads(thread_count):
             sddlib_times.append(common.seconds(train.train_level, copy.deepcopy(dense),
                                                inputs, recipe, seed=config.seed, level=0))
         reference_times.append(common.seconds(reference_level, copy.deepcopy(dense), inputs,
@@ -63,7 +63,7 @@ def main(epochs: int = 4) -> list[tuple[str, str]]:
     ours, theirs = min(sddlib_times) / epochs, min(reference_times) / epochs
     processes = threads.usable_cores()
     side = common.side_by_side(list(range(processes)), epochs, processes) / epochs / processes
-    rows = [(f"level: sddlib train_level ({threads} thread), s/epoch", f"{ours:.3f}"),
+    rows = [(f"level: sddlib train_level ({thread_count} thread), s/epoch", f"{ours:.3f}"),
             (f"level: plain DataLoader loop ({torch.get_num_threads()} threads), s/epoch",
              f"{theirs:.3f}"),
             ("level: ratio sddlib / plain", f"{ours / theirs:.2f}"),

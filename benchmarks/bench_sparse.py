@@ -139,8 +139,8 @@ def bf16_ratios(epochs: int) -> list[tuple[str, str]]:
 
 
 def main(epochs: int = 2, curve_epochs: int = 4) -> list[tuple[str, str]]:
-    threads = threads.run_threads(lenet_config(), "cpu")
-    with threads.torch_threads(threads):
+    thread_count = threads.run_threads(lenet_config(), "cpu")
+    with threads.torch_threads(thread_count):
         levels = per_level(epochs)
         LEVELS_CSV.parent.mkdir(parents=True, exist_ok=True)
         with LEVELS_CSV.open("w", newline="") as f:

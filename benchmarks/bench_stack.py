@@ -49,7 +49,7 @@ def measure(epochs: int, members: int, label: str, changes: dict) -> list[tuple[
     default_one = common.seconds(train.train_level, copy.deepcopy(dense[0]), inputs[0],
                                  recipe, seed=seeds[0], level=0)
     with threads.torch_threads(threads.run_threads(configs[0], "cpu")):
-        threads = torch.get_num_threads()
+        thread_count = torch.get_num_threads()
         ensemble.train_level_stacked(copy.deepcopy(dense), inputs,
                                      common.recipe(configs[0], 1), seeds=seeds, level=0)
         # alternate the ways twice and keep each one's best, so a busy moment hurts neither
@@ -69,7 +69,7 @@ def measure(epochs: int, members: int, label: str, changes: dict) -> list[tuple[
                      for one, many in zip(alone, stacked_models)
                      for a, b in zip(one.state_dict().values(), many.state_dict().values()))
     one_seed = one_by_one / members / epochs
-    rows = [(f"{label}: one seed alone ({threads} thread), s/epoch", f"{one_seed:.3f}"),
+    rows = [(f"{label}: one seed alone ({thread_count} thread), s/epoch", f"{one_seed:.3f}"),
             (f"{label}: one seed alone ({default_threads} threads), s/epoch",
              f"{default_one / epochs:.3f}"),
             (f"{label}: {members} seeds stacked / one seed",

@@ -107,7 +107,6 @@ def side_by_side(seeds: list[int], epochs: int, processes: int,
 def _side_by_side_worker(seeds, epochs, barrier, results, changes) -> None:
     import copy
 
-
     torch.set_num_threads(threads.run_threads(default_config(**changes), "cpu"))
     prepared = []
     for seed in seeds:

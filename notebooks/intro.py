@@ -77,9 +77,7 @@ figures.glue("claims_table", figures.claims_table(claims))
 #
 # On {glue:text}`main_dataset` with a share of {glue:text}`main_noise:.0%` of the training
 # labels replaced by random ones, the dense network reaches {glue:text}`dense_acc:.1%` test
-# accuracy; pruning lowers it to {glue:text}`worst_acc:.1%` at
-# {glue:text}`worst_sparsity:.1%` sparsity, raises it to {glue:text}`best_acc:.1%` at
-# {glue:text}`best_sparsity:.1%`, and the sparsest network ends at
+# accuracy; pruning {glue:text}`path`, and the sparsest network ends at
 # {glue:text}`last_acc:.1%`.
 #
 # ## Every claim in the book

@@ -83,7 +83,7 @@ figures.glue("correlation_levels", int(first["rho_levels"]))
 seed_rho = metrics.judge(
     metrics.seed_statistic(frame[frame.dataset_name == main],
                            lambda seed: metrics.distance_accuracy_correlation(seed).rho),
-    above=False, unit="{:+.2f}",
+    above=False, unit="{:+.2f}", bounds=(-1.0, 1.0),
     statistic="rank correlation of distance and test accuracy up to the sweet spot, per seed")
 figures.glue("seed_rho", seed_rho.interval())
 figures.claim("verdict", f"The learning distance peaks at an interior level near the test "
@@ -111,9 +111,7 @@ figures.glue("fig_distance", plots.distance_figure(frame, datasets, by="dataset_
 # ```
 #
 # **Measured.** On {glue:text}`main_dataset`, test accuracy is {glue:text}`dense_acc:.1%`
-# dense, {glue:text}`worst_acc:.1%` at its worst pruned point before the sweet spot
-# ({glue:text}`worst_sparsity:.1%` sparsity) and {glue:text}`best_acc:.1%` at the sweet
-# spot ({glue:text}`best_sparsity:.1%`; means over {glue:text}`seed_count` seeds). The
+# dense, and pruning {glue:text}`path` (means over {glue:text}`seed_count` seeds). The
 # learning distance peaks at {glue:text}`peak_where`, {glue:text}`peak_sparsity:.1%`
 # sparsity ({glue:text}`levels_apart`), at {glue:text}`peak_distance:.2f`, and ends at
 # {glue:text}`last_distance:.2f`, {glue:text}`last_over_peak:.0%` of its peak. Over the

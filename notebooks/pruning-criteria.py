@@ -108,10 +108,8 @@ figures.glue("summary_table", figures.percent_table(table, headers,
 # claim that magnitude pruning reaches its interpolation threshold at higher sparsity than
 # random pruning {glue:text}`verdict`. The test curves bottom out at sparsity
 # {glue:text}`worst_by_criterion`. With {glue:text}`main_criterion` pruning the dense
-# network reaches {glue:text}`dense_acc:.1%` test accuracy, the worst pruned point before
-# the sweet spot is {glue:text}`worst_acc:.1%` at {glue:text}`worst_sparsity:.1%`
-# sparsity, the best {glue:text}`best_acc:.1%` at {glue:text}`best_sparsity:.1%`, and the
-# sparsest network ({glue:text}`last_sparsity:.2%` sparsity) ends at
+# network reaches {glue:text}`dense_acc:.1%` test accuracy; pruning {glue:text}`path`, and
+# the sparsest network ({glue:text}`last_sparsity:.2%` sparsity) ends at
 # {glue:text}`last_acc:.1%`. The landmarks of every criterion (test accuracy unless the
 # column says sparsity):
 #

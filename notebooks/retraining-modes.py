@@ -87,10 +87,8 @@ figures.glue("summary_table", figures.summary_table(table, "retrain", judgements
 # ```
 #
 # **Measured.** With {glue:text}`main_mode` retraining the dense network reaches
-# {glue:text}`dense_acc:.1%` test accuracy. The worst pruned point before the sweet spot
-# is {glue:text}`worst_acc:.1%` at {glue:text}`worst_sparsity:.1%` sparsity, the best
-# {glue:text}`best_acc:.1%` at {glue:text}`best_sparsity:.1%`, and the sparsest network
-# ({glue:text}`last_sparsity:.2%` sparsity) ends at {glue:text}`last_acc:.1%` (means over
+# {glue:text}`dense_acc:.1%` test accuracy. Pruning {glue:text}`path`, and the sparsest
+# network ({glue:text}`last_sparsity:.2%` sparsity) ends at {glue:text}`last_acc:.1%` (means over
 # seeds, {glue:text}`seed_count` in this profile). On this profile lottery, lr-rewind and
 # scratch train every level from a learning rate of {glue:text}`start_lr`
 # ({glue:text}`schedule` schedule), finetune its pruned levels at a constant

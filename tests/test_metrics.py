@@ -343,3 +343,16 @@ def test_a_curve_shape_in_words_never_shows_nan():
     words = figures.shape_words(undipped)
     assert words == "has no dip before its peak at 20.0% sparsity (90.0%)"
     assert "nan" not in words
+    assert figures.path_words(undipped) == "finds no dip before its best, 90.0% at 20.0% sparsity"
+    path = figures.path_words(dipped)
+    assert path.startswith("lowers it to ") and ", then raises it to " in path
+    assert "nan" not in path
+
+
+def test_a_correlations_interval_is_shown_within_minus_one_and_one():
+    """Judged as computed (the verdict is the same), shown cut to what a correlation can be."""
+    values = [-0.2, -1.0, -0.9]
+    free, bounded = metrics.judge(values, above=True), metrics.judge(values, above=True,
+                                                                      bounds=(-1.0, 1.0))
+    assert free.low < -1.0 and bounded.low == -1.0 and bounded.high == free.high
+    assert bounded.holds == free.holds and bounded.estimate == free.estimate

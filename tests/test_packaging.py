@@ -39,3 +39,14 @@ def test_generated_output_is_ignored_by_git():
     ignored = (ROOT / ".gitignore").read_text().splitlines()
     for path in (".venv/", "data/*", "book/_build/"):
         assert path in ignored
+
+
+def test_the_wheel_holds_every_package_of_the_library():
+    """A plain (non-editable) install finds every concept package, not only the top one."""
+    from setuptools import find_packages
+
+    found = set(find_packages(str(ROOT), include=tomllib.loads(
+        (ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]))
+    packages = {".".join(path.parent.relative_to(ROOT).parts)
+                for path in (ROOT / "sddlib").rglob("__init__.py")}
+    assert packages == found and len(packages) > 5

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import numpy as np
 import pandas as pd
@@ -770,11 +770,15 @@ class Judgement:
 
 
 def judge(values, margin: float = 0.0, above: bool = True, statistic: str = "",
-          unit: str = "{:.1%}", confidence: float = CONFIDENCE) -> Judgement:
+          unit: str = "{:.1%}", confidence: float = CONFIDENCE,
+          bounds: Optional[tuple[float, float]] = None) -> Judgement:
     """:class:`Judgement` of ``values`` (one per seed; NaN ones are left out): does their
     mean lie above ``margin`` (below it when not ``above``), judged on a Student t
     interval at ``confidence``? A t interval rather than a bootstrap: with 3 to 5 seeds a
-    bootstrap's percentiles cannot reach past the observed values, so it is too narrow."""
+    bootstrap's percentiles cannot reach past the observed values, so it is too narrow.
+    ``bounds``: the values a statistic can take (a correlation's -1 and 1); the interval is
+    judged as computed and shown cut to them, so it never claims a correlation of -1.14
+    (a margin inside the bounds is decided the same either way)."""
     from scipy import stats
 
     values = list(values)
@@ -798,6 +802,8 @@ def judge(values, margin: float = 0.0, above: bool = True, statistic: str = "",
     else:
         holds = None
     needed = seeds_needed(mean - margin, sd, confidence) if holds is None else None
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
     return Judgement(clean, mean, low, high, margin, above, holds, needed, statistic, unit,
                      left_out)
 
@@ -970,5 +976,5 @@ def flatness_judgement(frame: pd.DataFrame, sharpness: dict, measure: str = "top
             values.append(float("nan"))
         else:
             values.append(float(spearmanr(a, b).statistic))
-    return judge(values, 0.0, above=True, unit="{:.2f}",
+    return judge(values, 0.0, above=True, unit="{:.2f}", bounds=(-1.0, 1.0),
                  statistic="Spearman of sharpness with test accuracy, worst to best level")

@@ -1,0 +1,5 @@
+import sys
+
+from sddlib.cli import main
+
+sys.exit(main())
