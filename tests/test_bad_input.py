@@ -116,6 +116,10 @@ def run_args(*extra, data="{data}"):
 CASES = [
     # --set: values out of range (exclusive bounds where a value must be strictly inside)
     pytest.param(run_args("--set", "rate=0"), "rate", ["> 0.0", "< 1.0"], id="set-rate-0"),
+    # too many samples asked of a dataset, for several seeds at once (in worker processes)
+    pytest.param(run_args("--set", "dataset=digits", "--set", "model=mlp", "--set",
+                          "train_size=5000", "--seeds", "0", "1", "--workers", "2"),
+                 "train_size", ["5000", "only"], id="set-train-size-past-the-split-seeds"),
     pytest.param(run_args("--set", "rate=1"), "rate", ["> 0.0", "< 1.0"], id="set-rate-1"),
     pytest.param(run_args("--set", "lr=0"), "lr", ["> 0.0"], id="set-lr-0"),
     pytest.param(run_args("--set", "lr=nan"), "lr", ["finite", "> 0.0"], id="set-lr-nan"),

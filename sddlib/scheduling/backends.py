@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import signal
 from multiprocessing import connection
 from typing import Optional
@@ -97,8 +98,8 @@ class LocalPool:
             except (EOFError, OSError):
                 message = None
             if message is not None:
-                name, failure = message
-                outcomes.append(Outcome(name, "failed", failure) if failure
+                name, failure, error = message
+                outcomes.append(Outcome(name, "failed", failure, _unpickled(error)) if failure
                                 else Outcome(name, "done"))
                 slot.task = None
             elif not slot.process.is_alive():
@@ -160,10 +161,10 @@ def _serve(conn, gpu: Optional[int]) -> None:
             try:
                 train_group([ExperimentConfig.from_dict(c) for c in configs], RunStore(root),
                             options)
-                outcome = None
-            except Exception as error:
-                outcome = reason(error)
-            conn.send((name, outcome))
+                outcome = error = None
+            except Exception as raised:
+                outcome, error = reason(raised), _pickled(raised)
+            conn.send((name, outcome, error))
     except (EOFError, OSError):  # the driver is gone: nobody to report to
         return
 
@@ -177,3 +178,18 @@ def _exit(process) -> str:
             return f"signal {-code}"
     return f"exit code {code}"
 
+
+def _pickled(error: BaseException) -> Optional[bytes]:
+    """A worker's exception as bytes for the driver (None if it cannot be pickled: then only
+    its one-line reason goes back)."""
+    try:
+        return pickle.dumps(error)
+    except Exception:
+        return None
+
+
+def _unpickled(data: Optional[bytes]) -> Optional[BaseException]:
+    try:
+        return pickle.loads(data) if data is not None else None
+    except Exception:
+        return None

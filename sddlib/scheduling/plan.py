@@ -68,8 +68,8 @@ class Summary:
     failed: dict[str, str] = field(default_factory=dict)
     retried: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
-    # the exceptions of the runs that failed in this process (from other processes only
-    # their one-line reasons come back)
+    # the exceptions of the runs that raised, where they came back (from this process or a
+    # local worker process; from Ray only their one-line reasons)
     errors: dict[str, BaseException] = field(default_factory=dict, repr=False)
 
     @property

@@ -42,8 +42,9 @@ def run_many(configs: list[ExperimentConfig], store: RunStore, *, compute_missin
     in this process.
     Runs that start from another run's results (``reinit``, re-dense) are trained after the
     runs they need, which are computed too if missing (and not returned unless asked for).
-    A run that fails does not stop the others; once they are done, its exception is
-    raised (one run, or one stacked group, failed in this process), else a
+    A run that fails does not stop the others; once they are done, the exception is raised
+    as it was when every failed run failed with the same one (bad input, such as a
+    ``train_size`` larger than the dataset, fails every seed alike), else a
     :class:`RuntimeError` naming every run that failed and why. ``options``: ``checkpoint_seconds``,
     ``data_dir``, ``download``, ``retries``, ``ray`` and ``transport``, as for
     :func:`sddlib.scheduling.executor.run_all`.
@@ -66,7 +67,7 @@ def run_many(configs: list[ExperimentConfig], store: RunStore, *, compute_missin
         summary = run_all(missing, store, workers=workers, stack=stack, progress=progress,
                           **options)
         if summary.failed:  # the other runs were computed all the same
-            errors = set(map(id, summary.errors.values()))
+            errors = {(type(error), str(error)) for error in summary.errors.values()}
             if len(errors) == 1 and len(summary.errors) == len(summary.failed):
                 raise next(iter(summary.errors.values()))  # one error: as it was raised
             raise RuntimeError(f"{len(summary.failed)} run(s) failed: " + "; ".join(
