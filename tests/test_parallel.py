@@ -44,15 +44,21 @@ def test_a_pool_gives_the_numbers_of_one_by_one_and_waits_for_lottery_runs(tmp_p
 
 
 def test_a_run_failing_in_a_worker_fails_alone_and_is_named_in_the_caller(tmp_path, data_dir):
-    """As everywhere the plan runs: the other runs go on, then one error names the failed
-    run and why."""
+    """As everywhere the plan runs: the other runs go on; then the error is raised as it
+    was when the failed runs failed alike, else one error names each failed run and why."""
     good = ExperimentConfig(train_size=300, test_size=100, epochs=1, levels=1, device="cpu")
     missing = good.replace(dataset="cifar10", model="vgglike", depth=1, width=4)
     store = RunStore(tmp_path / "runs")
-    with pytest.raises(RuntimeError, match=r"1 run\(s\) failed: .*FileNotFoundError.*cifar10"):
+    with pytest.raises(FileNotFoundError, match="^cifar10: expected data_batch_1"):
         run_many([missing, good], store, workers=2, progress=False,
                  data_dir=tmp_path / "no-datasets")
     assert store.find(good).is_finished() and store.find(missing) is None
+    other = missing.replace(dataset="cifar100")
+    with pytest.raises(RuntimeError, match=r"^2 run\(s\) failed: ") as raised:
+        run_many([missing, other, good], store, workers=2, progress=False,
+                 data_dir=tmp_path / "no-datasets")
+    assert all(f"{config.run_name()}: FileNotFoundError: {config.dataset}: expected" in
+               str(raised.value) for config in (missing, other))
 
 
 def test_auto_workers_one_per_core_on_the_cpu_for_runs_worth_a_process(monkeypatch):
