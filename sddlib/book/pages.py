@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import inspect
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional
 
 from sddlib.analysis import theory
@@ -330,7 +330,6 @@ class Page:
 
     parameters: dict[str, Parameter]
     runs: Optional[Callable[[dict], Variants]] = None
-    notes: str = field(default="", compare=False)
 
 
 # parameters that mean the same on every page that has them
@@ -447,9 +446,7 @@ def unused_override(name: str, parameters: dict, base: str, key: str) -> Optiona
     None where the override reaches a run."""
     owners = [k for k, kind in page(name).parameters.items()
               if kind.role == "variants" and kind.base == base and k in parameters]
-    if base not in parameters:
-        return None
-    if not owners:
+    if base not in parameters or not owners:
         return None
     changes = list(page(name).parameters[owners[0]].changes(parameters[owners[0]]).values())
     return owners[0] if all(key in c for c in changes) else None

@@ -36,11 +36,14 @@ def stacking_pays(device: torch.device) -> bool:
     Stacking pays where per-step overhead dominates, as with small models on a GPU (one
     launch instead of K). On the CPU the default 1-D CNN's time goes into convolution
     kernels, and the grouped convolutions vmap turns them into are no cheaper per member:
-    K stacked members cost about K times one member there (``benchmarks/bench_stack.py``
-    measures it; the reference page records the numbers), no faster than one after
-    another, and a stacked member's numbers depend on the group it trained in. So the CPU trains
-    one by one unless stacking is asked for (``SDDLIB_STACK=1``, ``sddlib run --stack``),
-    several at once in worker processes (:mod:`sddlib.scheduling.parallel`), which does pay there.
+    K stacked members cost about K times one member there. LeNet-300-100's batched
+    matmuls do get more done stacked than in processes side by side, but a stacked
+    member's numbers depend on the group it trained in (batched kernels sum in another
+    order, and training amplifies it), so the same config and seed would give another
+    curve when a page asks for other seeds. So the CPU trains one run at a time, several at
+    once in worker processes (:mod:`sddlib.scheduling.parallel`), unless stacking is asked
+    for (``SDDLIB_STACK=1``, ``sddlib run --stack``). ``benchmarks/bench_stack.py``
+    measures both; ``benchmarks/MEASUREMENTS.md`` records the numbers.
     """
     return device.type == "cuda"
 
