@@ -37,7 +37,7 @@ def test_ci_runs_the_readmes_test_command():
 
 def test_generated_output_is_ignored_by_git():
     ignored = (ROOT / ".gitignore").read_text().splitlines()
-    for path in (".venv/", "data/*", "book/_build/"):
+    for path in (".venv/", "data/*", "book/_build/", "build/"):  # build/: a wheel built here
         assert path in ignored
 
 

@@ -1,5 +1,0 @@
-import sys
-
-from sddlib.cli import main
-
-sys.exit(main())
