@@ -6,6 +6,7 @@ functions count (a late import is still a dependency); ``if TYPE_CHECKING:`` blo
 (annotations only).
 """
 import ast
+import functools
 import importlib
 import pkgutil
 from graphlib import CycleError, TopologicalSorter
@@ -23,6 +24,7 @@ RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 RANK["(top)"] = len(LAYERS)
 
 
+@functools.lru_cache(maxsize=1)
 def _modules() -> dict[str, Path]:
     """Dotted name (``engine.train``, ``cli``) -> file, for every module of sddlib."""
     return {".".join(path.relative_to(PACKAGE).with_suffix("").parts): path

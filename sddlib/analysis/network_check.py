@@ -40,8 +40,12 @@ def prunable_weights(config) -> int:
     return sum(p.numel() for p in prunable_parameters(model, prune_output).values())
 
 
+# the criteria the check prunes the wide networks with, unless asked for others
+CRITERIA_COMPARED = ("magnitude", "random")
+
+
 def network_plan(experiment: dict, widths: Sequence[int], target_weights: int,
-                 criteria: Sequence[str] = ("magnitude", "random"),
+                 criteria: Sequence[str] = CRITERIA_COMPARED,
                  seeds: Sequence[int] = (0,)) -> list[tuple[int, bool, list[ExperimentConfig]]]:
     """The runs of :func:`network_check`, per width and criterion: ``(width, small, the
     configs of its seeds)``, ``small`` for a width trained directly. The book's planner
@@ -60,7 +64,7 @@ def network_plan(experiment: dict, widths: Sequence[int], target_weights: int,
 
 
 def network_check(experiment: dict, widths: Sequence[int], target_weights: int,
-                  criteria: Sequence[str] = ("magnitude", "random"),
+                  criteria: Sequence[str] = CRITERIA_COMPARED,
                   seeds: Sequence[int] = (0,), compute_missing: bool = True,
                   store: Optional[RunStore] = None,
                   data_dir: Optional[Path] = None) -> pd.DataFrame:

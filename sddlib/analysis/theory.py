@@ -341,12 +341,7 @@ def simulate_linear(n: int = 100, d: int = 500, s: int = 50,
                                  n_nonzero, r2, correlation, structure)
     p_values = default_p_values(n, problem.d) if p_values is None else p_values
     risks = _linear_trial_risks(problem, n, s, p_values, trials, seed)
-    if per_trial:
-        return _trial_frame(risks, n, METHODS)
-    rows = []
-    for p, per_method in risks.items():
-        rows += _summary_rows(p, n, per_method, METHODS)
-    return pd.DataFrame(rows)
+    return _risk_frame(risks, n, METHODS, per_trial)
 
 
 def _linear_trial_risks(problem: LinearProblem, n: int, s: int, p_values: Sequence[int],
@@ -536,12 +531,7 @@ def simulate_random_features(n: int = 100, k: int = 20, s: int = 20,
             risks[(int(p), "small")].append(small)
     by_p = {int(p): {m: np.concatenate(risks[(int(p), m)]) for m in RF_METHODS}
             for p in p_values}
-    if per_trial:
-        return _trial_frame(by_p, n, RF_METHODS)
-    rows = []
-    for p, per_method in by_p.items():
-        rows += _summary_rows(p, n, per_method, RF_METHODS)
-    return pd.DataFrame(rows)
+    return _risk_frame(by_p, n, RF_METHODS, per_trial)
 
 
 # ------------------------------------------------------------------------- analytic
@@ -856,6 +846,18 @@ def describe_intervals(values: np.ndarray, grid: np.ndarray) -> str:
     if not runs:
         return "none of the grid"
     return runs[0] if len(runs) == 1 else ", ".join(runs[:-1]) + " and " + runs[-1]
+
+
+def _risk_frame(risks: dict[int, dict[str, np.ndarray]], n: int, methods: Sequence[str],
+                per_trial: bool) -> pd.DataFrame:
+    """A simulation's frame: one row per trial (``per_trial``, :func:`_trial_frame`) or its
+    summary per p and method (:func:`_summary_rows`)."""
+    if per_trial:
+        return _trial_frame(risks, n, methods)
+    rows = []
+    for p, per_method in risks.items():
+        rows += _summary_rows(p, n, per_method, methods)
+    return pd.DataFrame(rows)
 
 
 def _trial_frame(risks: dict[int, dict[str, np.ndarray]], n: int,

@@ -150,8 +150,7 @@ def schedule(configs: Iterable[ExperimentConfig], store_: RunStore, data_dir: Pa
     summary = run_all(list(configs), store_, workers=workers, ray=ray, stack=stack_setting(),
                       progress=progress, data_dir=data_dir)
     if summary.failed:
-        raise RuntimeError(f"{len(summary.failed)} run(s) failed: " + "; ".join(
-            f"{name}: {why}" for name, why in summary.failed.items()))
+        raise RuntimeError(summary.failures())
     return len(summary.computed)
 
 

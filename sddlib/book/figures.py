@@ -421,10 +421,6 @@ def comparison_table(comparison):
                                    or c in ("dip", "rise")])
 
 
-def rerun_command(name: str, example: str = "") -> str:
-    return f"sddlib figures --only {name}" + (f" {example}" if example else "")
-
-
 def sparsity_list(values) -> str:
     """"name 12.3%, other none": a sparsity per name (NaN: never reached) in words."""
     return ", ".join(f"{name} {sparsity:.1%}" if not math.isnan(sparsity) else f"{name} none"

@@ -76,6 +76,11 @@ class Summary:
     def ok(self) -> bool:
         return not self.failed
 
+    def failures(self) -> str:
+        """The failed runs in one line: "2 run(s) failed: NAME: REASON; NAME: REASON"."""
+        return f"{len(self.failed)} run(s) failed: " + "; ".join(
+            f"{name}: {why}" for name, why in self.failed.items())
+
     def report(self) -> str:
         """A few lines for people: the counts, then each failed run and why."""
         lines = [f"sweep: {len(self.computed)} computed, {len(self.reused)} already finished, "

@@ -70,8 +70,7 @@ def run_many(configs: list[ExperimentConfig], store: RunStore, *, compute_missin
             errors = {(type(error), str(error)) for error in summary.errors.values()}
             if len(errors) == 1 and len(summary.errors) == len(summary.failed):
                 raise next(iter(summary.errors.values()))  # one error: as it was raised
-            raise RuntimeError(f"{len(summary.failed)} run(s) failed: " + "; ".join(
-                f"{name}: {why}" for name, why in summary.failed.items()))
+            raise RuntimeError(summary.failures())
         runs += [store.find(config) for config in missing]
     frame = table(runs)
     if not frame.empty:
