@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import bench_conv1d
+import bench_conv_sparse
 import bench_flops
 import bench_gpu
 import bench_level
@@ -32,8 +33,8 @@ def main(argv: list[str]) -> str:
     epochs = 1 if quick else None
     started = time.time()
     rows = []
-    for bench in (bench_level, bench_flops, bench_conv1d, bench_stack, bench_scaling,
-                  bench_sparse, bench_gpu):
+    for bench in (bench_level, bench_flops, bench_conv1d, bench_conv_sparse, bench_stack,
+                  bench_scaling, bench_sparse, bench_gpu):
         print(f"== {bench.__name__}", flush=True)
         rows += bench.main() if epochs is None else bench.main(epochs)
     lines = [f"# sddlib benchmarks ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
