@@ -32,7 +32,7 @@ DENSITIES = (1.0, 0.4, 0.2, 0.1, 0.05)
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
 
-def best_ms(function, repeats: int) -> float:
+def mean_ms(function, repeats: int) -> float:
     for _ in range(3):
         function()
     started = time.perf_counter()
@@ -58,7 +58,7 @@ def one_layer(channels, length, taps, stride, padding, density, repeats, generat
     x = torch.randn(BATCH, channels, length, generator=generator)
     mask = (torch.rand(WIDTH, channels, taps, generator=generator) < density).float()
     weight = (torch.randn(WIDTH, channels, taps, generator=generator) * mask).requires_grad_()
-    bias = torch.randn(WIDTH, requires_grad=True)
+    bias = torch.randn(WIDTH, generator=generator).requires_grad_()
     rows, cols, source, out_length = unrolled(channels, length, taps, stride, padding)
     grad = torch.randn(BATCH, WIDTH, out_length, generator=generator)
 
@@ -91,7 +91,7 @@ def one_layer(channels, length, taps, stride, padding, density, repeats, generat
     reference = F.conv1d(x, weight.detach() * mask, bias.detach(), stride=stride,
                          padding=padding)
     assert torch.allclose(csr().detach(), reference, atol=1e-4)
-    return best_ms(dense_masked, repeats), best_ms(csr, repeats)
+    return mean_ms(dense_masked, repeats), mean_ms(csr, repeats)
 
 
 def main(repeats: int = 60) -> list[tuple[str, str]]:
