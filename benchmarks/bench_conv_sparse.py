@@ -22,11 +22,13 @@ import sys
 import time
 import warnings
 
+import common
 import torch
+from bench_conv1d import BATCH, LAYERS, LENGTH, WIDTH
 from torch.nn import functional as F
 
-BATCH, WIDTH = 128, 32
-LAYERS = [(1, 40, 5, 1, 2), (WIDTH, 40, 3, 2, 1), (WIDTH, 20, 3, 2, 1)]  # in, length, k, s, p
+from sddlib.engine import threads
+
 DENSITIES = (1.0, 0.4, 0.2, 0.1, 0.05)
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
@@ -75,7 +77,7 @@ def one_layer(channels, length, taps, stride, padding, density, repeats, generat
                                     check_invariants=False)
     flat = weight.detach().reshape(-1)
 
-    def csr():
+    def csr() -> tuple[torch.Tensor, torch.Tensor]:
         matrix = torch.sparse_csr_tensor(crow, cols, flat[source], size=shape,
                                          check_invariants=False)
         x_t = x.reshape(BATCH, -1).t().contiguous()
@@ -83,35 +85,34 @@ def one_layer(channels, length, taps, stride, padding, density, repeats, generat
         y = y + bias[None, :, None]
         g = grad.reshape(BATCH, -1).t().contiguous()
         tap_grads = torch.sparse.sampled_addmm(zeros, g, x_t.t(), beta=0.0).values()
-        torch.zeros(flat.numel()).index_add_(0, source, tap_grads)
+        grad_weight = torch.zeros(flat.numel()).index_add_(0, source, tap_grads)
         grad.sum((0, 2))
-        return y
+        return y, grad_weight.view(weight.shape)
 
-    # the two compute the same product (checked before timing)
-    reference = F.conv1d(x, weight.detach() * mask, bias.detach(), stride=stride,
-                         padding=padding)
-    assert torch.allclose(csr().detach(), reference, atol=1e-4)
+    # the two give the same output and the same weight gradient at the kept taps
+    # (checked before timing)
+    reference = F.conv1d(x, weight * mask, bias, stride=stride, padding=padding)
+    reference_grad, = torch.autograd.grad(reference, weight, grad)
+    y, grad_weight = csr()
+    assert torch.allclose(y.detach(), reference.detach(), atol=1e-4)
+    assert torch.allclose(grad_weight, reference_grad, atol=1e-3)
     return mean_ms(dense_masked, repeats), mean_ms(csr, repeats)
 
 
 def main(repeats: int = 60) -> list[tuple[str, str]]:
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
     generator = torch.Generator().manual_seed(0)
     rows = []
-    try:
-        for number, (channels, length, taps, stride, padding) in enumerate(LAYERS, 1):
+    length = LENGTH
+    with threads.torch_threads(1):
+        for number, (channels, _, taps, stride, padding) in enumerate(LAYERS, 1):
             for density in DENSITIES:
                 dense, csr = one_layer(channels, length, taps, stride, padding, density,
                                        repeats, generator)
                 rows.append((f"conv_sparse: cnn1d conv {number} at {density:.0%} of its "
                              "weights, unrolled CSR / dense-masked conv1d (fwd + weight grad)",
                              f"{csr / dense:.2f}"))
-    finally:
-        torch.set_num_threads(old)
-    for name, value in rows:
-        print(f"{name}: {value}")
-    return rows
+            length = (length + 2 * padding - taps) // stride + 1
+    return common.report(rows)
 
 
 if __name__ == "__main__":
