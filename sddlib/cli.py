@@ -12,9 +12,10 @@
     sddlib show RUN [--runs-dir DIR]                                 print a run's per-level table
     sddlib figures [--profile P] [--only NAME] [-p key=value]...     execute the book's notebooks
     sddlib figures --profile paper --rehearse [--into DIR]           the paper batch in miniature
-                                                                     on the CPU, in a scratch
-                                                                     project
-    sddlib keys                                                      every config key, its default, allowed values
+                   [--device cuda]                                   on the CPU (or the GPU), in
+                                                                     a scratch project
+    sddlib keys                                                      every config key, its
+                                                                     default, allowed values
 
 Bad input (an unknown key, a wrong type, a value out of range) stops the command before
 any work with one line naming the key and the allowed values, and the run store is not
@@ -235,6 +236,9 @@ def _parser() -> argparse.ArgumentParser:
     figures.add_argument("--into", type=Path, metavar="DIR",
                          help="with --rehearse: the scratch project (default: a new "
                               "temporary folder); an earlier rehearsal's keeps its runs")
+    figures.add_argument("--device", metavar="DEVICE",
+                         help="with --rehearse: where its runs train (default cpu; cuda on "
+                              "a GPU box runs the miniature through the CUDA paths)")
     figures.set_defaults(handler=_figures)
 
     keys = commands.add_parser("keys", help="every config key with its default and allowed "
@@ -448,6 +452,9 @@ def _figures(args) -> int:
         return _rehearse(args, settings)
     if args.into is not None:
         raise ValueError("--into: only with --rehearse (the scratch project of a rehearsal)")
+    if args.device is not None:
+        raise ValueError("--device: only with --rehearse (a page's runs take their device "
+                         "from -p experiment.device=cuda)")
     overrides = parse_assignments(args.parameters)
     if args.plan:
         table = plan_table(args.profile, args.only, overrides, settings)
@@ -472,7 +479,7 @@ def _figures(args) -> int:
 def _rehearse(args, settings) -> int:
     """``sddlib figures --rehearse``: the profile's batch in miniature (sddlib.book.rehearsal)."""
     from sddlib.book.profiles import profile_section
-    from sddlib.book.rehearsal import check_scratch, rehearse
+    from sddlib.book.rehearsal import check_device, check_scratch, rehearse
 
     given = [flag for flag, value in (("--only", args.only), ("-p", args.parameters),
                                       ("--runs-dir", args.runs_dir), ("--plan", args.plan),
@@ -481,14 +488,16 @@ def _rehearse(args, settings) -> int:
     if given:
         raise ValueError(f"{given[0]}: not with --rehearse, which runs every page of the "
                          "profile in a scratch project of its own; allowed with it: "
-                         "--profile, --into, --compute-only, --ray")
+                         "--profile, --into, --device, --compute-only, --ray")
     if args.ray and not args.compute_only:
         raise ValueError("--ray: only with --compute-only (the pages then only read)")
     profile_section(settings, args.profile)  # an unknown profile: one line, before anything
+    device = check_device(args.device or "cpu")
     if args.into is not None:
         check_scratch(args.into, settings)
     result = rehearse(args.into, args.profile, ray=args.ray, compute_only=args.compute_only,
-                      settings=settings, log=lambda text: print(text, file=sys.stderr))
+                      settings=settings, log=lambda text: print(text, file=sys.stderr),
+                      device=device)
     print(result.report(), file=sys.stderr)
     print(result.project)
     return 0 if result.ok else 1

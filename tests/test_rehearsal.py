@@ -75,6 +75,21 @@ def test_the_shrunk_profile_keeps_what_the_pages_vary(prepared):
     assert settings.data_dir == prepared / "data" / "datasets"
 
 
+def test_a_rehearsal_for_the_gpu_differs_only_in_its_device(prepared, tmp_path):
+    """``--device cuda`` (prepared here, on a machine without one): every run of every
+    page trains on cuda, and the runs are otherwise the CPU rehearsal's."""
+    on_gpu = configs_of(load_settings(rehearsal.prepare(tmp_path / "gpu", SETTINGS,
+                                                        device="cuda")))
+    on_cpu = configs_of(load_settings(prepared))
+    assert {config.device for config in on_gpu} == {"cuda"}
+
+    def without_device(configs):
+        return sorted(json.dumps({**c.to_dict(), "device": None}, sort_keys=True)
+                      for c in configs)
+
+    assert without_device(on_gpu) == without_device(on_cpu)
+
+
 def test_the_theory_network_check_keeps_its_small_and_pruned_widths(prepared):
     """The network check trains the widths below the target directly and prunes the
     others: the shrunk widths and target split the same way."""
@@ -109,6 +124,8 @@ def test_every_dataset_file_is_read_by_its_real_loader(prepared):
     (["--rehearse", "--into", str(ROOT / "book" / "scratch")], "--into"),
     (["--rehearse", "--into", str(ROOT)], "--into"),
     (["--into", "/tmp/somewhere"], "--into"),
+    (["--rehearse", "--device", "gpu"], "--device"),
+    (["--device", "cuda"], "--device"),
 ])
 def test_bad_rehearsal_flags_are_one_line(arguments, key, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)

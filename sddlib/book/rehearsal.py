@@ -12,14 +12,16 @@ same batch in minutes on a laptop:
    scratch project and whose ``paper`` profile is the real one shrunk
    (:func:`shrink_profile`): every experiment on a few dozen samples, 1 epoch, 2 levels,
    the milestones and the rewind point scaled to fit, the image models narrowed, the theory
-   simulations small, at most 2 seeds, ``device: cpu``. The datasets, models, retraining
+   simulations small, at most 2 seeds, ``device: cpu`` (``--device cuda`` on a GPU box:
+   the same miniature through the CUDA paths). The datasets, models, retraining
    modes, criteria, noise kinds, variants and page code stay exactly as they are: the
    shrinking is computed from the profile, never typed out a second time.
-2. It writes each file-based dataset (:data:`sddlib.data.formats.WRITERS`) into the scratch dataset cache, a
-   few dozen images in the real on-disk format (CIFAR's Python-2 pickles, MNIST's idx
-   files under ``MNIST/raw``, Tiny ImageNet's folders with ``wnids.txt``,
-   ``val/val_annotations.txt`` and JPEG images), which the real loaders of
-   :mod:`sddlib.data.datasets` then read. The tests of :mod:`sddlib.data.datasets` use the same writers.
+2. It writes each file-based dataset (:data:`sddlib.data.formats.WRITERS`) into the
+   scratch dataset cache, a few dozen images in the real on-disk format (CIFAR's Python-2
+   pickles, MNIST's idx files under ``MNIST/raw``, Tiny ImageNet's folders with
+   ``wnids.txt``, ``val/val_annotations.txt`` and JPEG images), which the real loaders of
+   :mod:`sddlib.data.datasets` then read. The tests of :mod:`sddlib.data.datasets` use the
+   same writers.
 3. It runs the batch of the README, from the scratch project, each step a process of its
    own as on the GPU box: ``sddlib figures --compute-only --profile paper`` (every page's
    runs in one schedule; ``--ray ADDRESS`` to run it on Ray), then ``papermill
@@ -34,6 +36,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -45,6 +48,7 @@ from typing import Optional
 import yaml
 
 from sddlib.book import pages
+from sddlib.config.fields import DEVICE_PATTERN, DEVICES_ALLOWED
 from sddlib.data.formats import FILE_TRAIN, write_datasets
 
 # How far the rehearsal shrinks an experiment (see shrink_profile).
@@ -66,19 +70,22 @@ THEORY_KEYS = tuple(pages.keys_with_role("theory"))
 
 
 # ---------------------------------------------------------------------------- the profile
-def shrink_profile(profile: dict, declared: dict[str, dict]) -> dict:
+def shrink_profile(profile: dict, declared: dict[str, dict], device: str = "cpu") -> dict:
     """The rehearsal's version of ``profile`` (a ``profiles.<name>`` section of
     ``_config.yml``): the same notebooks, datasets, models, modes, criteria, noise kinds
-    and variants, each experiment shrunk to run in seconds on a CPU.
+    and variants, each experiment shrunk to run in seconds on a CPU, on ``device``.
 
     ``declared``: each notebook's ``parameters`` cell (name -> its defaults); a parameter
     the profile leaves at the notebook's default is shrunk too where that matters (the
     minima page's Hessian queries, the antidotes' patience). Every experiment (the
     ``common`` one, a page's ``experiment``, ``width_experiment``, ``depth_experiment``,
     the theory page's ``network.experiment``) gets ``train_size``/``test_size``
-    :data:`TRAIN_SIZE`/:data:`TEST_SIZE`, ``batch_size`` :data:`BATCH_SIZE`, ``device:
-    cpu`` and ``threads: 1`` (a model this narrow gains nothing from a second torch
-    thread, and on a busy machine several threads slow each other down tenfold); wherever an experiment or a variant sets them, ``epochs`` becomes at most
+    :data:`TRAIN_SIZE`/:data:`TEST_SIZE`, ``batch_size`` :data:`BATCH_SIZE`, ``device``
+    (``cpu`` unless asked otherwise: ``cuda`` on a GPU box runs the same miniature
+    through the CUDA paths, bf16 autocast, compiled steps, channels_last and stacked
+    ensembles, in minutes) and ``threads: 1`` (a model this narrow gains nothing from a
+    second torch thread, and on a busy machine several threads slow each other down
+    tenfold); wherever an experiment or a variant sets them, ``epochs`` becomes at most
     :data:`EPOCHS`, ``levels`` at most :data:`LEVELS`, ``milestones`` are scaled by the
     same factor as the epochs (kept within them), a non-zero ``rewind_iteration`` becomes
     1 (the earliest rewind point), a non-zero ``validation_size`` :data:`VALIDATION_SIZE`,
@@ -87,7 +94,8 @@ def shrink_profile(profile: dict, declared: dict[str, dict]) -> dict:
     """
     common = copy.deepcopy(profile.get("common") or {})
     base = common.get("experiment")
-    shrunk_common = {key: _shrink_parameter(key, value, {}) for key, value in common.items()}
+    shrunk_common = {key: _shrink_parameter(key, value, {}, device)
+                     for key, value in common.items()}
     notebooks = {}
     for name, defaults in declared.items():
         specific = (profile.get("notebooks") or {}).get(name) or {}
@@ -95,11 +103,12 @@ def shrink_profile(profile: dict, declared: dict[str, dict]) -> dict:
         bases = {key: pages.merge(base or {}, specific.get(key) or {}) if key == "experiment"
                  else specific.get(key, defaults.get(key)) for key in BASE_KEYS}
         bases = {key: value for key, value in bases.items() if isinstance(value, dict)}
-        shrunk = {key: _shrink_parameter(key, value, bases) for key, value in specific.items()}
+        shrunk = {key: _shrink_parameter(key, value, bases, device)
+                  for key, value in specific.items()}
         for key, default in defaults.items():  # left at the page's default by the profile
             if key in specific or (key in common and key in defaults):
                 continue
-            smaller = _shrink_parameter(key, default, bases)
+            smaller = _shrink_parameter(key, default, bases, device)
             if smaller != default:
                 shrunk[key] = smaller
         if shrunk or name in (profile.get("notebooks") or {}):
@@ -112,19 +121,19 @@ def shrink_profile(profile: dict, declared: dict[str, dict]) -> dict:
     return section
 
 
-def _shrink_parameter(key: str, value, bases: dict):
+def _shrink_parameter(key: str, value, bases: dict, device: str = "cpu"):
     if key in BASE_KEYS and isinstance(value, dict):
-        return shrink_experiment(value, base=True)
+        return shrink_experiment(value, base=True, device=device)
     if key in VARIANT_KEYS and isinstance(value, dict):
         parent = bases.get(VARIANT_KEYS[key]) or {}
-        return {label: _shrink_variant(key, changes, parent)
+        return {label: _shrink_variant(key, changes, parent, device)
                 for label, changes in value.items()}
     if key == "seeds" and isinstance(value, list):
         return value[:SEEDS]
     if key in THEORY_KEYS and isinstance(value, dict):
         return _shrink_theory(value)
     if key == "network" and isinstance(value, dict):
-        return _shrink_network(value)
+        return _shrink_network(value, device)
     if key == "hessian_batches" and isinstance(value, int):
         return min(value, HESSIAN_BATCHES)
     if key == "trace_queries" and isinstance(value, int):
@@ -136,22 +145,23 @@ def _shrink_parameter(key: str, value, bases: dict):
     return copy.deepcopy(value)
 
 
-def _shrink_variant(key: str, changes, parent: dict):
+def _shrink_variant(key: str, changes, parent: dict, device: str = "cpu"):
     if not isinstance(changes, dict):
         return copy.deepcopy(changes)
     shrunk = shrink_experiment({k: v for k, v in changes.items() if k != "seeds"},
-                               base=False, parent=parent)
+                               base=False, parent=parent, device=device)
     if key == "antidotes" and isinstance(changes.get("seeds"), list):
         shrunk["seeds"] = changes["seeds"][:SEEDS]
     return shrunk
 
 
 def shrink_experiment(experiment: dict, base: bool = True, parent: Optional[dict] = None,
-                      width: bool = True) -> dict:
-    """One experiment's keys shrunk as :func:`shrink_profile` says. ``base``: a whole
-    experiment (the sizes, batch and device are set even where it leaves them out), not a
-    variant's changes to one (``parent``, whose epochs and model the variant inherits).
-    ``width``: narrow an image model (not where the caller sets the width itself)."""
+                      width: bool = True, device: str = "cpu") -> dict:
+    """One experiment's keys shrunk as :func:`shrink_profile` says, to train on
+    ``device``. ``base``: a whole experiment (the sizes, batch and device are set even
+    where it leaves them out), not a variant's changes to one (``parent``, whose epochs
+    and model the variant inherits). ``width``: narrow an image model (not where the
+    caller sets the width itself)."""
     from sddlib.config.fields import ExperimentConfig
     from sddlib.models.architectures import MODELS
 
@@ -172,7 +182,7 @@ def shrink_experiment(experiment: dict, base: bool = True, parent: Optional[dict
     if experiment.get("validation_size"):
         out["validation_size"] = min(experiment["validation_size"], VALIDATION_SIZE)
     if "device" in experiment or base:
-        out["device"] = "cpu"
+        out["device"] = device
     if "threads" in experiment or base:  # not part of a run's identity
         out["threads"] = 1
     for key, size in (("train_size", TRAIN_SIZE), ("test_size", TEST_SIZE),
@@ -199,14 +209,15 @@ def _shrink_theory(value: dict) -> dict:
     return out
 
 
-def _shrink_network(value: dict) -> dict:
+def _shrink_network(value: dict, device: str = "cpu") -> dict:
     """The theory page's network check: its experiment shrunk (the width is the check's
     own), its widths scaled by one factor (the smallest kept >= 1), the target number of
     weights by that factor squared (a layer's weights grow with the square of its width),
     so the same widths stay below and above the target."""
     out = copy.deepcopy(value)
     if isinstance(value.get("experiment"), dict):
-        out["experiment"] = shrink_experiment(value["experiment"], base=True, width=False)
+        out["experiment"] = shrink_experiment(value["experiment"], base=True, width=False,
+                                              device=device)
     widths = value.get("widths")
     if isinstance(widths, list) and widths and all(isinstance(w, int) for w in widths):
         factor = max(WIDTH_FACTOR, 1 / min(widths))
@@ -278,9 +289,9 @@ def check_scratch(into: Path, settings) -> None:
         raise ValueError(f"--into: {into} is not a folder")
 
 
-def prepare(into: Path, settings=None, profile: str = "paper") -> Path:
-    """The scratch project of a rehearsal of ``profile`` in ``into`` (see the module's
-    docstring); returns its root. A folder of an earlier rehearsal keeps its runs and
+def prepare(into: Path, settings=None, profile: str = "paper", device: str = "cpu") -> Path:
+    """The scratch project of a rehearsal of ``profile`` on ``device`` in ``into`` (see
+    the module's docstring); returns its root. A folder of an earlier rehearsal keeps its runs and
     dataset files (so a second rehearsal computes only what changed); its notebooks,
     book sources and ``_config.yml`` are copied anew, and its executed pages removed."""
     from sddlib.book.profiles import (NOTEBOOK_DIR, notebook_names, parameters_cell_defaults,
@@ -314,7 +325,7 @@ def prepare(into: Path, settings=None, profile: str = "paper") -> Path:
                         dirs_exist_ok=True)
     content = yaml.safe_load(settings.config_path.read_text())
     content["sddlib"] = {"runs_dir": "data/runs", "data_dir": "data/datasets"}
-    content["profiles"] = {profile: shrink_profile(chosen, declared)}
+    content["profiles"] = {profile: shrink_profile(chosen, declared, device)}
     header = (f"# The scratch project of `sddlib figures --profile {profile} --rehearse`:\n"
               f"# profiles.{profile} is {settings.config_path}'s, shrunk by "
               "sddlib.book.rehearsal.shrink_profile.\n")
@@ -395,23 +406,32 @@ def execute_pages(project: Path, names: list[str], profile: str = "paper",
                                                 output), time.time() - started
 
 
+def check_device(device: str) -> str:
+    """``device`` if a run can take it, else the one-line error naming ``--device``."""
+    if not re.fullmatch(DEVICE_PATTERN, device):
+        raise ValueError(f"--device: {device!r} is not allowed; allowed: {DEVICES_ALLOWED}")
+    return device
+
+
 def rehearse(into: Optional[Path] = None, profile: str = "paper", ray: Optional[str] = None,
              compute_only: bool = False, settings=None, log=print,
-             pages_at_once: Optional[int] = None) -> Rehearsal:
+             pages_at_once: Optional[int] = None, device: str = "cpu") -> Rehearsal:
     """The whole rehearsal of ``profile`` (see the module's docstring) in ``into`` (a new
     temporary folder by default); returns its :class:`Rehearsal`, whose ``failed`` names
     each step or page that failed and why. ``compute_only``: prepare and compute the
     runs, execute no page. ``pages_at_once``: papermill processes at once (default: one
-    per usable core, at most 2; see :func:`execute_pages`)."""
+    per usable core, at most 2; see :func:`execute_pages`). ``device``: where every run
+    trains (``cuda`` on a GPU box: the miniature then goes through the CUDA paths)."""
     from sddlib.book.profiles import LANDING, notebook_names
     from sddlib.config.project import load_settings
 
     started = time.time()
     into = Path(into) if into is not None else Path(tempfile.mkdtemp(prefix="sddlib-rehearsal-"))
-    project = prepare(into, settings, profile)
+    project = prepare(into, settings, profile, check_device(device))
     result = Rehearsal(project, profile)
     result.seconds["prepare"] = time.time() - started
-    log(f"[rehearse] scratch project {project} (profile {profile} shrunk, datasets written)")
+    log(f"[rehearse] scratch project {project} (profile {profile} shrunk, on {device}, "
+        "datasets written)")
 
     _timed(result, "compute-only", log, f"sddlib figures --compute-only --profile {profile}"
            f"{' --ray ' + ray if ray else ''}", lambda: compute(project, profile, ray))

@@ -25,8 +25,9 @@ Runs stored under the first identity (:meth:`ExperimentConfig.legacy_identity`, 
 hashed every field) are found by their old name and moved to the new one, once, by
 :meth:`sddlib.storage.store.RunStore.find`. ``threads`` (torch CPU threads) is left out of the
 identity like ``device``, though it changes float rounding: its default gives a run one
-fixed count wherever it runs (see :mod:`sddlib.engine.threads`), and ``meta.json`` records the count a
-run trained with, with the resolved ``precision`` and ``compile`` settings (:mod:`fast`).
+fixed count wherever it runs (see :mod:`sddlib.engine.threads`), and ``meta.json`` records
+the count a run trained with, with the resolved ``precision`` and ``compile`` settings
+(:mod:`fast`).
 A config is immutable once built: change one with :meth:`ExperimentConfig.replace`.
 """
 from __future__ import annotations
@@ -58,6 +59,8 @@ DISTILL_RULES = ("none", "dense", "best-fit")  # sddlib.engine.distill: whom a r
 PRECISIONS = ("auto", "fp32", "bf16")
 COMPILE_MODES = ("auto", "on", "off")
 SPARSE_MODES = ("auto", "on", "off")
+DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"  # a run's torch device, as config and CLI take it
+DEVICES_ALLOWED = "auto, cpu, cuda, cuda:N"
 
 
 class ConfigError(ValueError):
@@ -111,7 +114,8 @@ class ExperimentConfig:
     noise_kind: str = _field("random", "label noise model", choices=NOISE_KINDS,
                              only_if=lambda c: c.noise > 0)
     augment: Optional[bool] = _field(
-        None, "random crop (padding 4) and horizontal flip; none = on for cifar/tinyimagenet", short='aug')
+        None, "random crop (padding 4) and horizontal flip; none = on for cifar/tinyimagenet",
+        short='aug')
     validation_size: int = _field(
         0, "training samples held out as a validation split (drawn after the label noise, "
            "so its labels are noisy as a researcher's are; stratified, seeded by seed; "
@@ -127,7 +131,8 @@ class ExperimentConfig:
     depth: int = _field(5, "number of conv blocks of vgglike", low=1, high=8, owned=True)
     # pruning
     criterion: str = _field("magnitude", "pruning score", choices=lambda: tuple(CRITERIA))
-    scope: str = _field("global", "one threshold over all layers, or one per layer", choices=SCOPES, short='')
+    scope: str = _field("global", "one threshold over all layers, or one per layer",
+                        choices=SCOPES, short='')
     rate: float = _field(0.2, "fraction of the remaining weights pruned at each level",
                          above=0.0, below=1.0, short='rate')
     prune_output: Optional[bool] = _field(
@@ -194,8 +199,8 @@ class ExperimentConfig:
                                   "off on the cpu", choices=COMPILE_MODES,
                           identity=False)
     sparse: str = _field("auto", "train pruned linear layers of density <= 0.2 with CSR "
-                                 "kernels (sddlib.pruning.sparse); auto: on on the cpu in fp32, off "
-                                 "on cuda", choices=SPARSE_MODES, identity=False)
+                                 "kernels (sddlib.pruning.sparse); auto: on on the cpu in fp32, "
+                                 "off on cuda", choices=SPARSE_MODES, identity=False)
     threads: Optional[int] = _field(
         None, "torch cpu threads of the run; none = auto: 1 for mlp and cnn1d on the cpu "
               "(several runs train at once, one per core), every core otherwise", low=1,
@@ -234,9 +239,9 @@ class ExperimentConfig:
         if self.augment and (model.reads != "image" or kind != "image"):
             raise ConfigError(f"augment: crop/flip needs an image model on images; allowed "
                               f"with {self.model} on {self.dataset}: false")
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
-            raise ConfigError(f"device: {self.device!r} is not allowed; allowed: auto, cpu, "
-                              "cuda, cuda:N")
+        if not re.fullmatch(DEVICE_PATTERN, self.device):
+            raise ConfigError(f"device: {self.device!r} is not allowed; allowed: "
+                              f"{DEVICES_ALLOWED}")
         if self.dataset == "mnist1d":
             train = MNIST1D_TRAIN_SIZE if self.train_size is None else self.train_size
             test = MNIST1D_TEST_SIZE if self.test_size is None else self.test_size
