@@ -73,7 +73,8 @@ THEORY_KEYS = tuple(pages.keys_with_role("theory"))
 def shrink_profile(profile: dict, declared: dict[str, dict], device: str = "cpu") -> dict:
     """The rehearsal's version of ``profile`` (a ``profiles.<name>`` section of
     ``_config.yml``): the same notebooks, datasets, models, modes, criteria, noise kinds
-    and variants, each experiment shrunk to run in seconds on a CPU, on ``device``.
+    and variants, each experiment shrunk to run in seconds, on ``device`` (the CPU unless
+    asked otherwise).
 
     ``declared``: each notebook's ``parameters`` cell (name -> its defaults); a parameter
     the profile leaves at the notebook's default is shrunk too where that matters (the
