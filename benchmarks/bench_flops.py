@@ -70,7 +70,8 @@ def main(epochs: int = 3) -> list[tuple[str, str]]:
     peak = matmul_peak()
     rows = [("flops: training FLOPs per sample (fwd+bwd)", f"{flops_per_sample / 1e6:.2f} M"),
             ("flops: float32 matmul peak FLOP/s", f"{peak / 1e9:.1f} G"),
-            (f"flops: one run ({thread_count} thread) / peak", f"{epoch_flops / own_epoch / peak:.3f}"),
+            (f"flops: one run ({thread_count} thread) / peak",
+             f"{epoch_flops / own_epoch / peak:.3f}"),
             (f"flops: one run ({default_threads} threads) / peak",
              f"{epoch_flops / default_epoch / peak:.3f}"),
             (f"flops: {processes} runs side by side / peak",

@@ -83,9 +83,9 @@ def side_by_side(seeds: list[int], epochs: int, processes: int,
                  changes: dict | None = None) -> float:
     """Wall seconds to train level 0 of the default config for ``seeds`` in ``processes``
     spawned processes side by side (seeds dealt round-robin), each with the torch threads
-    ``sddlib.scheduling.parallel`` gives such a run (one), as ``run_many`` trains runs. Data, model and a warm-up epoch are prepared before
-    the clock starts, in every process at once (a barrier), so process start-up is not
-    counted: it is paid once per pool, not per run."""
+    ``sddlib.scheduling.parallel`` gives such a run (one), as ``run_many`` trains runs. Data, model
+    and a warm-up epoch are prepared before the clock starts, in every process at once (a barrier),
+    so process start-up is not counted: it is paid once per pool, not per run."""
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")

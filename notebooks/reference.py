@@ -62,11 +62,11 @@ figures.glue("key_count", len(keys))
 #
 # An experiment is one `ExperimentConfig`: these {glue:text}`key_count` keys, with their
 # defaults (together, the embedded default experiment that `sddlib run` trains with no
-# arguments) and the values each accepts. Set them on the command line (`sddlib run --set noise=0.4 --set seed=1`), in a
-# YAML file (`sddlib run my-experiment.yml`), for a figure (`sddlib figures --only
-# label-noise -p experiment.epochs=40`) or from Python. `sddlib keys` prints the same
-# table. Bad input stops before any work with one line naming the key and the allowed
-# values. `none` in a key that takes a number means "the dataset's or model's own
+# arguments) and the values each accepts. Set them on the command line
+# (`sddlib run --set noise=0.4 --set seed=1`), in a YAML file (`sddlib run my-experiment.yml`), for
+# a figure (`sddlib figures --only label-noise -p experiment.epochs=40`) or from Python.
+# `sddlib keys` prints the same table. Bad input stops before any work with one line naming the key
+# and the allowed values. `none` in a key that takes a number means "the dataset's or model's own
 # choice", as its meaning says; lists (`widths`, `milestones`) are written `300,100` on
 # the command line and `[300, 100]` in YAML.
 
@@ -101,7 +101,8 @@ table(keys)
 # %% tags=["hide-input"]
 marker = "A run folder holds::"
 if marker not in run_store.__doc__:
-    raise RuntimeError(f"sddlib.storage.store's docstring no longer has {marker!r}: update this page")
+    raise RuntimeError(f"sddlib.storage.store's docstring no longer has {marker!r}: "
+                       "update this page")
 layout = []
 for line in run_store.__doc__.split(marker, 1)[1].splitlines()[1:]:
     if line.strip() and not line.startswith("    "):
@@ -197,8 +198,8 @@ table(pd.DataFrame({"column": run_store.LEVEL_COLUMNS,
 # stepped by the optimiser, so such a layer costs what its remaining weights cost. The
 # rest of a step (the batch, the loss, the other layers, the convolutions, which torch
 # cannot skip) does not shrink, so a level's time falls with density only as far as its
-# linear layers dominate it (the plot under {ref}`reference-benchmarks`). Time per epoch grows linearly
-# with the training-set size (4,000 instead of 8,000 samples: 0.51x; 2,000: 0.25x) and,
+# linear layers dominate it (the plot under {ref}`reference-benchmarks`). Time per epoch grows
+# linearly with the training-set size (4,000 instead of 8,000 samples: 0.51x; 2,000: 0.25x) and,
 # once the model is big enough to keep the cores busy, with its FLOPs: width 16 / 64 / 128
 # of the default 1-D CNN cost 0.59x / 2.15x / 4.51x the default's time for 0.3x / 3.6x /
 # 14x its FLOPs. The default model is small (0.83 MFLOP per sample for a training step),

@@ -77,7 +77,8 @@ figures.glue("summary_table", figures.summary_table(table, "dataset_name", judge
 #
 # **Measured.** On {glue:text}`main_dataset` the dense network reaches
 # {glue:text}`dense_acc:.1%` test accuracy. Pruning {glue:text}`path`, and the sparsest
-# network ({glue:text}`last_sparsity:.2%` sparsity) ends at {glue:text}`last_acc:.1%` (means over {glue:text}`seed_count` seeds).
+# network ({glue:text}`last_sparsity:.2%` sparsity) ends at {glue:text}`last_acc:.1%` (means over
+# {glue:text}`seed_count` seeds).
 #
 # **Judged over seeds.** The claim is judged per dataset on one number per seed: the
 # smallest of its dip (dense − worst), rise (best − worst) and fall (best − last), each

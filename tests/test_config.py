@@ -111,7 +111,8 @@ def test_a_run_stored_under_an_older_readable_name_is_found_and_renamed(tmp_path
     store = RunStore(tmp_path)
     config = ExperimentConfig(**FROZEN).replace(weight_decay=0.005)
     run = store.create(config, "cpu")
-    old = tmp_path / f"mnist1d-n4000-mlp-300x100-random20-magnitude-lottery-seed0-{config.short_hash()}"
+    old = tmp_path / ("mnist1d-n4000-mlp-300x100-random20-magnitude-lottery-seed0-"
+                      f"{config.short_hash()}")
     run.path.rename(old)
     found = store.find(config)
     assert found is not None and found.path == store.path_for(config) and not old.exists()
@@ -149,8 +150,8 @@ def test_bad_input_names_the_key_and_allowed_values(sets, key, allowed):
 
 def test_sets_parse_types():
     config = ExperimentConfig().with_sets(
-        ["model=mlp", "widths=300,100", "lr=0.1", "optimizer=sgd", "augment=false", "train_size=none",
-         "dataset=digits", "seed=3"])
+        ["model=mlp", "widths=300,100", "lr=0.1", "optimizer=sgd", "augment=false",
+         "train_size=none", "dataset=digits", "seed=3"])
     assert config.widths == [300, 100] and config.lr == 0.1 and config.augment is False
     assert config.train_size is None and config.seed == 3
 

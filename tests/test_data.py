@@ -1,4 +1,5 @@
-"""Tests for sddlib.data.datasets: every loader reads small files written in the real on-disk format."""
+"""Tests for sddlib.data.datasets: every loader reads small files written in the real
+on-disk format."""
 
 import pickle
 import random
@@ -101,7 +102,8 @@ def test_digits():
     assert (subset.num_train, subset.num_test) == (100, 50)
     # a subset is made of samples of the full split, with their labels
     full = {(x.numpy().tobytes(), y) for x, y in zip(bundle.x_train, bundle.y_train.tolist())}
-    assert all((x.numpy().tobytes(), y) in full for x, y in zip(subset.x_train, subset.y_train.tolist()))
+    assert all((x.numpy().tobytes(), y) in full
+               for x, y in zip(subset.x_train, subset.y_train.tolist()))
 
 
 # ---------------------------------------------------------------------------
@@ -177,7 +179,8 @@ def _write_mnist(root, folder, rng):
 @pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")])
 def test_mnist_files(tmp_path, name, folder):
     written = _write_mnist(tmp_path, folder, np.random.default_rng(0))
-    (magic,) = struct.unpack(">I", (tmp_path / folder / "raw" / "train-images-idx3-ubyte").read_bytes()[:4])
+    (magic,) = struct.unpack(">I", (tmp_path / folder / "raw" /
+                                    "train-images-idx3-ubyte").read_bytes()[:4])
     assert magic == 2051
     bundle = load_clean(name, tmp_path)
     np.testing.assert_array_equal(bundle.x_train.numpy(), written["train"][0][:, None])
@@ -223,7 +226,8 @@ def test_cifar10_files(tmp_path):
     bundle = load_clean("cifar10", tmp_path)
     np.testing.assert_array_equal(bundle.x_train.numpy(), train_x.reshape(20, 3, 32, 32))
     # the first 1024 values of a row are the red plane, row-major
-    assert bundle.x_train[0, 0, 0, 1] == train_x[0, 1] and bundle.x_train[0, 1, 0, 0] == train_x[0, 1024]
+    assert (bundle.x_train[0, 0, 0, 1] == train_x[0, 1]
+            and bundle.x_train[0, 1, 0, 0] == train_x[0, 1024])
     np.testing.assert_array_equal(bundle.y_train.numpy(), train_y)
     np.testing.assert_array_equal(bundle.x_test.numpy(), test_x.reshape(3, 3, 32, 32))
     np.testing.assert_array_equal(bundle.y_test.numpy(), test_y)
@@ -292,7 +296,8 @@ def test_tinyimagenet_files(tmp_path, monkeypatch):
         assert (x.int() - torch.tensor(COLOURS[wnid]).view(3, 1, 1)).abs().max() <= 4
 
     assert (root / "cache_32.npz").is_file()
-    monkeypatch.setattr("PIL.Image.open", lambda *a, **k: pytest.fail("decoded again despite the cache"))
+    monkeypatch.setattr("PIL.Image.open",
+                        lambda *a, **k: pytest.fail("decoded again despite the cache"))
     again = load_clean("tinyimagenet", tmp_path)
     assert torch.equal(again.x_train, bundle.x_train) and torch.equal(again.y_test, bundle.y_test)
     monkeypatch.undo()
@@ -331,9 +336,11 @@ def test_missing_files(tmp_path, name, expected_path):
 
 
 def test_unknown_dataset_and_arguments(tmp_path):
-    with pytest.raises(ValueError, match="dataset: unknown 'svhn'; allowed: " + ", ".join(DATASETS)):
+    with pytest.raises(ValueError,
+                       match="dataset: unknown 'svhn'; allowed: " + ", ".join(DATASETS)):
         load("svhn", tmp_path)
-    with pytest.raises(ValueError, match="noise_kind: unknown 'uniform'; allowed: " + ", ".join(NOISE_KINDS)):
+    with pytest.raises(ValueError,
+                       match="noise_kind: unknown 'uniform'; allowed: " + ", ".join(NOISE_KINDS)):
         load("digits", tmp_path, noise=0.2, noise_kind="uniform")
     with pytest.raises(ValueError, match=r"noise: must be a fraction in \[0, 1\]"):
         load("digits", tmp_path, noise=1.5)
@@ -385,7 +392,8 @@ def test_asymmetric_exact_counts_per_source_class():
     for c in range(C):
         in_class = labels == c
         if c in flips:
-            assert changed[in_class].sum().item() == -(-(4 * in_class.sum().item()) // 10)  # ceil(0.4 n_c)
+            # ceil(0.4 n_c)
+            assert changed[in_class].sum().item() == -(-(4 * in_class.sum().item()) // 10)
             assert (noisy[in_class & changed] == flips[c]).all()
         else:
             assert not changed[in_class].any()
@@ -428,7 +436,8 @@ def test_zero_noise_changes_nothing(kind):
 def test_load_applies_noise_to_training_labels_only(tmp_path):
     clean = load_clean("digits", tmp_path)
     bundle = load("digits", tmp_path, noise=0.4, noise_kind="symmetric", seed=1)
-    assert torch.equal(bundle.y_train_clean, clean.y_train) and torch.equal(bundle.y_test, clean.y_test)
+    assert (torch.equal(bundle.y_train_clean, clean.y_train)
+            and torch.equal(bundle.y_test, clean.y_test))
     assert len(bundle.noise_indices) == round(0.4 * 1437)
     assert torch.equal(bundle.corrupted.nonzero().flatten(), bundle.noise_indices)
 
@@ -438,7 +447,8 @@ def test_save_and_load_noise(tmp_path):
     path = tmp_path / "noise" / "labels.npz"
     path.parent.mkdir()
     save_noise(bundle, path)
-    assert [p.name for p in path.parent.iterdir()] == ["labels.npz"]  # no temporary file left behind
+    # no temporary file left behind
+    assert [p.name for p in path.parent.iterdir()] == ["labels.npz"]
     record = load_noise(path)
     assert record.name == "digits" and record.num_train == 1437
     assert torch.equal(record.noise_indices, bundle.noise_indices)
@@ -450,5 +460,6 @@ def test_save_and_load_noise(tmp_path):
 
 
 def test_module_lists():
-    assert tuple(data.DATASETS) == ("mnist1d", "mnist-5k", "digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "tinyimagenet")
+    assert tuple(data.DATASETS) == ("mnist1d", "mnist-5k", "digits", "mnist", "fashion-mnist",
+                                    "cifar10", "cifar100", "tinyimagenet")
     assert data.NOISE_KINDS == ("random", "symmetric", "asymmetric", "pairflip")

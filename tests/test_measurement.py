@@ -227,7 +227,8 @@ def test_lenet_on_real_digits_moves_most_at_the_dip(tmp_path):
     assert peak.last_distance < 0.85 * peak.distance
     assert table.learning_distance[1] < peak.distance  # it rises into the dip
     summary = metrics.curve_summary(table)  # a dip of 2 points, and a rise out of it
-    assert summary.dense_acc - summary.worst_acc > 0.02 and summary.best_acc - summary.worst_acc > 0.02
+    assert (summary.dense_acc - summary.worst_acc > 0.02
+            and summary.best_acc - summary.worst_acc > 0.02)
 
 
 def test_the_command_line_runs_real_digits_offline(tmp_path, capsys):

@@ -46,7 +46,8 @@ def test_the_wheel_holds_every_package_of_the_library():
     from setuptools import find_packages
 
     found = set(find_packages(str(ROOT), include=tomllib.loads(
-        (ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]))
+        (ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+        ["find"]["include"]))
     packages = {".".join(path.parent.relative_to(ROOT).parts)
                 for path in (ROOT / "sddlib").rglob("__init__.py")}
     assert packages == found and len(packages) > 5

@@ -74,7 +74,8 @@ def test_auto_workers_one_per_core_on_the_cpu_for_runs_worth_a_process(monkeypat
     wide = [[default.replace(seed=seed, threads=2)] for seed in range(6)]
     assert parallel.resolve_workers("auto", wide, CPU) == 2
     assert parallel.resolve_workers(3, groups[:2], CPU) == 2
-    with pytest.raises(ValueError, match="workers: 0 is not allowed; allowed: auto or an integer >= 1"):
+    with pytest.raises(ValueError,
+                       match="workers: 0 is not allowed; allowed: auto or an integer >= 1"):
         parallel.resolve_workers(0, groups, CPU)
 
 

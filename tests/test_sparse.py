@@ -1,4 +1,5 @@
-"""The sparse path (sddlib.pruning.sparse): packed linear layers train as the dense-masked ones do."""
+"""The sparse path (sddlib.pruning.sparse): packed linear layers train as the
+dense-masked ones do."""
 import copy
 
 import pytest

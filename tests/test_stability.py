@@ -3,8 +3,9 @@
 A small profile's runs are computed twice, with perturbations that do not change the
 science: another torch thread count, the schedule in the reverse order, and the stacked
 path (every weight multiplied, masked ones by zero) against one run at a time on the CPU's
-sparse path (the sparse levels' linear layers packed, sddlib.pruning.sparse). The verdicts the book's pages give (metrics.judge over
-seeds) may move to or from "inconclusive", never between "holds" and "does not hold".
+sparse path (the sparse levels' linear layers packed, sddlib.pruning.sparse). The verdicts the
+book's pages give (metrics.judge over seeds) may move to or from "inconclusive", never between
+"holds" and "does not hold".
 """
 import pandas as pd
 

@@ -1,5 +1,5 @@
-"""Grids of runs (sddlib.scheduling.grid, sddlib.scheduling.distributed, ``sddlib sweep``): the grid file, the
-scheduler, worker processes and Ray tasks, and what happens when a worker is killed.
+"""Grids of runs (sddlib.scheduling.grid, sddlib.scheduling.distributed, ``sddlib sweep``): the grid
+file, the scheduler, worker processes and Ray tasks, and what happens when a worker is killed.
 
 The grid is the example one (examples/grid-smoke.yml: 8 tiny runs, 4 of them reinit runs
 that wait for their lottery runs). Its runs are computed once one by one (the reference)

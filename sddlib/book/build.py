@@ -111,7 +111,8 @@ def make_figures(profile: str = "quick", only: Optional[list[str]] = None,
     return written
 
 
-def plan_runs(settings: ProjectSettings, plans: dict[str, dict]) -> dict[str, list[ExperimentConfig]]:
+def plan_runs(settings: ProjectSettings,
+              plans: dict[str, dict]) -> dict[str, list[ExperimentConfig]]:
     """The runs each page of ``plans`` (name -> its checked parameters) will ask for,
     from its declaration (:func:`sddlib.book.pages.page_runs`, which the page itself calls),
     without executing it. The declarations are evaluated in ``settings.root``, where the

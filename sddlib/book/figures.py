@@ -127,17 +127,18 @@ def gather(variants: dict[str, list[ExperimentConfig]], compute_missing: bool = 
            label: str = "variant"):
     """The tidy levels of every variant's runs, with a ``label`` column naming the variant.
 
-    The runs of all variants are computed in one :func:`sddlib.scheduling.sweep.run_many` call, so on
-    CUDA runs that differ only in seed, label noise or pruning criterion train together as
-    stacked ensembles, across variants (see :func:`sddlib.scheduling.groups.stack_groups`; on the CPU
-    stacking does not pay, see :func:`sddlib.scheduling.groups.stacking_pays`). ``SDDLIB_STACK=1`` in the
-    environment stacks on any device, ``SDDLIB_STACK=0`` never (``sddlib figures`` passes
-    the environment on to the notebooks). The runs (or stacked groups) train in parallel
-    processes, one per core on the CPU (see :mod:`sddlib.scheduling.parallel`); ``SDDLIB_WORKERS=N``
-    sets how many (``auto`` by default, ``1``: one after another). A run in two variants
-    is computed once (at the most ``levels`` asked for) and its rows appear under both
+    The runs of all variants are computed in one :func:`sddlib.scheduling.sweep.run_many` call, so
+    on CUDA runs that differ only in seed, label noise or pruning criterion train together as
+    stacked ensembles, across variants (see :func:`sddlib.scheduling.groups.stack_groups`; on the
+    CPU stacking does not pay, see :func:`sddlib.scheduling.groups.stacking_pays`).
+    ``SDDLIB_STACK=1`` in the environment stacks on any device, ``SDDLIB_STACK=0`` never
+    (``sddlib figures`` passes the environment on to the notebooks). The runs (or stacked groups)
+    train in parallel processes, one per core on the CPU (see :mod:`sddlib.scheduling.parallel`);
+    ``SDDLIB_WORKERS=N`` sets how many (``auto`` by default, ``1``: one after another). A run in two
+    variants is computed once (at the most ``levels`` asked for) and its rows appear under both
     labels, each cut at that variant's ``levels``. With ``compute_missing=False`` nothing is
-    computed and each variant shows its finished runs, as :func:`sddlib.scheduling.sweep.run_many` says.
+    computed and each variant shows its finished runs, as
+    :func:`sddlib.scheduling.sweep.run_many` says.
     """
     settings = load_settings()
     progress = progress_setting()

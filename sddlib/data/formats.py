@@ -85,7 +85,8 @@ def write_cifar100(data_dir: Path, train_x, train_fine, test_x, test_fine) -> Pa
             b"coarse_labels": [label // 5 for label in fine],
             b"data": np.asarray(x, dtype=np.uint8).reshape(len(fine), 3072)})
     python2_pickle(root / "meta", {b"fine_label_names": [f"class{i}".encode() for i in range(100)],
-                                   b"coarse_label_names": [f"super{i}".encode() for i in range(20)]})
+                                   b"coarse_label_names": [f"super{i}".encode()
+                                                           for i in range(20)]})
     return root
 
 
@@ -151,7 +152,8 @@ def _write_tiny(data_dir: Path, rng) -> None:
     wnids = [f"n{10000000 + 7919 * i:08d}" for i in range(classes)]  # every one of its classes
     # one training image a class (ImageFolder refuses a class folder without one) and
     # FILE_TRAIN more, at the native 64 x 64 (the loader resizes them to the run's size)
-    labels = np.concatenate([np.arange(classes), rng.integers(0, classes, size=FILE_TRAIN + FILE_TEST)])
+    labels = np.concatenate([np.arange(classes),
+                             rng.integers(0, classes, size=FILE_TRAIN + FILE_TEST)])
     x, y = _images(rng, classes, labels, (64, 64, 3))
     train = {wnid: [] for wnid in wnids}
     for image, label in zip(x[:-FILE_TEST], y[:-FILE_TEST]):

@@ -22,7 +22,8 @@ A run knows its data: the dataset is loaded (and every size checked) before the 
 touched, its fingerprint (:func:`data.fingerprint`) and source go into ``meta.json``, and a
 stored run is reused or resumed only on data with the same fingerprint
 (:func:`check_data`). Many runs at once, stacked or in worker processes:
-:mod:`sddlib.scheduling.sweep`; reading stored checkpoints for analysis: :mod:`sddlib.engine.checkpoints`.
+:mod:`sddlib.scheduling.sweep`; reading stored checkpoints for analysis:
+:mod:`sddlib.engine.checkpoints`.
 """
 from __future__ import annotations
 

@@ -44,8 +44,8 @@ that is one reason channels_last is GPU-only by default.
 
 Several small runs per GPU. One CIFAR ResNet-18 at batch 128 leaves an H100 partly idle.
 Models without BatchNorm (mlp, cnn1d) train several runs as one stacked ensemble
-(:mod:`sddlib.engine.ensemble`, ``run_many(..., stack=True)``). Models with BatchNorm (the ResNets and
-VGGs) cannot be stacked; run several processes on the one GPU instead, each with its own
+(:mod:`sddlib.engine.ensemble`, ``run_many(..., stack=True)``). Models with BatchNorm (the ResNets
+and VGGs) cannot be stacked; run several processes on the one GPU instead, each with its own
 configs, e.g. ``sddlib run --set seed=0 & sddlib run --set seed=1 & ...`` or several
 papermill notebooks; the run store's per-run lock (``.lock``, ``flock``) keeps two
 processes from computing the same run, and each process pays its compilation once

@@ -1,11 +1,11 @@
 """Runs as Ray tasks on a cluster, their results brought home to the driver's run store.
 
-:func:`sddlib.scheduling.executor.run_all` with ``ray=ADDRESS`` (``sddlib sweep GRID.yml --ray auto``)
-makes each run a Ray task that asks for what it needs (:func:`resources`): on a cluster
-with GPUs a fraction of one for small models (:data:`SMALL_RUN_GPU_SHARE`, so several
-small runs share a GPU) and a whole GPU otherwise; on CPUs one core for small models.
-Ray is an optional extra (``pip install 'sddlib[ray]'``) and is imported only here, only
-when a sweep asks for it.
+:func:`sddlib.scheduling.executor.run_all` with ``ray=ADDRESS``
+(``sddlib sweep GRID.yml --ray auto``) makes each run a Ray task that asks for what it needs
+(:func:`resources`): on a cluster with GPUs a fraction of one for small models
+(:data:`SMALL_RUN_GPU_SHARE`, so several small runs share a GPU) and a whole GPU otherwise; on CPUs
+one core for small models. Ray is an optional extra (``pip install 'sddlib[ray]'``) and is imported
+only here, only when a sweep asks for it.
 
 Where results go. A run must end up in the driver's store, whether or not the worker's
 machine sees that folder (Ray Tune needs storage shared by every node; plain tasks can
@@ -14,10 +14,10 @@ the token there (and may write the folder) computes the run into the store direc
 a retried task resumes from the run's last checkpoint. Otherwise the task computes it into
 a temporary store of its own, with the runs it needs (a reinit run's lottery run, a
 re-dense branch's parent) shipped to it as bytes (unless every run so far came back
-through the shared store: then a worker that lacks them computes them itself), and returns the finished run folder as
-an uncompressed tar; the driver unpacks it into a temporary folder inside the store's root
-and renames it into place (:func:`install`), refusing to replace a finished run. So no run
-is recorded twice or half (a driver killed while unpacking leaves a ``.incoming-*`` folder
+through the shared store: then a worker that lacks them computes them itself), and returns the
+finished run folder as an uncompressed tar; the driver unpacks it into a temporary folder inside the
+store's root and renames it into place (:func:`install`), refusing to replace a finished run. So no
+run is recorded twice or half (a driver killed while unpacking leaves a ``.incoming-*`` folder
 in the store's root, which no run reads and which can be deleted). A ResNet-18 run keeps
 about 134 MB of weights and masks per level, 4 GB for 31 levels: with the paper profile,
 prefer a shared filesystem (NFS), or give Ray's object store room, or it spills to disk.

@@ -47,7 +47,8 @@ def resolve_workers(workers: Union[str, int], groups: list[list], device) -> int
     ``"auto"``: on the CPU, one per usable core divided by the runs' threads, at most one
     per group, and 1 (no pool) when there is one group or the runs are small (see
     ``WORTH_A_PROCESS``); on a GPU 1 (there, small runs are stacked instead, see
-    :func:`sddlib.scheduling.groups.stacking_pays`). A number is taken as it is (at most one per group).
+    :func:`sddlib.scheduling.groups.stacking_pays`). A number is taken as it is (at most one
+    per group).
     """
     if workers == "auto":
         if torch.device(device).type != "cpu" or len(groups) < 2:

@@ -2,8 +2,8 @@
 
 A run's folder is ``<runs_dir>/<readable name>-<hash>``, e.g.
 ``mnist-5k-mlp-300x100-random20-magnitude-lottery-seed0-3f9c2a1b7e``: readable for
-people, the hash of :meth:`ExperimentConfig.identity` for the machine. The index of all runs is made by
-scanning the folders' ``config.json`` (``sddlib ls``), so it can never go stale, even with
+people, the hash of :meth:`ExperimentConfig.identity` for the machine. The index of all runs is made
+by scanning the folders' ``config.json`` (``sddlib ls``), so it can never go stale, even with
 several machines writing to one shared store.
 
 A run folder holds::
