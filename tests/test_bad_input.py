@@ -15,6 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 import yaml
 
 from sddlib.book import build
@@ -141,6 +142,10 @@ CASES = [
                  id="set-model"),
     pytest.param(run_args("--set", "device=tpu"), "device", ["auto, cpu, cuda"],
                  id="set-device"),
+    # a new run (a stored one is reused wherever it trained)
+    pytest.param(run_args("--set", "device=cuda", "--set", "seed=5"), "device",
+                 ["not on this machine", "allowed here: auto, cpu"], id="set-device-not-here",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")),
     pytest.param(run_args("--set", "model=resnet18"), "model", ["mlp, cnn1d"],
                  id="set-model-needs-images"),
     pytest.param(run_args("--set", "train_size=333"), "train_size", ["multiple of 10"],
@@ -223,6 +228,10 @@ FIGURES = [
     pytest.param(["-p", "experiment.rate=0"], "experiment.rate", ["> 0.0", "< 1.0"],
                  id="fig-experiment-rate"),
     pytest.param(["-p", "seeds=[a]"], "seeds", [">= 0"], id="fig-seeds"),
+    pytest.param(["--profile", "smoke", "--only", "pruning-criteria", "-p",
+                  "experiment.device=cuda"], "device", ["not on this machine"],
+                 id="fig-device-not-here",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")),
     pytest.param(["-p", "experiment.model=nope"], "experiment.model", ["mlp, cnn1d"],
                  id="fig-experiment-model"),
     pytest.param(["-p", "experiment.data_dir=/tmp"], "experiment.data_dir", ["--data-dir"],

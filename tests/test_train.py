@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from sddlib.config.fields import ExperimentConfig
@@ -112,3 +113,21 @@ def test_a_training_set_normalised_once_gives_the_weights_of_batches_normalised_
     train_level(second, inputs, recipe(), seed=1, level=0)
     for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_a_cuda_device_this_machine_lacks_is_bad_input(monkeypatch):
+    """training_device: a CUDA index torch cannot see here is a one-line ConfigError naming
+    ``device`` and what this machine allows; one it can see is taken as it is."""
+    from sddlib.config.fields import ConfigError
+    from sddlib.engine import train
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert train.training_device("cuda:0") == torch.device("cuda:0")
+    assert train.training_device("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError, match=r"^device: 'cuda:1' is not on this machine \(torch "
+                                          r"sees 1 CUDA device\); allowed here: auto, cpu, "
+                                          r"cuda, cuda:0 to cuda:0$"):
+        train.training_device("cuda:1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(ConfigError, match=r"sees 0 CUDA devices\); allowed here: auto, cpu$"):
+        train.training_device("cuda")

@@ -146,12 +146,12 @@ def schedule(configs: Iterable[ExperimentConfig], store_: RunStore, data_dir: Pa
     for), the runs it needs first, the biggest first, in one pool of ``workers`` processes
     or as Ray tasks on the cluster at ``ray``, with runs that differ only in seed, noise or
     criterion stacked where stacking pays (CUDA, or ``SDDLIB_STACK=1``). Returns how many
-    runs were computed; raises :class:`RuntimeError` naming the runs that failed, once the
-    others are done."""
+    runs were computed; once the others are done, raises for the runs that failed as
+    :meth:`sddlib.scheduling.plan.Summary.raise_failures` says (the one error of bad input
+    that failed them all, else a :class:`RuntimeError` naming each)."""
     summary = run_all(list(configs), store_, workers=workers, ray=ray, stack=stack_setting(),
                       progress=progress, data_dir=data_dir)
-    if summary.failed:
-        raise RuntimeError(summary.failures())
+    summary.raise_failures()
     return len(summary.computed)
 
 

@@ -76,7 +76,7 @@ def run_experiment(config: ExperimentConfig, store: RunStore, *, progress: bool 
             return found
     for needed in needs:
         run_experiment(needed, store, **options)
-    device = train.resolve_device(config.device)
+    device = train.training_device(config.device)
     with threads.torch_threads(threads.run_threads(config, device)):
         run = store.create(config, str(device), extra=run_meta(
             fast.speed_for(config, device), bundle))

@@ -30,14 +30,33 @@ from torch import nn
 from torch.nn import functional as F
 
 from sddlib.base.seeds import derive_seed
+from sddlib.config.fields import ConfigError
 from sddlib.engine import fast
 from sddlib.pruning import prune, sparse
 
 
 def resolve_device(name: str) -> torch.device:
+    """The torch device a config's ``device`` names (``auto``: cuda when torch sees one)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def training_device(name: str) -> torch.device:
+    """:func:`resolve_device`, checked to exist on this machine: where a run is about to
+    train, before its folder is made. A CUDA device torch cannot see here is bad input (a
+    :class:`ConfigError` naming ``device`` and what this machine allows), not torch's
+    driver error after the run was written. Only where a run trains: the driver of a Ray
+    cluster may have no GPU that its workers have."""
+    device = resolve_device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if (device.index or 0) >= count:
+            here = "auto, cpu" + (f", cuda, cuda:0 to cuda:{count - 1}" if count else "")
+            raise ConfigError(f"device: {name!r} is not on this machine (torch sees "
+                              f"{count} CUDA device{'' if count == 1 else 's'}); allowed "
+                              f"here: {here}")
+    return device
 
 
 @dataclass

@@ -35,7 +35,7 @@ import torch
 from tqdm import tqdm
 
 from sddlib.config.fields import ExperimentConfig
-from sddlib.engine.train import resolve_device
+from sddlib.engine.train import resolve_device, training_device
 from sddlib.scheduling import parallel
 from sddlib.scheduling.backends import InProcess, LocalPool
 from sddlib.scheduling.groups import stacking_pays
@@ -66,7 +66,9 @@ def run_all(configs: list[ExperimentConfig], store: RunStore, *,
     :mod:`sddlib.scheduling.distributed`). ``stack``: train runs that differ only in seed,
     noise and criterion as one stacked ensemble (``"auto"``: where it pays, on CUDA).
     ``retries``: how many times a task whose worker was lost is started again. A task that
-    fails does not stop the others; the :class:`Summary` names its runs and why.
+    fails does not stop the others; the :class:`Summary` names its runs and why. Without
+    ``ray``, a device this machine lacks is bad input, raised before anything starts
+    (:func:`sddlib.engine.train.training_device`).
     ``checkpoint_seconds``, ``data_dir`` and ``download`` as for
     :func:`sddlib.engine.experiment.run_experiment`. In a script with several workers, call
     it under ``if __name__ == "__main__":`` (spawned workers import the script).
@@ -93,7 +95,9 @@ def run_all(configs: list[ExperimentConfig], store: RunStore, *,
 
             backend = distributed.RayBackend(ray, store, options, retries, transport,
                                              None if workers == "auto" else workers)
-        else:
+        else:  # the runs train on this machine: a device it lacks fails them all alike
+            for device in sorted({c.device for task in tasks.values() for c in task.configs}):
+                training_device(device)
             count = local_workers(workers, list(tasks.values()))
             backend = LocalPool(count, store, options) if count > 1 else \
                 InProcess(store, {**options, "progress": progress})

@@ -108,7 +108,7 @@ def run_stacked(configs: list[ExperimentConfig], store: RunStore, *, progress: b
     if distilling := [c.run_name() for c in configs if c.distills]:
         raise ValueError(f"distill_from: {distilling[0]} distils and trains alone; allowed "
                          "in a stacked group: none")
-    device = train.resolve_device(configs[0].device)
+    device = train.training_device(configs[0].device)
     # members share one precision (it is part of the group key); vmapped training is
     # neither compiled nor channels_last (stacked models are 1-D or MLPs)
     speed = dataclasses.replace(fast.speed_for(configs[0], device), compile=False,

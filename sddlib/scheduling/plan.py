@@ -81,6 +81,18 @@ class Summary:
         return f"{len(self.failed)} run(s) failed: " + "; ".join(
             f"{name}: {why}" for name, why in self.failed.items())
 
+    def raise_failures(self) -> None:
+        """Raise for the failed runs, if any: the exception itself when every failed run
+        raised the same one (bad input, such as a device or a ``train_size`` this machine
+        or dataset lacks, fails every run alike, and stays the one-line error of bad
+        input), else a :class:`RuntimeError` of :meth:`failures`."""
+        if not self.failed:
+            return
+        errors = {(type(error), str(error)) for error in self.errors.values()}
+        if len(errors) == 1 and len(self.errors) == len(self.failed):
+            raise next(iter(self.errors.values()))
+        raise RuntimeError(self.failures())
+
     def report(self) -> str:
         """A few lines for people: the counts, then each failed run and why."""
         lines = [f"sweep: {len(self.computed)} computed, {len(self.reused)} already finished, "

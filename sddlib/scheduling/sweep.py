@@ -66,11 +66,7 @@ def run_many(configs: list[ExperimentConfig], store: RunStore, *, compute_missin
     elif missing:
         summary = run_all(missing, store, workers=workers, stack=stack, progress=progress,
                           **options)
-        if summary.failed:  # the other runs were computed all the same
-            errors = {(type(error), str(error)) for error in summary.errors.values()}
-            if len(errors) == 1 and len(summary.errors) == len(summary.failed):
-                raise next(iter(summary.errors.values()))  # one error: as it was raised
-            raise RuntimeError(summary.failures())
+        summary.raise_failures()  # once the other runs were computed all the same
         runs += [store.find(config) for config in missing]
     frame = table(runs)
     if not frame.empty:
