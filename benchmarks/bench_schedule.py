@@ -14,9 +14,9 @@ schedule it prints:
   the default scratch store);
 - the dense network's training accuracy, the mean over seeds (the noisy labels are
   memorised when it is near 1);
-- the claim of the datasets page over those seeds (:func:`sddlib.analysis.metrics.
-  three_phases_judgement`): the mean of each seed's smallest phase, its 95% interval and
-  the verdict in the book's words.
+- the claim of the datasets page over those seeds
+  (:func:`sddlib.analysis.metrics.three_phases_judgement`): the mean of each seed's
+  smallest phase, its 95% interval and the verdict in the book's words.
 
 The runs go to a scratch store unless ``--runs-dir`` names one; there its finished runs are
 reused, so a second call only reads them. It trains whole curves (about ten minutes on
