@@ -21,10 +21,12 @@ Each is reported as time per step over conv1d's in the same process (below 1: fa
 from __future__ import annotations
 
 import sys
-import time
 
+import common
 import torch
 from torch.nn import functional as F
+
+from sddlib.engine import threads
 
 BATCH, LENGTH, WIDTH = 128, 40, 32
 LAYERS = [(1, WIDTH, 5, 1, 2), (WIDTH, WIDTH, 3, 2, 1), (WIDTH, WIDTH, 3, 2, 1)]
@@ -97,18 +99,11 @@ def _grads(conv, x, weights, biases) -> list[torch.Tensor]:
 
 
 def _seconds(conv, x, weights, biases, repeats: int) -> float:
-    for _ in range(10):
-        _step(conv, x, weights, biases)
-    started = time.perf_counter()
-    for _ in range(repeats):
-        _step(conv, x, weights, biases)
-    return (time.perf_counter() - started) / repeats
+    return common.mean_seconds(lambda: _step(conv, x, weights, biases), repeats, warmup=10)
 
 
 def main(repeats: int = 300) -> list[tuple[str, str]]:
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with threads.torch_threads(1):
         x, weights, biases = _network()
         reference = _grads(conv1d, x, weights, biases)
         rows = []
@@ -125,11 +120,8 @@ def main(repeats: int = 300) -> list[tuple[str, str]]:
             ratios.sort()
             rows.append((f"cnn1d convolutions, {name}: step time / conv1d's (1 thread, "
                          f"batch {BATCH}; median of 3)", f"{ratios[1]:.2f}"))
-        return rows
-    finally:
-        torch.set_num_threads(old)
+    return common.report(rows)
 
 
 if __name__ == "__main__":
-    for measure, value in main(*(int(a) for a in sys.argv[1:])):
-        print(f"{measure}: {value}")
+    main(*(int(a) for a in sys.argv[1:]))

@@ -19,7 +19,6 @@ last levels of a curve (``benchmarks/MEASUREMENTS.md``), too few to pay for a se
 from __future__ import annotations
 
 import sys
-import time
 import warnings
 
 import common
@@ -32,15 +31,6 @@ from sddlib.engine import threads
 DENSITIES = (1.0, 0.4, 0.2, 0.1, 0.05)
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-
-
-def mean_ms(function, repeats: int) -> float:
-    for _ in range(3):
-        function()
-    started = time.perf_counter()
-    for _ in range(repeats):
-        function()
-    return (time.perf_counter() - started) / repeats * 1000
 
 
 def unrolled(channels: int, length: int, taps: int, stride: int, padding: int):
@@ -86,7 +76,7 @@ def one_layer(channels, length, taps, stride, padding, density, repeats, generat
         g = grad.reshape(BATCH, -1).t().contiguous()
         tap_grads = torch.sparse.sampled_addmm(zeros, g, x_t.t(), beta=0.0).values()
         grad_weight = torch.zeros(flat.numel()).index_add_(0, source, tap_grads)
-        grad.sum((0, 2))
+        grad.sum((0, 2))  # the bias gradient: timed, as conv1d's backward computes it
         return y, grad_weight.view(weight.shape)
 
     # the two give the same output and the same weight gradient at the kept taps
@@ -96,7 +86,7 @@ def one_layer(channels, length, taps, stride, padding, density, repeats, generat
     y, grad_weight = csr()
     assert torch.allclose(y.detach(), reference.detach(), atol=1e-4)
     assert torch.allclose(grad_weight, reference_grad, atol=1e-3)
-    return mean_ms(dense_masked, repeats), mean_ms(csr, repeats)
+    return common.mean_seconds(dense_masked, repeats), common.mean_seconds(csr, repeats)
 
 
 def main(repeats: int = 60) -> list[tuple[str, str]]:

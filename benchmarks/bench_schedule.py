@@ -30,7 +30,6 @@ import argparse
 import tempfile
 
 import common
-import pandas as pd
 
 from sddlib.analysis import metrics
 from sddlib.book import figures, pages
@@ -79,5 +78,4 @@ if __name__ == "__main__":
                              "of the profile's)")
     parser.add_argument("--runs-dir", help="a run store to use and keep (default: scratch)")
     options = parser.parse_args()
-    pd.set_option("display.width", 120)
     main(options.epochs or None, options.runs_dir)

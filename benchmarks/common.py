@@ -58,6 +58,17 @@ def seconds(function, *args, **kwargs) -> float:
     return time.perf_counter() - started
 
 
+def mean_seconds(function, repeats: int, warmup: int = 3) -> float:
+    """Mean wall seconds of ``function()`` over ``repeats`` calls, after ``warmup`` untimed
+    ones (allocator and kernel warm-up)."""
+    for _ in range(warmup):
+        function()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        function()
+    return (time.perf_counter() - started) / repeats
+
+
 def machine() -> str:
     threads = torch.get_num_threads()
     note = ""

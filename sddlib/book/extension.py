@@ -103,8 +103,7 @@ def execute_missing(app, config) -> None:
     missing = missing_pages(book_dir)
     if missing:
         raise ExtensionError(f"sddlib.book.extension: page(s) {', '.join(missing)} of _toc.yml "
-                             "have no "
-                             f"source in {book_dir}; allowed pages: the notebooks of "
+                             f"have no source in {book_dir}; allowed pages: the notebooks of "
                              f"_config.yml ({', '.join(names)}) or a .md file")
 
 

@@ -312,9 +312,8 @@ def _load_mnist1d(data_dir: Path, train_size: int, test_size: int) -> DataBundle
     # make_dataset draws num_samples // 10 samples per class, so other totals would silently shrink.
     if num_samples % 10:
         raise ValueError(
-            f"train_size: mnist1d generates whole classes, so train_size + test_size must be a "
-            f"multiple of 10, "
-            f"got {train_size} + {test_size}"
+            "train_size: mnist1d generates whole classes, so train_size + test_size must be a "
+            f"multiple of 10, got {train_size} + {test_size}"
         )
     cache = data_dir / "mnist1d" / f"mnist1d_{train_size}_{test_size}.npz"
     if cache.exists():
@@ -468,7 +467,7 @@ def _read_tinyimagenet(data_dir: Path, size: int):
               root / "val" / "images"]
     if not all(p.exists() for p in needed):
         raise FileNotFoundError(
-            f"tinyimagenet: expected the official tiny-imagenet-200 folder "
+            "tinyimagenet: expected the official tiny-imagenet-200 folder "
             f"(wnids.txt, train/, val/) at {root}; "
             f"it cannot be downloaded automatically: unpack tiny-imagenet-200.zip "
             f"(http://cs231n.stanford.edu/tiny-imagenet-200.zip) into {data_dir}"
